@@ -1,0 +1,446 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RunnerPoolSpec is what a platform team writes: where the runners register, which labels they
+// carry, how many there may be, how the pool scales, and what the runner pods look like.
+// +kubebuilder:validation:XValidation:rule="self.minRunners <= self.maxRunners",message="minRunners must not be greater than maxRunners"
+type RunnerPoolSpec struct {
+	// Bitbucket says where the runners are registered and with which credentials.
+	// +required
+	Bitbucket BitbucketSpec `json:"bitbucket"`
+
+	// Labels are the custom runner labels a step selects with `runs-on`. The system labels
+	// (`self.hosted` and the platform's OS label) are added automatically. Bitbucket allows up to
+	// 10 custom labels of lowercase letters, digits and dots.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=set
+	Labels []RunnerLabel `json:"labels,omitempty"`
+
+	// Platform is the runner's operating system and architecture. It selects the nodes
+	// (kubernetes.io/arch) and the default OS label.
+	// +optional
+	// +kubebuilder:default="linux/amd64"
+	Platform Platform `json:"platform,omitempty"`
+
+	// PlatformLabels overrides the system labels added to every runner. Defaults to
+	// `self.hosted` and `linux` on linux/amd64, `self.hosted` and `linux.arm64` on linux/arm64.
+	// Set it when your Bitbucket workspace reports a different arm64 label (for example `linux.arm`).
+	// +optional
+	// +kubebuilder:validation:MaxItems=3
+	// +listType=set
+	PlatformLabels []RunnerLabel `json:"platformLabels,omitempty"`
+
+	// MinRunners is the number of runners the pool never goes below. The default of 1 keeps one
+	// runner ONLINE per label set, because Bitbucket may fail a step when no ONLINE runner
+	// matches its labels. Set 0 explicitly to scale to zero.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MinRunners int32 `json:"minRunners"`
+
+	// MaxRunners is the number of runners the pool never goes above, counting runners that are
+	// still starting. Bitbucket allows at most 100 runners per workspace or repository.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxRunners int32 `json:"maxRunners"`
+
+	// Scaling is the rule that turns the job queue into a number of runners.
+	// +optional
+	// +kubebuilder:default={}
+	Scaling ScalingSpec `json:"scaling,omitempty"`
+
+	// Runner configures the Bitbucket runner container.
+	// +optional
+	// +kubebuilder:default={}
+	Runner RunnerContainerSpec `json:"runner,omitempty"`
+
+	// Docker configures the docker-in-docker sidecar that runs the build containers.
+	// +optional
+	// +kubebuilder:default={}
+	Docker DockerSpec `json:"docker,omitempty"`
+
+	// Template adds scheduling and metadata settings to every runner pod. The containers,
+	// volumes and environment the runner needs are always kept.
+	// +optional
+	Template PodTemplateOverrides `json:"template,omitempty"`
+}
+
+// RunnerLabel is a Bitbucket runner label: lowercase letters and digits, separated by dots.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=50
+// +kubebuilder:validation:Pattern=`^[a-z0-9]+(\.[a-z0-9]+)*$`
+type RunnerLabel string
+
+// BitbucketUUID is a Bitbucket UUID written with its braces, as Bitbucket shows it.
+// +kubebuilder:validation:Pattern=`^\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}$`
+type BitbucketUUID string
+
+// Platform is an operating system and architecture a runner image supports.
+// +kubebuilder:validation:Enum="linux/amd64";"linux/arm64"
+type Platform string
+
+const (
+	PlatformLinuxAMD64 Platform = "linux/amd64"
+	PlatformLinuxARM64 Platform = "linux/arm64"
+)
+
+// BitbucketSpec says where runners are registered.
+// +kubebuilder:validation:XValidation:rule="has(self.repository) == has(oldSelf.repository) && (!has(self.repository) || self.repository == oldSelf.repository)",message="repository is immutable: create a new RunnerPool to move runners to another repository"
+type BitbucketSpec struct {
+	// Workspace is the workspace UUID with braces, for example
+	// `{0b3f8a1e-2c4d-4e5f-8a9b-0c1d2e3f4a5b}` (Workspace settings > Runners shows it).
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="workspace is immutable: create a new RunnerPool to move runners to another workspace"
+	Workspace BitbucketUUID `json:"workspace"`
+
+	// Repository, when set, makes the runners repository runners of this repository UUID
+	// (with braces) instead of workspace runners.
+	// +optional
+	Repository BitbucketUUID `json:"repository,omitempty"`
+
+	// CredentialsSecretRef names a Secret in the pool's namespace holding the Bitbucket API
+	// credentials: `clientId` and `clientSecret` (an OAuth consumer), or `accessToken`
+	// (a workspace or repository access token), or `username` and `password` (an app password
+	// or API token). The credentials need the runner:write scope, and pipeline for the Queue
+	// scaling policy.
+	// +required
+	CredentialsSecretRef SecretReference `json:"credentialsSecretRef"`
+
+	// APIURL is the Bitbucket API base URL.
+	// +optional
+	// +kubebuilder:default="https://api.bitbucket.org"
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
+	APIURL string `json:"apiURL,omitempty"`
+
+	// TokenURL is the OAuth token endpoint used with an OAuth consumer.
+	// +optional
+	// +kubebuilder:default="https://bitbucket.org/site/oauth2/access_token"
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
+	TokenURL string `json:"tokenURL,omitempty"`
+}
+
+// SecretReference names a Secret in the same namespace.
+type SecretReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// ScalingPolicy selects the rule that computes the desired number of runners.
+// +kubebuilder:validation:Enum=IdleBuffer;PercentageIdle;Queue
+type ScalingPolicy string
+
+const (
+	// ScalingPolicyIdleBuffer keeps busy + idleRunners runners.
+	ScalingPolicyIdleBuffer ScalingPolicy = "IdleBuffer"
+	// ScalingPolicyPercentageIdle follows the thresholds and multipliers of Atlassian's
+	// runners-autoscaler, for teams migrating from it.
+	ScalingPolicyPercentageIdle ScalingPolicy = "PercentageIdle"
+	// ScalingPolicyQueue keeps busy + waiting steps + idleRunners runners, reading waiting steps
+	// from the pipelines API.
+	ScalingPolicyQueue ScalingPolicy = "Queue"
+)
+
+// ScalingSpec is the rule that turns the job queue into a number of runners.
+// +kubebuilder:validation:XValidation:rule="self.policy != 'PercentageIdle' || has(self.percentageIdle)",message="percentageIdle settings are required when policy is PercentageIdle"
+type ScalingSpec struct {
+	// Policy is the scaling rule.
+	// +optional
+	// +kubebuilder:default=IdleBuffer
+	Policy ScalingPolicy `json:"policy,omitempty"`
+
+	// IdleRunners is how many ONLINE runners without a step the pool keeps ready
+	// (IdleBuffer and Queue policies).
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	IdleRunners int32 `json:"idleRunners"`
+
+	// PercentageIdle holds the runners-autoscaler thresholds (PercentageIdle policy).
+	// +optional
+	PercentageIdle *PercentageIdleSpec `json:"percentageIdle,omitempty"`
+
+	// PollInterval is how often the pool observes Bitbucket. Webhook events trigger an
+	// immediate poll. Between 5s and 10m.
+	// +optional
+	// +kubebuilder:default="15s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('10m')",message="pollInterval must be between 5s and 10m"
+	PollInterval metav1.Duration `json:"pollInterval,omitempty"`
+
+	// ScaleDownDelay is the minimum time an idle runner lives before the pool may remove it.
+	// Between 0s and 24h.
+	// +optional
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleDownDelay must be between 0s and 24h"
+	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitempty"`
+
+	// PendingTimeout is how long a runner may stay starting (pod Pending, runner not ONLINE)
+	// before the pool reports it and stops counting on it. Between 30s and 1h.
+	// +optional
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('1h')",message="pendingTimeout must be between 30s and 1h"
+	PendingTimeout metav1.Duration `json:"pendingTimeout,omitempty"`
+}
+
+// Decimal is a non-negative decimal number written as a string, such as "0.5" or "1.5".
+// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
+// +kubebuilder:validation:MaxLength=10
+type Decimal string
+
+// PercentageIdleSpec mirrors the runners-autoscaler `percentageRunnersIdle` strategy, with the
+// same names and numbers, so its configuration can be copied over.
+type PercentageIdleSpec struct {
+	// ScaleUpThreshold: when the busy share of runners is above it, scale up (0 to 1).
+	// +optional
+	// +kubebuilder:default="0.5"
+	ScaleUpThreshold Decimal `json:"scaleUpThreshold,omitempty"`
+	// ScaleDownThreshold: when the busy share of runners is below it, scale down (0 to 1).
+	// +optional
+	// +kubebuilder:default="0.2"
+	ScaleDownThreshold Decimal `json:"scaleDownThreshold,omitempty"`
+	// ScaleUpMultiplier: the runner count is multiplied by it when scaling up (>= 1).
+	// +optional
+	// +kubebuilder:default="1.5"
+	ScaleUpMultiplier Decimal `json:"scaleUpMultiplier,omitempty"`
+	// ScaleDownMultiplier: the runner count is multiplied by it when scaling down (0 to 1).
+	// +optional
+	// +kubebuilder:default="0.5"
+	ScaleDownMultiplier Decimal `json:"scaleDownMultiplier,omitempty"`
+}
+
+// StepSize is the largest Bitbucket step `size` the runner accepts; it sets the memory given to
+// the docker-in-docker sidecar that runs the step's containers.
+// +kubebuilder:validation:Enum="1x";"2x";"4x";"8x"
+type StepSize string
+
+// RunnerContainerSpec configures the Bitbucket runner container.
+// +kubebuilder:validation:XValidation:rule="!has(self.resources) || !has(self.resources.requests) || !('memory' in self.resources.requests) || quantity(self.resources.requests.memory).compareTo(quantity('512Mi')) >= 0",message="runner memory request must be at least 512Mi (the Bitbucket runner needs 512 MB)"
+// +kubebuilder:validation:XValidation:rule="!has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || quantity(self.resources.limits.memory).compareTo(quantity('512Mi')) >= 0",message="runner memory limit must be at least 512Mi (the Bitbucket runner needs 512 MB)"
+type RunnerContainerSpec struct {
+	// Image is the Bitbucket Pipelines runner image.
+	// +optional
+	// +kubebuilder:default="docker-public.packages.atlassian.com/sox/atlassian/bitbucket-pipelines-runner:1"
+	// +kubebuilder:validation:MinLength=1
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the runner image. Atlassian updates the `:1` tag in place, so the
+	// default pulls it again on every pod start.
+	// +optional
+	// +kubebuilder:default=Always
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// StepSize is the largest step size this pool runs: 1x (4 GiB), 2x (8 GiB), 4x (16 GiB) or
+	// 8x (32 GiB) for the build and service containers.
+	// +optional
+	// +kubebuilder:default="1x"
+	StepSize StepSize `json:"stepSize,omitempty"`
+
+	// WorkingDirectory is where the runner keeps its builds. It is mounted at the same path in
+	// the runner and in docker-in-docker, because the runner bind-mounts it into build containers.
+	// An absolute path, not `/`.
+	// +optional
+	// +kubebuilder:default="/tmp"
+	// +kubebuilder:validation:Pattern=`^/[^\s]*[^/\s]$`
+	// +kubebuilder:validation:MaxLength=255
+	WorkingDirectory string `json:"workingDirectory,omitempty"`
+
+	// WorkVolume backs the working directory. Defaults to an emptyDir.
+	// +optional
+	WorkVolume *WorkVolumeSource `json:"workVolume,omitempty"`
+
+	// Resources of the runner container (not of the builds, see stepSize). At least 512Mi of
+	// memory. Defaults to requests and limits of 512Mi memory and 250m CPU requests.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Env adds environment variables to the runner container. The variables the runner needs
+	// (ACCOUNT_UUID, RUNNER_UUID, OAUTH_CLIENT_ID, ...) cannot be overridden.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// Ephemeral runners run one step each: the pod is replaced after every step.
+	// +optional
+	Ephemeral bool `json:"ephemeral,omitempty"`
+
+	// MaxSteps recycles a runner pod (fresh docker storage) after this many steps, while idle.
+	// 0 means no limit.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxSteps int32 `json:"maxSteps,omitempty"`
+
+	// MaxAge recycles a runner pod after this age, while idle: the Kubernetes form of the weekly
+	// `docker system prune -af`. 0s means no limit.
+	// +optional
+	// +kubebuilder:default="24h"
+	MaxAge metav1.Duration `json:"maxAge,omitempty"`
+}
+
+// WorkVolumeSource backs the working directory: an emptyDir or an ephemeral volume claim.
+// +kubebuilder:validation:XValidation:rule="!(has(self.emptyDir) && has(self.ephemeral))",message="set at most one of emptyDir and ephemeral"
+type WorkVolumeSource struct {
+	// +optional
+	EmptyDir *corev1.EmptyDirVolumeSource `json:"emptyDir,omitempty"`
+	// Ephemeral is a generic ephemeral volume (a PVC per pod), schemaless in the CRD and
+	// checked like volumes.
+	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Ephemeral *corev1.EphemeralVolumeSource `json:"ephemeral,omitempty"`
+}
+
+// DockerSpec configures the docker-in-docker sidecar.
+type DockerSpec struct {
+	// Image of the docker-in-docker daemon.
+	// +optional
+	// +kubebuilder:default="docker:dind"
+	// +kubebuilder:validation:MinLength=1
+	Image string `json:"image,omitempty"`
+
+	// Resources of the docker-in-docker sidecar. Its memory defaults to what the step size
+	// needs (4 GiB per 1x).
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// PodTemplateOverrides are merged into every runner pod.
+type PodTemplateOverrides struct {
+	// Metadata adds labels and annotations to runner pods.
+	// +optional
+	Metadata PodMetadata `json:"metadata,omitempty"`
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// +optional
+	// +listType=atomic
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// Affinity of runner pods (schemaless in the CRD, checked like volumes).
+	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// +optional
+	// +listType=atomic
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// +optional
+	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	// +optional
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+	// Volumes added to the pod, for example a CA bundle; mount them with volumeMounts. Kept
+	// schemaless here to keep the CRD small; the operator checks the resulting pod with a
+	// server-side dry run and reports errors in the PodTemplateValid condition.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=array
+	Volumes []corev1.Volume `json:"volumes,omitempty"`
+	// VolumeMounts added to the runner container.
+	// +optional
+	// +listType=atomic
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+}
+
+// PodMetadata is the subset of object metadata a pod template may carry.
+type PodMetadata struct {
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// RunnerPoolStatus is what the operator observed and decided.
+type RunnerPoolStatus struct {
+	// ObservedGeneration is the generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Replicas is the number of Runner objects of the pool, whatever their state.
+	// +optional
+	Replicas int32 `json:"replicas"`
+	// Ready is the number of runners ONLINE in Bitbucket.
+	// +optional
+	Ready int32 `json:"ready"`
+	// Idle is the number of ONLINE runners without a step.
+	// +optional
+	Idle int32 `json:"idle"`
+	// Busy is the number of runners running a step.
+	// +optional
+	Busy int32 `json:"busy"`
+	// Starting is the number of runners not ONLINE yet, pods Pending included.
+	// +optional
+	Starting int32 `json:"starting"`
+	// Draining is the number of runners being removed.
+	// +optional
+	Draining int32 `json:"draining"`
+	// Desired is the number of runners the scaling policy asked for.
+	// +optional
+	Desired int32 `json:"desired"`
+	// Queued is the number of steps waiting for a runner of this pool, when known.
+	// +optional
+	Queued int32 `json:"queued"`
+	// Selector selects the pool's runner pods (for the scale subresource).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// LastObservedTime is when Bitbucket was last observed for this pool.
+	// +optional
+	LastObservedTime *metav1.Time `json:"lastObservedTime,omitempty"`
+	// Conditions: Ready, CredentialsValid, ScalingActive.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// RunnerPool is a pool of Bitbucket Pipelines self-hosted Docker runners that scales with the
+// job queue.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.minRunners,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=rp,categories=runnerpool
+// +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.minRunners`
+// +kubebuilder:printcolumn:name="Max",type=integer,JSONPath=`.spec.maxRunners`
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desired`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.ready`
+// +kubebuilder:printcolumn:name="Busy",type=integer,JSONPath=`.status.busy`
+// +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idle`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type RunnerPool struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec RunnerPoolSpec `json:"spec"`
+	// +optional
+	Status RunnerPoolStatus `json:"status,omitempty"`
+}
+
+// RunnerPoolList is a list of RunnerPools.
+// +kubebuilder:object:root=true
+type RunnerPoolList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RunnerPool `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&RunnerPool{}, &RunnerPoolList{})
+}
