@@ -142,4 +142,5 @@ func (s *Server) resetLocked() {
 	s.hourlyLimit = s.opts.HourlyLimit
 	s.stepSerial = 0
 	s.needsSchedule = false
+	s.rejectedHooks = nil
 }
