@@ -1,0 +1,52 @@
+package framework
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// SkipEnv, set to 1, turns a missing control plane binary into a skipped test
+// instead of a failure. `make test` builds the binaries first, so it is unset
+// there; it is for running a quick `go test ./...` without them.
+const SkipEnv = "RUNNERPOOL_SKIP_CONTROLPLANE"
+
+// startTimeout bounds StartForTest; a start takes seconds.
+const startTimeout = 2 * time.Minute
+
+// StartForTest starts a control plane for tb and stops it when tb ends. When tb
+// failed, the end of every program's log is written to the test log. Missing
+// binaries fail the test unless SkipEnv is 1.
+func StartForTest(tb testing.TB, opts Options) *ControlPlane {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(tb.Context(), startTimeout)
+	defer cancel()
+	begin := time.Now()
+	cp, err := Start(ctx, opts)
+	if errors.Is(err, ErrBinariesMissing) && os.Getenv(SkipEnv) == "1" {
+		tb.Skipf("skipping: %v (%s=1)", err, SkipEnv)
+	}
+	if err != nil {
+		tb.Fatalf("%v", err)
+	}
+	tb.Logf("control plane started in %s", time.Since(begin).Round(time.Millisecond))
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			cp.logTails(tb)
+		}
+		if err := cp.Stop(); err != nil {
+			tb.Errorf("stop control plane: %v", err)
+		}
+	})
+	return cp
+}
+
+func (cp *ControlPlane) logTails(tb testing.TB) {
+	logs, _ := filepath.Glob(filepath.Join(cp.logDir, "*.log"))
+	for _, path := range logs {
+		tb.Logf("--- last lines of %s:\n%s", filepath.Base(path), tailFile(path, 30))
+	}
+}
