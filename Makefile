@@ -34,3 +34,14 @@ unit: ## Unit tests only (no control plane).
 test: tools vet ## Every test: unit, integration and end-to-end against a real control plane.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 -timeout 25m ./...
+
+CONTROLLER_GEN_ARGS := crd rbac:roleName=runnerpool-operator paths=./api/... paths=./controllers/... \
+	output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: tools ## Regenerate deepcopy, CRDs and RBAC with controller-gen (never edit those files by hand).
+	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
+	$(BIN)/controller-gen $(CONTROLLER_GEN_ARGS)
+
+.PHONY: manifests
+manifests: generate ## Alias of generate.

@@ -114,15 +114,15 @@ type BitbucketSpec struct {
 	// +required
 	CredentialsSecretRef SecretReference `json:"credentialsSecretRef"`
 
-	// APIURL is the Bitbucket API base URL.
+	// APIURL is the Bitbucket API base URL. Defaults to the operator's --bitbucket-api-url
+	// (https://api.bitbucket.org).
 	// +optional
-	// +kubebuilder:default="https://api.bitbucket.org"
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
 	APIURL string `json:"apiURL,omitempty"`
 
-	// TokenURL is the OAuth token endpoint used with an OAuth consumer.
+	// TokenURL is the OAuth token endpoint used with an OAuth consumer. Defaults to the
+	// operator's --bitbucket-token-url (https://bitbucket.org/site/oauth2/access_token).
 	// +optional
-	// +kubebuilder:default="https://bitbucket.org/site/oauth2/access_token"
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
 	TokenURL string `json:"tokenURL,omitempty"`
 }
@@ -295,7 +295,7 @@ type WorkVolumeSource struct {
 	// +optional
 	EmptyDir *corev1.EmptyDirVolumeSource `json:"emptyDir,omitempty"`
 	// Ephemeral is a generic ephemeral volume (a PVC per pod), schemaless in the CRD and
-	// checked like volumes.
+	// checked like affinity.
 	// +optional
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:pruning:PreserveUnknownFields
@@ -327,7 +327,9 @@ type PodTemplateOverrides struct {
 	// +optional
 	// +listType=atomic
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
-	// Affinity of runner pods (schemaless in the CRD, checked like volumes).
+	// Affinity of runner pods. Schemaless in the CRD to keep it small enough for a plain
+	// `kubectl apply`; the API server checks it when the runner pod is created, and a rejected
+	// pod shows in the Runner's PodReady condition and an event.
 	// +optional
 	// +kubebuilder:validation:Schemaless
 	// +kubebuilder:pruning:PreserveUnknownFields
@@ -344,14 +346,10 @@ type PodTemplateOverrides struct {
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 	// +optional
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
-	// Volumes added to the pod, for example a CA bundle; mount them with volumeMounts. Kept
-	// schemaless here to keep the CRD small; the operator checks the resulting pod with a
-	// server-side dry run and reports errors in the PodTemplateValid condition.
+	// Volumes added to the pod, for example a CA bundle; mount them with volumeMounts.
 	// +optional
-	// +listType=atomic
-	// +kubebuilder:validation:Schemaless
-	// +kubebuilder:pruning:PreserveUnknownFields
-	// +kubebuilder:validation:Type=array
+	// +listType=map
+	// +listMapKey=name
 	Volumes []corev1.Volume `json:"volumes,omitempty"`
 	// VolumeMounts added to the runner container.
 	// +optional

@@ -1,0 +1,171 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/observe"
+)
+
+// BitbucketAPI is what the reconcilers need from Bitbucket; *bitbucket.Client implements it.
+type BitbucketAPI interface {
+	observe.Lister
+	CreateRunner(ctx context.Context, s bitbucket.Scope, name string, labels []string) (*bitbucket.Runner, error)
+	GetRunner(ctx context.Context, s bitbucket.Scope, uuid string) (*bitbucket.Runner, error)
+	SetRunnerState(ctx context.Context, s bitbucket.Scope, uuid string, status bitbucket.RunnerStatus) error
+	DeleteRunner(ctx context.Context, s bitbucket.Scope, uuid string) error
+}
+
+// CredentialsError says why a pool's credentials Secret cannot be used. Its message names the
+// fix and never contains a credential.
+type CredentialsError struct {
+	Reason  string
+	Message string
+}
+
+func (e *CredentialsError) Error() string { return e.Message }
+
+// Reasons of the CredentialsValid condition.
+const (
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonSecretInvalid       = "SecretInvalid"
+	ReasonInvalidCredentials  = "InvalidCredentials"
+	ReasonPermissionDenied    = "PermissionDenied"
+	ReasonCredentialsAccepted = "CredentialsAccepted"
+)
+
+// Clients builds one Bitbucket client per API URL and credential and reuses it, so the token
+// cache and the request budget are shared by every pool using the same credential.
+type Clients struct {
+	Reader client.Reader
+	// New builds a client; tests may wrap it.
+	New func(bitbucket.Config) (BitbucketAPI, error)
+	// Metrics is shared by every client built.
+	Metrics *bitbucket.Metrics
+	Logger  logr.Logger
+	// DefaultAPIURL and DefaultTokenURL apply to pools that do not set their own.
+	DefaultAPIURL, DefaultTokenURL string
+
+	mu      sync.Mutex
+	clients map[string]BitbucketAPI
+}
+
+// For returns the client for a pool, reading its credentials Secret.
+func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (BitbucketAPI, error) {
+	var secret corev1.Secret
+	key := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Spec.Bitbucket.CredentialsSecretRef.Name}
+	if err := c.Reader.Get(ctx, key, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &CredentialsError{Reason: ReasonSecretNotFound, Message: fmt.Sprintf(
+				"Secret %q not found in namespace %q: create it with keys %s and %s (OAuth consumer), or %s, or %s and %s",
+				key.Name, key.Namespace, v1alpha1.SecretKeyClientID, v1alpha1.SecretKeyClientSecret,
+				v1alpha1.SecretKeyAccessToken, v1alpha1.SecretKeyUsername, v1alpha1.SecretKeyPassword)}
+		}
+		return nil, fmt.Errorf("get credentials secret %s: %w", key, err)
+	}
+	creds := bitbucket.Credentials{
+		OAuthClientID:     string(secret.Data[v1alpha1.SecretKeyClientID]),
+		OAuthClientSecret: string(secret.Data[v1alpha1.SecretKeyClientSecret]),
+		AccessToken:       string(secret.Data[v1alpha1.SecretKeyAccessToken]),
+		Username:          string(secret.Data[v1alpha1.SecretKeyUsername]),
+		Password:          string(secret.Data[v1alpha1.SecretKeyPassword]),
+	}
+	if err := creds.Validate(); err != nil {
+		return nil, &CredentialsError{Reason: ReasonSecretInvalid, Message: fmt.Sprintf("Secret %q: %v", key.Name, err)}
+	}
+	cfg := bitbucket.Config{
+		BaseURL:     c.APIURL(pool),
+		TokenURL:    c.TokenURL(pool),
+		Credentials: creds,
+		Logger:      c.Logger,
+		Metrics:     c.Metrics,
+	}
+	id := clientKey(cfg)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.clients[id]; ok {
+		return cl, nil
+	}
+	newClient := c.New
+	if newClient == nil {
+		newClient = func(cfg bitbucket.Config) (BitbucketAPI, error) { return bitbucket.New(cfg) }
+	}
+	cl, err := newClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bitbucket client for %s: %w", key, err)
+	}
+	if c.clients == nil {
+		c.clients = map[string]BitbucketAPI{}
+	}
+	c.clients[id] = cl
+	return cl, nil
+}
+
+// APIURL is the Bitbucket API the pool talks to.
+func (c *Clients) APIURL(pool *v1alpha1.RunnerPool) string {
+	if u := pool.Spec.Bitbucket.APIURL; u != "" {
+		return strings.TrimSuffix(u, "/")
+	}
+	if c.DefaultAPIURL != "" {
+		return strings.TrimSuffix(c.DefaultAPIURL, "/")
+	}
+	return bitbucket.DefaultBaseURL
+}
+
+// TokenURL is the OAuth token endpoint of the pool.
+func (c *Clients) TokenURL(pool *v1alpha1.RunnerPool) string {
+	if u := pool.Spec.Bitbucket.TokenURL; u != "" {
+		return u
+	}
+	if c.DefaultTokenURL != "" {
+		return c.DefaultTokenURL
+	}
+	return bitbucket.DefaultTokenURL
+}
+
+// ObserveKey is the observation scope of a pool.
+func (c *Clients) ObserveKey(pool *v1alpha1.RunnerPool) observe.Key {
+	return observe.Key{APIURL: c.APIURL(pool), Scope: poolScope(pool)}
+}
+
+// clientKey identifies a client by its endpoints and a hash of its credential, so the map never
+// holds a readable secret as a key.
+func clientKey(cfg bitbucket.Config) string {
+	h := sha256.New()
+	for _, s := range []string{cfg.BaseURL, cfg.TokenURL, cfg.Credentials.OAuthClientID, cfg.Credentials.OAuthClientSecret,
+		cfg.Credentials.AccessToken, cfg.Credentials.Username, cfg.Credentials.Password} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// credentialsCondition turns an error from reading credentials or calling Bitbucket into the
+// reason and message of the CredentialsValid condition; ok is false when the error says
+// nothing about the credentials.
+func credentialsCondition(err error) (reason, message string, ok bool) {
+	var ce *CredentialsError
+	switch {
+	case errors.As(err, &ce):
+		return ce.Reason, ce.Message, true
+	case bitbucket.IsUnauthorized(err):
+		return ReasonInvalidCredentials, "Bitbucket rejected the credentials (401): check the OAuth consumer key and secret, the access token or the app password in the credentials Secret", true
+	case bitbucket.IsForbidden(err):
+		return ReasonPermissionDenied, "Bitbucket refused the request (403): the credentials need the runner:write scope (and pipeline for the Queue policy) on this workspace or repository", true
+	}
+	return "", "", false
+}

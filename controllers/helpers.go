@@ -1,0 +1,94 @@
+package controllers
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+)
+
+func poolScope(pool *v1alpha1.RunnerPool) bitbucket.Scope {
+	return bitbucket.Scope{Workspace: string(pool.Spec.Bitbucket.Workspace), Repository: string(pool.Spec.Bitbucket.Repository)}
+}
+
+func scopeOf(runner *v1alpha1.Runner) bitbucket.Scope {
+	return bitbucket.Scope{Workspace: string(runner.Spec.Workspace), Repository: string(runner.Spec.Repository)}
+}
+
+func labelStrings(labels []v1alpha1.RunnerLabel) []string {
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		out[i] = string(l)
+	}
+	return out
+}
+
+// stepID identifies the step a runner runs, "" when idle.
+func stepID(r bitbucket.Runner) string {
+	if r.State.Step == nil {
+		return ""
+	}
+	if r.State.Step.UUID != "" {
+		return r.State.Step.UUID
+	}
+	return "unknown"
+}
+
+func setCondition(runner *v1alpha1.Runner, condType string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+		Type: condType, Status: status, Reason: reason, Message: message, ObservedGeneration: runner.Generation,
+	})
+}
+
+func setPoolCondition(pool *v1alpha1.RunnerPool, condType string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{
+		Type: condType, Status: status, Reason: reason, Message: message, ObservedGeneration: pool.Generation,
+	})
+}
+
+func equalStatus(a, b any) bool { return equality.Semantic.DeepEqual(a, b) }
+
+func podReady(pod *corev1.Pod) bool {
+	if pod.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podEndReason names why a pod ended, from its containers' termination states.
+func podEndReason(pod *corev1.Pod) string {
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if t := cs.State.Terminated; t != nil && (t.ExitCode != 0 || t.Reason != "") {
+			return fmt.Sprintf(": container %s %s, exit code %d", cs.Name, t.Reason, t.ExitCode)
+		}
+	}
+	if pod.Status.Reason != "" {
+		return ": " + pod.Status.Reason
+	}
+	return ""
+}
+
+// podWaitingMessage says what a pod that is not ready waits for, in words a user can act on.
+func podWaitingMessage(pod *corev1.Pod) string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return fmt.Sprintf("The runner pod cannot be scheduled: %s", c.Message)
+		}
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
+			return fmt.Sprintf("Container %s is waiting: %s %s", cs.Name, w.Reason, w.Message)
+		}
+	}
+	return fmt.Sprintf("The runner pod is %s", pod.Status.Phase)
+}

@@ -1,0 +1,544 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
+)
+
+// Runner condition reasons.
+const (
+	ReasonRegistered         = "Registered"
+	ReasonRegistrationFailed = "RegistrationFailed"
+	ReasonRunnerLimitReached = "RunnerLimitReached"
+	ReasonCredentials        = "CredentialsUnavailable"
+	ReasonPodRunning         = "PodRunning"
+	ReasonPodNotReady        = "PodNotReady"
+	ReasonOnline             = "Online"
+	ReasonNotOnline          = "NotOnline"
+)
+
+// RunnerReconciler acts on one Runner: it registers the Bitbucket runner, keeps its Secret and
+// pod, mirrors the Bitbucket state into status, drains it when asked and unregisters it before
+// the object goes.
+type RunnerReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	Clients  *Clients
+	Store    *observe.Store
+	// Wake receives Runners whose Bitbucket state changed in a new observation.
+	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
+	Now  func() time.Time
+}
+
+// +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one Runner closer to its desired state.
+func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	runner := &v1alpha1.Runner{}
+	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	pool, err := r.poolOf(ctx, runner)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !runner.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, pool, runner)
+	}
+	if pool == nil {
+		// The pool is gone without draining us (its finalizer was removed by hand): nothing can
+		// be registered without its credentials, and deleting the Runner unregisters what exists.
+		log.FromContext(ctx).Info("runner has no pool, deleting it")
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, runner))
+	}
+	if controllerutil.AddFinalizer(runner, v1alpha1.RunnerFinalizer) {
+		if err := r.Update(ctx, runner); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+
+	before := runner.DeepCopy()
+	res, err := r.reconcileNormal(ctx, pool, runner)
+	runner.Status.Phase = runnerPhase(runner)
+	runner.Status.ObservedGeneration = runner.Generation
+	if perr := r.patchStatus(ctx, before, runner); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	return res, err
+}
+
+func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	poll := pool.Spec.Scaling.PollInterval.Duration
+	api, err := r.Clients.For(ctx, pool)
+	if err != nil {
+		_, msg, ok := credentialsCondition(err)
+		if !ok {
+			return ctrl.Result{}, err
+		}
+		// The pool reports the credentials problem; the runner waits without a hot loop.
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonCredentials, msg)
+		return ctrl.Result{RequeueAfter: max(poll, time.Minute)}, nil
+	}
+	key := r.Clients.ObserveKey(pool)
+
+	if runner.Status.UUID == "" {
+		if res, err := r.register(ctx, pool, runner, api, key); err != nil || !res.IsZero() {
+			return res, err
+		}
+	}
+	snap, err := r.Store.Get(ctx, key, api, r.now().Add(-poll))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if vanished := r.mirror(ctx, runner, snap); vanished {
+		return ctrl.Result{Requeue: true}, nil
+	}
+	if err := r.reconcilePod(ctx, pool, runner); err != nil {
+		return ctrl.Result{}, err
+	}
+	if res, err := r.reconcileDrain(ctx, runner, api, key); err != nil || !res.IsZero() {
+		return res, err
+	}
+	return ctrl.Result{RequeueAfter: poll}, nil
+}
+
+// register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
+func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	scope := scopeOf(runner)
+	// A snapshot taken after the Runner existed is needed: an older one cannot show a runner
+	// registered for it before a crash.
+	snap, err := r.Store.Get(ctx, key, api, runner.CreationTimestamp.Time)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	secret := &corev1.Secret{}
+	secretKey := types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
+	if err := r.Get(ctx, secretKey, secret); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("get runner secret: %w", err)
+		}
+		secret = nil
+	}
+
+	if existing, ok := snap.ByName(runner.Spec.BitbucketName); ok {
+		if secret != nil && secret.Annotations[v1alpha1.AnnotationRunnerUUID] == existing.UUID {
+			logger.Info("adopting Bitbucket runner registered before a restart", "uuid", existing.UUID)
+			r.markRegistered(runner, existing.UUID, secret.Name)
+			r.event(runner, corev1.EventTypeNormal, "Adopted", "Register", "Adopted Bitbucket runner %s (%s)", runner.Spec.BitbucketName, existing.UUID)
+			return r.saveRegistration(ctx, runner)
+		}
+		// Its OAuth secret was only ever returned at creation and is lost: the runner can never
+		// connect, so replace it.
+		if err := api.DeleteRunner(ctx, scope, existing.UUID); err != nil && !bitbucket.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("delete runner %s without credentials: %w", existing.UUID, err)
+		}
+		r.Store.Forget(key, existing.UUID)
+		r.event(runner, corev1.EventTypeWarning, "Replaced", "Register", "Bitbucket runner %s had lost its credentials; registering a new one", existing.UUID)
+	}
+	if secret != nil {
+		if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("delete stale runner secret: %w", err)
+		}
+	}
+
+	created, err := api.CreateRunner(ctx, scope, runner.Spec.BitbucketName, labelStrings(runner.Spec.Labels))
+	if err != nil {
+		if bitbucket.IsLimitReached(err) {
+			msg := fmt.Sprintf("Bitbucket refused a new runner: the limit of %d runners per workspace or repository is reached", v1alpha1.MaxRunnersPerScope)
+			setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonRunnerLimitReached, msg)
+			r.event(runner, corev1.EventTypeWarning, ReasonRunnerLimitReached, "Register", "%s", msg)
+			return ctrl.Result{RequeueAfter: time.Minute}, nil
+		}
+		if _, msg, ok := credentialsCondition(err); ok {
+			setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonCredentials, msg)
+			return ctrl.Result{RequeueAfter: time.Minute}, nil
+		}
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonRegistrationFailed, err.Error())
+		return ctrl.Result{}, fmt.Errorf("create runner %s: %w", runner.Spec.BitbucketName, err)
+	}
+	r.Store.Record(key, *created)
+	if created.OAuthClient == nil || created.OAuthClient.ID == "" || created.OAuthClient.Secret == "" {
+		return ctrl.Result{}, fmt.Errorf("create runner %s: Bitbucket returned no OAuth client credentials", runner.Spec.BitbucketName)
+	}
+	newSecret := runnerpod.BuildSecret(runner, created.UUID, created.OAuthClient.ID, created.OAuthClient.Secret)
+	if err := controllerutil.SetControllerReference(runner, newSecret, r.Scheme()); err != nil {
+		return ctrl.Result{}, fmt.Errorf("own runner secret: %w", err)
+	}
+	// If this fails, the next attempt finds the runner by name without a matching Secret and
+	// replaces it: credentials are never guessed.
+	if err := r.Create(ctx, newSecret); err != nil {
+		return ctrl.Result{}, fmt.Errorf("create runner secret: %w", err)
+	}
+	r.markRegistered(runner, created.UUID, newSecret.Name)
+	r.event(runner, corev1.EventTypeNormal, "Registered", "Register", "Registered Bitbucket runner %s as %s", runner.Spec.BitbucketName, created.UUID)
+	return r.saveRegistration(ctx, runner)
+}
+
+func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretName string) {
+	now := metav1.NewTime(r.now())
+	runner.Status.UUID = uuid
+	runner.Status.SecretName = secretName
+	runner.Status.RegisteredTime = &now
+	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionTrue, ReasonRegistered, "Registered in Bitbucket as "+uuid)
+}
+
+// saveRegistration writes the UUID at once, so that the window in which a crash leaves a
+// registered runner only findable by name stays as short as it can be.
+func (r *RunnerReconciler) saveRegistration(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	if err := r.Status().Update(ctx, runner); err != nil {
+		return ctrl.Result{}, fmt.Errorf("save registration of %s: %w", runner.Status.UUID, err)
+	}
+	return ctrl.Result{}, nil
+}
+
+// mirror copies the Bitbucket state of the runner into its status. It reports true when the
+// runner disappeared from Bitbucket behind the operator's back, after resetting the Runner so
+// that it registers again.
+func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, snap *observe.Snapshot) bool {
+	st := &runner.Status
+	bb, ok := snap.ByUUID(st.UUID)
+	if !ok {
+		if st.RegisteredTime == nil || !snap.At.After(st.RegisteredTime.Time) {
+			return false // the snapshot predates the registration
+		}
+		r.event(runner, corev1.EventTypeWarning, "RunnerVanished", "Observe", "Bitbucket runner %s no longer exists; registering a new one", st.UUID)
+		if err := r.deleteOwned(ctx, runner); err != nil {
+			log.FromContext(ctx).Error(err, "clean up after vanished runner")
+		}
+		*st = v1alpha1.RunnerStatus{}
+		return true
+	}
+	obs := metav1.NewTime(snap.At)
+	st.LastObservedTime = &obs
+	st.BitbucketState = string(bb.State.Status)
+	step := stepID(bb)
+	if step != "" && step != st.Step {
+		st.StepsStarted++
+		now := metav1.NewTime(r.now())
+		st.LastStepTime = &now
+	}
+	st.Step = step
+	if bb.State.Status == bitbucket.RunnerStatusOnline || step != "" {
+		if st.OnlineTime == nil {
+			now := metav1.NewTime(r.now())
+			st.OnlineTime = &now
+		}
+		setCondition(runner, v1alpha1.ConditionOnline, metav1.ConditionTrue, ReasonOnline, "The runner is connected to Bitbucket")
+	} else {
+		setCondition(runner, v1alpha1.ConditionOnline, metav1.ConditionFalse, ReasonNotOnline, "Bitbucket reports the runner "+string(bb.State.Status))
+	}
+	return false
+}
+
+// reconcilePod keeps one pod running for the runner, replacing pods that ended.
+func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+	pod := &corev1.Pod{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod)
+	switch {
+	case apierrors.IsNotFound(err):
+		if runner.Spec.Drain {
+			return nil // a draining runner gets no new pod
+		}
+		return r.createPod(ctx, pool, runner)
+	case err != nil:
+		return fmt.Errorf("get runner pod: %w", err)
+	}
+	runner.Status.PodName = pod.Name
+	if !pod.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, podEndReason(pod))
+		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
+		}
+		return nil
+	}
+	if podReady(pod) {
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
+	} else {
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodNotReady, podWaitingMessage(pod))
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+	pod, err := runnerpod.BuildPod(pool, runner, runner.Status.UUID)
+	if err != nil {
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "InvalidPodTemplate", err.Error())
+		r.event(runner, corev1.EventTypeWarning, "InvalidPodTemplate", "CreatePod", "%v", err)
+		return nil // the pool spec must change first; the pool watch brings us back
+	}
+	if err := controllerutil.SetControllerReference(runner, pod, r.Scheme()); err != nil {
+		return fmt.Errorf("own runner pod: %w", err)
+	}
+	if err := r.Create(ctx, pod); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+			setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "PodRejected", err.Error())
+			r.event(runner, corev1.EventTypeWarning, "PodRejected", "CreatePod", "The API server rejected the runner pod: %v", err)
+			return nil
+		}
+		return fmt.Errorf("create runner pod: %w", err)
+	}
+	now := metav1.NewTime(r.now())
+	runner.Status.PodName = pod.Name
+	runner.Status.PodStartTime = &now
+	runner.Status.OnlineTime = nil
+	runner.Status.StepsStarted = 0
+	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodNotReady, "The runner pod was created")
+	return nil
+}
+
+// reconcileDrain disables a runner the pool wants gone and deletes the Runner once Bitbucket
+// confirms it took no step; a runner whose drain was cancelled is enabled again.
+func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (ctrl.Result, error) {
+	if !runner.Spec.Drain {
+		if runner.Status.DisabledTime != nil {
+			if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusEnabled); err != nil {
+				return ctrl.Result{}, err
+			}
+			runner.Status.DisabledTime = nil
+			r.event(runner, corev1.EventTypeNormal, "Reenabled", "Drain", "Drain cancelled; runner enabled again")
+		}
+		return ctrl.Result{}, nil
+	}
+	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key)
+	if err != nil || !idle {
+		return res, err
+	}
+	r.event(runner, corev1.EventTypeNormal, "Drained", "Drain", "Runner is disabled and idle; removing it")
+	if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("delete drained runner: %w", err)
+	}
+	return ctrl.Result{}, nil
+}
+
+// disableAndConfirmIdle sets the runner DISABLED and reports true once an observation made
+// after that shows no step on it. Bitbucket gives steps only to enabled runners, so from then on
+// none can start and the runner may be deleted without killing a build.
+func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (bool, ctrl.Result, error) {
+	if runner.Status.UUID == "" {
+		return true, ctrl.Result{}, nil
+	}
+	if runner.Status.DisabledTime == nil {
+		if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusDisabled); err != nil {
+			if bitbucket.IsNotFound(err) {
+				return true, ctrl.Result{}, nil
+			}
+			return false, ctrl.Result{}, err
+		}
+		now := metav1.NewTime(r.now())
+		runner.Status.DisabledTime = &now
+	}
+	snap, err := r.Store.Get(ctx, key, api, runner.Status.DisabledTime.Time)
+	if err != nil {
+		return false, ctrl.Result{}, err
+	}
+	bb, ok := snap.ByUUID(runner.Status.UUID)
+	if !ok {
+		return true, ctrl.Result{}, nil
+	}
+	runner.Status.BitbucketState = string(bb.State.Status)
+	runner.Status.Step = stepID(bb)
+	if runner.Status.Step != "" {
+		// Busy: it finishes its step first, and DISABLED keeps it from taking another.
+		return false, ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	return true, ctrl.Result{}, nil
+}
+
+func (r *RunnerReconciler) setState(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, status bitbucket.RunnerStatus) error {
+	if err := api.SetRunnerState(ctx, scopeOf(runner), runner.Status.UUID, status); err != nil {
+		return fmt.Errorf("set runner %s %s: %w", runner.Status.UUID, status, err)
+	}
+	if snap := r.Store.Peek(key); snap != nil {
+		if bb, ok := snap.ByUUID(runner.Status.UUID); ok {
+			bb.State.Status = status
+			if status == bitbucket.RunnerStatusEnabled {
+				bb.State.Status = bitbucket.RunnerStatusOnline
+			}
+			r.Store.Record(key, bb)
+		}
+	}
+	return nil
+}
+
+// reconcileDelete unregisters the Bitbucket runner, never while it runs a step.
+func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(runner, v1alpha1.RunnerFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	if runner.Status.UUID != "" {
+		if pool == nil {
+			r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "The pool is gone, so its credentials are unknown; Bitbucket runner %s must be removed by hand", runner.Status.UUID)
+		} else {
+			before := runner.DeepCopy()
+			res, err := r.unregister(ctx, pool, runner)
+			runner.Status.Phase = v1alpha1.RunnerPhaseDeleting
+			if perr := r.patchStatus(ctx, before, runner); perr != nil && !apierrors.IsNotFound(perr) {
+				err = errors.Join(err, perr)
+			}
+			if err != nil || !res.IsZero() {
+				return res, err
+			}
+		}
+	}
+	controllerutil.RemoveFinalizer(runner, v1alpha1.RunnerFinalizer)
+	if err := r.Update(ctx, runner); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	api, err := r.Clients.For(ctx, pool)
+	if err != nil {
+		if _, msg, ok := credentialsCondition(err); ok {
+			r.event(runner, corev1.EventTypeWarning, ReasonCredentials, "Unregister", "Cannot unregister the Bitbucket runner: %s", msg)
+			return ctrl.Result{RequeueAfter: time.Minute}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	key := r.Clients.ObserveKey(pool)
+	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key)
+	if err != nil || !idle {
+		return res, err
+	}
+	// Stop the agent before its registration goes, so it never runs unregistered.
+	if err := r.deleteOwned(ctx, runner); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := api.DeleteRunner(ctx, scopeOf(runner), runner.Status.UUID); err != nil && !bitbucket.IsNotFound(err) {
+		return ctrl.Result{}, fmt.Errorf("delete runner %s: %w", runner.Status.UUID, err)
+	}
+	r.Store.Forget(key, runner.Status.UUID)
+	r.event(runner, corev1.EventTypeNormal, "Unregistered", "Unregister", "Deleted Bitbucket runner %s", runner.Status.UUID)
+	return ctrl.Result{}, nil
+}
+
+// deleteOwned deletes the runner's pod and Secret.
+func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Runner) error {
+	meta := metav1.ObjectMeta{Namespace: runner.Namespace}
+	pod := &corev1.Pod{ObjectMeta: meta}
+	pod.Name = runnerpod.PodName(runner)
+	if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete runner pod: %w", err)
+	}
+	secret := &corev1.Secret{ObjectMeta: meta}
+	secret.Name = runnerpod.SecretName(runner)
+	if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete runner secret: %w", err)
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) poolOf(ctx context.Context, runner *v1alpha1.Runner) (*v1alpha1.RunnerPool, error) {
+	ref := metav1.GetControllerOf(runner)
+	if ref == nil || ref.Kind != "RunnerPool" {
+		return nil, nil
+	}
+	pool := &v1alpha1.RunnerPool{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: ref.Name}, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get pool %s: %w", ref.Name, err)
+	}
+	if pool.UID != ref.UID {
+		return nil, nil
+	}
+	return pool, nil
+}
+
+func (r *RunnerReconciler) patchStatus(ctx context.Context, before, after *v1alpha1.Runner) error {
+	if equalStatus(before.Status, after.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, after, client.MergeFrom(before)); err != nil {
+		return fmt.Errorf("patch runner status: %w", err)
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) event(runner *v1alpha1.Runner, eventType, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(runner, nil, eventType, reason, action, note, args...)
+	}
+}
+
+func (r *RunnerReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager registers the reconciler.
+func (r *RunnerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Runner{}).
+		Owns(&corev1.Pod{}, builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		Owns(&corev1.Secret{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
+		Named("runner")
+	if r.Wake != nil {
+		b = b.WatchesRawSource(source.Channel(r.Wake, &handler.TypedEnqueueRequestForObject[*v1alpha1.Runner]{}))
+	}
+	return b.Complete(r)
+}
+
+// runnerPhase summarises the status for people and for the pool's counts.
+func runnerPhase(runner *v1alpha1.Runner) v1alpha1.RunnerPhase {
+	st := runner.Status
+	switch {
+	case !runner.DeletionTimestamp.IsZero():
+		return v1alpha1.RunnerPhaseDeleting
+	case st.UUID == "":
+		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionRegistered); c != nil && c.Status == metav1.ConditionFalse && c.Reason != ReasonRegistrationFailed {
+			return v1alpha1.RunnerPhaseFailed
+		}
+		return v1alpha1.RunnerPhaseRegistering
+	case runner.Spec.Drain || st.DisabledTime != nil:
+		return v1alpha1.RunnerPhaseDraining
+	case st.Step != "":
+		return v1alpha1.RunnerPhaseBusy
+	case st.BitbucketState == string(bitbucket.RunnerStatusOnline):
+		return v1alpha1.RunnerPhaseIdle
+	case st.BitbucketState == string(bitbucket.RunnerStatusOffline) && st.OnlineTime != nil:
+		return v1alpha1.RunnerPhaseOffline
+	}
+	return v1alpha1.RunnerPhaseStarting
+}

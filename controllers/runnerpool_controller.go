@@ -1,0 +1,462 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
+	"github.com/runnerpool/runnerpool-operator/internal/scaling"
+)
+
+// Pool condition reasons.
+const (
+	ReasonAsExpected          = "AsExpected"
+	ReasonScalingUp           = "ScalingUp"
+	ReasonBitbucketError      = "BitbucketUnavailable"
+	ReasonRunnersStarting     = "RunnersStarting"
+	ReasonPodsPending         = "PodsPending"
+	ReasonDeleting            = "Deleting"
+	ReasonCredentialsNotReady = "CredentialsNotValid"
+)
+
+// RunnerPoolReconciler decides how many runners a pool needs and creates or drains Runner
+// objects; the Runner reconciler does the work on each runner.
+type RunnerPoolReconciler struct {
+	client.Client
+	Recorder events.EventRecorder
+	Clients  *Clients
+	Store    *observe.Store
+	// Wake receives pools to reconcile at once (webhook events, new observations).
+	Wake <-chan event.TypedGenericEvent[*v1alpha1.RunnerPool]
+	Now  func() time.Time
+}
+
+// +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+// Reconcile brings one pool closer to its desired state.
+func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pool := &v1alpha1.RunnerPool{}
+	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	runners, err := r.runnersOf(ctx, pool)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !pool.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, pool, runners)
+	}
+	if controllerutil.AddFinalizer(pool, v1alpha1.PoolFinalizer) {
+		if err := r.Update(ctx, pool); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+
+	before := pool.DeepCopy()
+	res, err := r.reconcileNormal(ctx, pool, runners)
+	pool.Status.ObservedGeneration = pool.Generation
+	pool.Status.Selector = labels.SelectorFromSet(labels.Set{v1alpha1.LabelPool: pool.Name}).String()
+	if !equalStatus(before.Status, pool.Status) {
+		if perr := r.Status().Patch(ctx, pool, client.MergeFrom(before)); perr != nil {
+			err = errors.Join(err, fmt.Errorf("patch pool status: %w", perr))
+		}
+	}
+	return res, err
+}
+
+func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) (ctrl.Result, error) {
+	poll := pool.Spec.Scaling.PollInterval.Duration
+	now := r.now()
+
+	api, err := r.Clients.For(ctx, pool)
+	if err == nil {
+		var snap *observe.Snapshot
+		snap, err = r.Store.Get(ctx, r.Clients.ObserveKey(pool), api, now.Add(-poll))
+		if err == nil {
+			setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
+			observed := metav1.NewTime(snap.At)
+			pool.Status.LastObservedTime = &observed
+			return r.scale(ctx, pool, runners, snap)
+		}
+	}
+	if reason, msg, ok := credentialsCondition(err); ok {
+		r.reportCredentials(pool, reason, msg)
+		r.countOnly(pool, runners, nil)
+		// Fixing the Secret wakes the pool through the Secret watch; until then a slow retry.
+		return ctrl.Result{RequeueAfter: max(poll, time.Minute)}, nil
+	}
+	// Bitbucket is unreachable or rate limited: keep what runs, report it, try at the next poll.
+	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonBitbucketError, truncate(err.Error(), 1024))
+	r.countOnly(pool, runners, nil)
+	setReady(pool)
+	log.FromContext(ctx).Error(err, "observe Bitbucket")
+	return ctrl.Result{RequeueAfter: poll}, nil
+}
+
+func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reason, msg string) {
+	prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid)
+	if prev == nil || prev.Status != metav1.ConditionFalse || prev.Reason != reason {
+		r.event(pool, corev1.EventTypeWarning, reason, "ReadCredentials", "%s", msg)
+	}
+	setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionFalse, reason, msg)
+	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonCredentialsNotReady, "Scaling waits for valid credentials")
+	setReady(pool)
+}
+
+// scale observes, decides and acts.
+func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *observe.Snapshot) (ctrl.Result, error) {
+	in := r.decisionInput(pool, runners, snap)
+	decision := scaling.Decide(in)
+	r.countOnly(pool, runners, &decision)
+
+	var errs []error
+	for i := 0; i < decision.Create; i++ {
+		if err := r.createRunner(ctx, pool); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	byName := map[string]*v1alpha1.Runner{}
+	for i := range runners {
+		byName[runners[i].Name] = &runners[i]
+	}
+	for _, name := range decision.Drain {
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], true))
+	}
+	for _, name := range decision.Undrain {
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], false))
+	}
+	for _, name := range decision.Replace {
+		runner := byName[name]
+		r.event(pool, corev1.EventTypeWarning, "ReplacingRunner", "Replace", "Runner %s failed to start (%s); replacing it", name, runner.Status.Phase)
+		if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("delete failed runner %s: %w", name, err))
+		}
+	}
+
+	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
+		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
+	if decision.Counts.PendingTooLong > 0 {
+		msg := fmt.Sprintf("%d runner pods have waited for a node longer than %s; the pool does not add runners for them", decision.Counts.PendingTooLong, pool.Spec.Scaling.PendingTimeout.Duration)
+		prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive)
+		if prev == nil || prev.Reason != ReasonPodsPending {
+			r.event(pool, corev1.EventTypeWarning, ReasonPodsPending, "Scale", "%s", msg)
+		}
+		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonPodsPending, msg)
+	}
+	setReady(pool)
+	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
+}
+
+// decisionInput turns the pool, its Runners and the Bitbucket snapshot into the pure input of
+// the scaling decision. The snapshot wins over Runner status, which may lag one reconcile.
+func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *observe.Snapshot) scaling.Input {
+	now := r.now()
+	in := scaling.Input{
+		Policy:         scaling.Policy(pool.Spec.Scaling.Policy),
+		Min:            int(pool.Spec.MinRunners),
+		Max:            int(pool.Spec.MaxRunners),
+		IdleRunners:    int(pool.Spec.Scaling.IdleRunners),
+		ScaleDownDelay: pool.Spec.Scaling.ScaleDownDelay.Duration,
+		Now:            now,
+	}
+	if p := pool.Spec.Scaling.PercentageIdle; p != nil {
+		in.Percentage = scaling.PercentageIdleParams{
+			ScaleUpThreshold: decimal(p.ScaleUpThreshold, 0.5), ScaleDownThreshold: decimal(p.ScaleDownThreshold, 0.2),
+			ScaleUpMultiplier: decimal(p.ScaleUpMultiplier, 1.5), ScaleDownMultiplier: decimal(p.ScaleDownMultiplier, 0.5),
+		}
+	}
+	for i := range runners {
+		in.Runners = append(in.Runners, runnerView(pool, &runners[i], snap, now))
+	}
+	return in
+}
+
+func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time) scaling.Runner {
+	st := runner.Status
+	v := scaling.Runner{Name: runner.Name, Drain: runner.Spec.Drain, State: scaling.Starting, IdleSince: runner.CreationTimestamp.Time}
+	if st.OnlineTime != nil {
+		v.IdleSince = st.OnlineTime.Time
+	}
+	if st.LastStepTime != nil && st.LastStepTime.After(v.IdleSince) {
+		v.IdleSince = st.LastStepTime.Time
+	}
+	bbState, step := st.BitbucketState, st.Step
+	if bb, ok := snap.ByUUID(st.UUID); ok && st.UUID != "" {
+		bbState, step = string(bb.State.Status), stepID(bb)
+	}
+	switch {
+	case !runner.DeletionTimestamp.IsZero() || st.DisabledTime != nil:
+		v.State = scaling.Draining
+		v.Busy = step != ""
+	case step != "":
+		v.State = scaling.Busy
+	case bbState == string(bitbucket.RunnerStatusOnline):
+		v.State = scaling.Idle
+	case st.Phase == v1alpha1.RunnerPhaseFailed:
+		v.State = scaling.Stuck
+	default:
+		startedAt := runner.CreationTimestamp.Time
+		if st.PodStartTime != nil {
+			startedAt = st.PodStartTime.Time
+		}
+		v.PendingTooLong = now.Sub(startedAt) > pool.Spec.Scaling.PendingTimeout.Duration
+	}
+	if v.State == scaling.Busy {
+		v.Busy = true
+	}
+	return v
+}
+
+// countOnly writes the population counts into the status.
+func (r *RunnerPoolReconciler) countOnly(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, d *scaling.Decision) {
+	var c scaling.Counts
+	if d != nil {
+		c = d.Counts
+		pool.Status.Desired = int32(d.Desired)
+	} else {
+		views := make([]scaling.Runner, 0, len(runners))
+		for i := range runners {
+			views = append(views, runnerView(pool, &runners[i], nil, r.now()))
+		}
+		c = scaling.Count(views)
+	}
+	pool.Status.Replicas = int32(len(runners))
+	pool.Status.Busy = int32(c.Busy)
+	pool.Status.Idle = int32(c.Idle)
+	pool.Status.Ready = int32(c.Busy + c.Idle)
+	pool.Status.Starting = int32(c.Starting + c.Stuck)
+	pool.Status.Draining = int32(c.Draining)
+}
+
+// setReady summarises the pool: Ready when the credentials work and at least the minimum
+// number of runners is ONLINE.
+func setReady(pool *v1alpha1.RunnerPool) {
+	creds := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid)
+	scalingCond := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive)
+	switch {
+	case creds != nil && creds.Status == metav1.ConditionFalse:
+		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, creds.Reason, creds.Message)
+	case scalingCond != nil && scalingCond.Status == metav1.ConditionFalse && scalingCond.Reason == ReasonBitbucketError:
+		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, scalingCond.Reason, scalingCond.Message)
+	case pool.Status.Ready < pool.Spec.MinRunners:
+		reason := ReasonRunnersStarting
+		if scalingCond != nil && scalingCond.Reason == ReasonPodsPending {
+			reason = ReasonPodsPending
+		}
+		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, reason,
+			fmt.Sprintf("%d of at least %d runners are ONLINE", pool.Status.Ready, pool.Spec.MinRunners))
+	default:
+		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAsExpected,
+			fmt.Sprintf("%d runners ONLINE (%d busy, %d idle)", pool.Status.Ready, pool.Status.Busy, pool.Status.Idle))
+	}
+}
+
+func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.RunnerPool) error {
+	name := runnerName(pool)
+	runner := &v1alpha1.Runner{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: pool.Namespace,
+			Labels:    map[string]string{v1alpha1.LabelPool: pool.Name},
+		},
+		Spec: v1alpha1.RunnerSpec{
+			Workspace:     pool.Spec.Bitbucket.Workspace,
+			Repository:    pool.Spec.Bitbucket.Repository,
+			BitbucketName: BitbucketRunnerName(pool, name),
+		},
+	}
+	for _, l := range runnerpod.Labels(pool) {
+		runner.Spec.Labels = append(runner.Spec.Labels, v1alpha1.RunnerLabel(l))
+	}
+	if err := controllerutil.SetControllerReference(pool, runner, r.Scheme()); err != nil {
+		return fmt.Errorf("own runner %s: %w", name, err)
+	}
+	if err := r.Create(ctx, runner); err != nil {
+		return fmt.Errorf("create runner %s: %w", name, err)
+	}
+	r.event(pool, corev1.EventTypeNormal, "RunnerCreated", "ScaleUp", "Created runner %s", name)
+	return nil
+}
+
+func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, drain bool) error {
+	if runner == nil || runner.Spec.Drain == drain {
+		return nil
+	}
+	patch := client.MergeFrom(runner.DeepCopy())
+	runner.Spec.Drain = drain
+	if err := r.Patch(ctx, runner, patch); err != nil {
+		return fmt.Errorf("set drain=%t on runner %s: %w", drain, runner.Name, err)
+	}
+	if drain {
+		r.event(pool, corev1.EventTypeNormal, "DrainingRunner", "ScaleDown", "Draining runner %s", runner.Name)
+	} else {
+		r.event(pool, corev1.EventTypeNormal, "KeepingRunner", "ScaleUp", "Runner %s is needed again; drain cancelled", runner.Name)
+	}
+	return nil
+}
+
+// reconcileDelete removes every runner (each drains: a busy one finishes its step first) and
+// lets the pool go once none is left.
+func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(pool, v1alpha1.PoolFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	if len(runners) > 0 {
+		for i := range runners {
+			if runners[i].DeletionTimestamp.IsZero() {
+				if err := r.Delete(ctx, &runners[i]); client.IgnoreNotFound(err) != nil {
+					return ctrl.Result{}, fmt.Errorf("delete runner %s: %w", runners[i].Name, err)
+				}
+			}
+		}
+		before := pool.DeepCopy()
+		r.countOnly(pool, runners, nil)
+		pool.Status.Desired = 0
+		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDeleting,
+			fmt.Sprintf("Waiting for %d runners to drain and unregister", len(runners)))
+		if !equalStatus(before.Status, pool.Status) {
+			if err := r.Status().Patch(ctx, pool, client.MergeFrom(before)); err != nil {
+				return ctrl.Result{}, fmt.Errorf("patch pool status: %w", err)
+			}
+		}
+		return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+	}
+	controllerutil.RemoveFinalizer(pool, v1alpha1.PoolFinalizer)
+	if err := r.Update(ctx, pool); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *RunnerPoolReconciler) runnersOf(ctx context.Context, pool *v1alpha1.RunnerPool) ([]v1alpha1.Runner, error) {
+	var list v1alpha1.RunnerList
+	if err := r.List(ctx, &list, client.InNamespace(pool.Namespace), client.MatchingLabels{v1alpha1.LabelPool: pool.Name}); err != nil {
+		return nil, fmt.Errorf("list runners: %w", err)
+	}
+	out := list.Items[:0]
+	for _, runner := range list.Items {
+		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID {
+			out = append(out, runner)
+		}
+	}
+	return out, nil
+}
+
+func (r *RunnerPoolReconciler) event(pool *v1alpha1.RunnerPool, eventType, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(pool, nil, eventType, reason, action, note, args...)
+	}
+}
+
+func (r *RunnerPoolReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager registers the reconciler. Credentials Secrets are watched so that fixing
+// one brings the pool back at once.
+func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.RunnerPool{}, credentialsIndex,
+		func(o client.Object) []string {
+			return []string{o.(*v1alpha1.RunnerPool).Spec.Bitbucket.CredentialsSecretRef.Name}
+		}); err != nil {
+		return fmt.Errorf("index pools by credentials secret: %w", err)
+	}
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&v1alpha1.Runner{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.poolsForSecret)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Named("runnerpool")
+	if r.Wake != nil {
+		b = b.WatchesRawSource(source.Channel(r.Wake, &handler.TypedEnqueueRequestForObject[*v1alpha1.RunnerPool]{}))
+	}
+	return b.Complete(r)
+}
+
+const credentialsIndex = "spec.bitbucket.credentialsSecretRef.name"
+
+func (r *RunnerPoolReconciler) poolsForSecret(ctx context.Context, o client.Object) []ctrl.Request {
+	var pools v1alpha1.RunnerPoolList
+	if err := r.List(ctx, &pools, client.InNamespace(o.GetNamespace()), client.MatchingFields{credentialsIndex: o.GetName()}); err != nil {
+		log.FromContext(ctx).Error(err, "list pools for secret", "secret", o.GetName())
+		return nil
+	}
+	reqs := make([]ctrl.Request, 0, len(pools.Items))
+	for _, p := range pools.Items {
+		reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
+	}
+	return reqs
+}
+
+// runnerName is a fresh Runner name: the pool's name (shortened so pod names and label values
+// stay within 63 characters) and a random suffix.
+func runnerName(pool *v1alpha1.RunnerPool) string {
+	prefix := pool.Name
+	if len(prefix) > 50 {
+		prefix = prefix[:50]
+	}
+	return prefix + "-" + utilrand.String(5)
+}
+
+// BitbucketRunnerName is the Bitbucket name of a pool's runner: a marker made of the pool's UID,
+// then the Runner's name. The marker finds the pool's runners in Bitbucket (leftovers of a
+// crash included) without mistaking another cluster's pool of the same name for this one.
+func BitbucketRunnerName(pool *v1alpha1.RunnerPool, runnerName string) string {
+	return BitbucketNamePrefix(pool) + runnerName
+}
+
+// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with.
+func BitbucketNamePrefix(pool *v1alpha1.RunnerPool) string {
+	uid := string(pool.UID)
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	return "rp-" + uid + "-"
+}
+
+func decimal(d v1alpha1.Decimal, def float64) float64 {
+	if d == "" {
+		return def
+	}
+	v, err := strconv.ParseFloat(string(d), 64)
+	if err != nil {
+		return def
+	}
+	return v
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
