@@ -66,7 +66,7 @@ func newEnv(t *testing.T, opts Options) *testEnv {
 	if opts.Workspaces == nil {
 		opts.Workspaces = twoWorkspaces
 	}
-	opts.AccessTokens = append(opts.AccessTokens, testToken)
+	opts.AccessTokens = append([]string{testToken}, opts.AccessTokens...)
 	sim := New(opts)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() {
