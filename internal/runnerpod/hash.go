@@ -6,93 +6,46 @@ import (
 	"encoding/json"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 )
 
-// podShapeVersion is part of TemplateHash. Bump it when BuildPod changes the pods it builds
-// for an unchanged pool in a way that running pods must pick up (a new required env variable,
-// a different probe); idle pods are then recycled after an operator upgrade.
-const podShapeVersion = "1"
-
-// Defaults the CRD applies. They are applied again here so that a pool built in Go (tests, a
-// pool read before the defaults existed) yields the same pod and the same hash.
+// hashRunnerName and hashRunnerUUID stand in for a real runner when TemplateHash builds the
+// pool's pod: the hash describes the pool, not one runner.
 const (
-	defaultDockerImage      = "docker:dind"
-	defaultWorkingDirectory = "/tmp"
-	defaultStepSize         = v1alpha1.StepSize("1x")
-	defaultImagePullPolicy  = corev1.PullAlways
+	hashRunnerName = "template"
+	hashRunnerUUID = "{00000000-0000-0000-0000-000000000000}"
 )
 
-// podInputs is the part of a pool spec that shapes its pods, with the defaults filled in.
-// Runner fields that only steer the controllers (ephemeral, maxSteps, maxAge) are left out, so
-// changing them does not recycle pods.
-type podInputs struct {
-	ShapeVersion string                        `json:"shapeVersion"`
-	Platform     v1alpha1.Platform             `json:"platform"`
-	Runner       runnerInputs                  `json:"runner"`
-	Docker       v1alpha1.DockerSpec           `json:"docker"`
-	Template     v1alpha1.PodTemplateOverrides `json:"template"`
-}
-
-type runnerInputs struct {
-	Image            string                       `json:"image"`
-	ImagePullPolicy  corev1.PullPolicy            `json:"imagePullPolicy"`
-	StepSize         v1alpha1.StepSize            `json:"stepSize"`
-	WorkingDirectory string                       `json:"workingDirectory"`
-	WorkVolume       *v1alpha1.WorkVolumeSource   `json:"workVolume,omitempty"`
-	Resources        *corev1.ResourceRequirements `json:"resources,omitempty"`
-	Env              []corev1.EnvVar              `json:"env,omitempty"`
-}
-
-// inputsOf copies the pod-shaping part of the pool spec and fills in the defaults. The copy
-// is deep, so builders may keep pieces of it in the pod without aliasing the pool.
-func inputsOf(pool *v1alpha1.RunnerPool) podInputs {
-	spec := pool.Spec.DeepCopy()
-	in := podInputs{
-		ShapeVersion: podShapeVersion,
-		Platform:     spec.Platform,
-		Runner: runnerInputs{
-			Image:            spec.Runner.Image,
-			ImagePullPolicy:  spec.Runner.ImagePullPolicy,
-			StepSize:         spec.Runner.StepSize,
-			WorkingDirectory: spec.Runner.WorkingDirectory,
-			WorkVolume:       spec.Runner.WorkVolume,
-			Resources:        spec.Runner.Resources,
-			Env:              spec.Runner.Env,
-		},
-		Docker:   spec.Docker,
-		Template: spec.Template,
-	}
-	if in.Platform == "" {
-		in.Platform = v1alpha1.PlatformLinuxAMD64
-	}
-	if in.Runner.Image == "" {
-		in.Runner.Image = v1alpha1.DefaultRunnerImage
-	}
-	if in.Runner.ImagePullPolicy == "" {
-		in.Runner.ImagePullPolicy = defaultImagePullPolicy
-	}
-	if in.Runner.StepSize == "" {
-		in.Runner.StepSize = defaultStepSize
-	}
-	if in.Runner.WorkingDirectory == "" {
-		in.Runner.WorkingDirectory = defaultWorkingDirectory
-	}
-	if in.Docker.Image == "" {
-		in.Docker.Image = defaultDockerImage
-	}
-	return in
-}
-
-// TemplateHash is a short, stable hash of everything in the pool spec that shapes a runner
-// pod: platform, runner container, docker sidecar and template overrides. Map keys are
-// marshalled in sorted order and quantities in canonical form, so equal specs hash equally.
+// TemplateHash is a short, stable hash of everything in the pool spec that shapes a runner pod:
+// platform, runner container, docker sidecar and template overrides. It hashes the pod the pool
+// builds for a stand-in runner rather than the pool spec itself, so that defaults written out
+// or left to the builder, quantities written as 1 or 1000m, and the API types' JSON tags make no
+// difference, while a new operator version that builds different pods yields a new hash and its
+// idle pods get recycled. Settings that only steer the controllers (scaling, maxAge, maxSteps,
+// ephemeral, labels) are not in the pod and do not change it.
 func TemplateHash(pool *v1alpha1.RunnerPool) string {
-	encoded, err := json.Marshal(inputsOf(pool))
+	probe := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: hashRunnerName, Namespace: pool.Namespace}}
+	var subject any
+	if pod, err := buildPod(pool, probe, hashRunnerUUID); err == nil {
+		subject = struct {
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+			Spec        corev1.PodSpec    `json:"spec"`
+		}{pod.Labels, pod.Annotations, pod.Spec}
+	} else {
+		// No pod can be built from this pool, so no pod carries this hash; it only has to change
+		// when the pool changes.
+		subject = struct {
+			Error  string    `json:"error"`
+			Inputs podInputs `json:"inputs"`
+		}{err.Error(), inputsOf(pool)}
+	}
+	encoded, err := json.Marshal(subject)
 	if err != nil {
 		// Every field is a plain API type: marshalling cannot fail short of a broken build.
-		panic("runnerpod: marshal pod inputs: " + err.Error())
+		panic("runnerpod: marshal template hash input: " + err.Error())
 	}
 	sum := sha256.Sum256(encoded)
 	return hex.EncodeToString(sum[:5])

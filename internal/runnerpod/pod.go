@@ -64,6 +64,7 @@ func BuildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	if err != nil {
 		return nil, fmt.Errorf("build pod for runner %s/%s: %w", r.Namespace, r.Name, err)
 	}
+	pod.Annotations[AnnotationTemplateHash] = TemplateHash(pool)
 	return pod, nil
 }
 
@@ -125,7 +126,7 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 			Name:        PodName(r),
 			Namespace:   r.Namespace,
 			Labels:      podLabels(pool, r, in.Template.Metadata.Labels),
-			Annotations: podAnnotations(pool, uuid, in.Template.Metadata.Annotations),
+			Annotations: podAnnotations(uuid, in.Template.Metadata.Annotations),
 		},
 		Spec: corev1.PodSpec{
 			// A pod that ends is replaced by a new one with fresh docker storage; restarting the
@@ -276,11 +277,11 @@ func isUnder(p, dir string) bool {
 // user's selector. The user cannot move the pod to another OS or architecture: the runner
 // image and the runner's Bitbucket labels are per platform.
 func buildNodeSelector(platform v1alpha1.Platform, user map[string]string) (map[string]string, error) {
-	os, arch, ok := strings.Cut(string(platform), "/")
-	if !ok || os != "linux" || (arch != "amd64" && arch != "arm64") {
+	osName, arch, ok := strings.Cut(string(platform), "/")
+	if !ok || osName != "linux" || (arch != "amd64" && arch != "arm64") {
 		return nil, fmt.Errorf("spec.platform %q is not linux/amd64 or linux/arm64", platform)
 	}
-	required := map[string]string{nodeLabelOS: os, nodeLabelArch: arch}
+	required := map[string]string{nodeLabelOS: osName, nodeLabelArch: arch}
 	selector := make(map[string]string, len(user)+len(required))
 	maps.Copy(selector, user)
 	for key, value := range required {
@@ -527,12 +528,15 @@ func podLabels(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, user map[string]st
 	return labels
 }
 
-func podAnnotations(pool *v1alpha1.RunnerPool, uuid string, user map[string]string) map[string]string {
+// podAnnotations are the user's template annotations with ours on top. The template hash is
+// added by BuildPod, as it is computed from the rest of the pod.
+func podAnnotations(uuid string, user map[string]string) map[string]string {
 	annotations := maps.Clone(user)
 	if annotations == nil {
 		annotations = map[string]string{}
 	}
-	annotations[AnnotationTemplateHash] = TemplateHash(pool)
+	// A user annotation with the hash's name must not survive in the hash's input.
+	delete(annotations, AnnotationTemplateHash)
 	annotations[v1alpha1.AnnotationRunnerUUID] = uuid
 	return annotations
 }
