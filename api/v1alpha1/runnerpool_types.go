@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -55,22 +56,22 @@ type RunnerPoolSpec struct {
 	// Scaling is the rule that turns the job queue into a number of runners.
 	// +optional
 	// +kubebuilder:default={}
-	Scaling ScalingSpec `json:"scaling,omitempty"`
+	Scaling ScalingSpec `json:"scaling,omitzero"`
 
 	// Runner configures the Bitbucket runner container.
 	// +optional
 	// +kubebuilder:default={}
-	Runner RunnerContainerSpec `json:"runner,omitempty"`
+	Runner RunnerContainerSpec `json:"runner,omitzero"`
 
 	// Docker configures the docker-in-docker sidecar that runs the build containers.
 	// +optional
 	// +kubebuilder:default={}
-	Docker DockerSpec `json:"docker,omitempty"`
+	Docker DockerSpec `json:"docker,omitzero"`
 
 	// Template adds scheduling and metadata settings to every runner pod. The containers,
 	// volumes and environment the runner needs are always kept.
 	// +optional
-	Template PodTemplateOverrides `json:"template,omitempty"`
+	Template PodTemplateOverrides `json:"template,omitzero"`
 }
 
 // RunnerLabel is a Bitbucket runner label: lowercase letters and digits, separated by dots.
@@ -152,7 +153,7 @@ const (
 )
 
 // ScalingSpec is the rule that turns the job queue into a number of runners.
-// +kubebuilder:validation:XValidation:rule="self.policy != 'PercentageIdle' || has(self.percentageIdle)",message="percentageIdle settings are required when policy is PercentageIdle"
+// +kubebuilder:validation:XValidation:rule="!has(self.policy) || self.policy != 'PercentageIdle' || has(self.percentageIdle)",message="percentageIdle settings are required when policy is PercentageIdle"
 type ScalingSpec struct {
 	// Policy is the scaling rule.
 	// +optional
@@ -176,21 +177,21 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="15s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('10m')",message="pollInterval must be between 5s and 10m"
-	PollInterval metav1.Duration `json:"pollInterval,omitempty"`
+	PollInterval metav1.Duration `json:"pollInterval,omitzero"`
 
 	// ScaleDownDelay is the minimum time an idle runner lives before the pool may remove it.
 	// Between 0s and 24h.
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleDownDelay must be between 0s and 24h"
-	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitempty"`
+	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitzero"`
 
 	// PendingTimeout is how long a runner may stay starting (pod Pending, runner not ONLINE)
 	// before the pool reports it and stops counting on it. Between 30s and 1h.
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('1h')",message="pendingTimeout must be between 30s and 1h"
-	PendingTimeout metav1.Duration `json:"pendingTimeout,omitempty"`
+	PendingTimeout metav1.Duration `json:"pendingTimeout,omitzero"`
 }
 
 // Decimal is a non-negative decimal number written as a string, such as "0.5" or "1.5".
@@ -225,8 +226,6 @@ type PercentageIdleSpec struct {
 type StepSize string
 
 // RunnerContainerSpec configures the Bitbucket runner container.
-// +kubebuilder:validation:XValidation:rule="!has(self.resources) || !has(self.resources.requests) || !('memory' in self.resources.requests) || quantity(self.resources.requests.memory).compareTo(quantity('512Mi')) >= 0",message="runner memory request must be at least 512Mi (the Bitbucket runner needs 512 MB)"
-// +kubebuilder:validation:XValidation:rule="!has(self.resources) || !has(self.resources.limits) || !('memory' in self.resources.limits) || quantity(self.resources.limits.memory).compareTo(quantity('512Mi')) >= 0",message="runner memory limit must be at least 512Mi (the Bitbucket runner needs 512 MB)"
 type RunnerContainerSpec struct {
 	// Image is the Bitbucket Pipelines runner image.
 	// +optional
@@ -260,8 +259,16 @@ type RunnerContainerSpec struct {
 	// +optional
 	WorkVolume *WorkVolumeSource `json:"workVolume,omitempty"`
 
-	// Resources of the runner container (not of the builds, see stepSize). At least 512Mi of
-	// memory. Defaults to requests and limits of 512Mi memory and 250m CPU requests.
+	// Memory of the runner container, its request and limit (the builds get theirs from
+	// stepSize). At least 512Mi: Bitbucket asks to "allocate at least 512 MB to the runner
+	// container".
+	// +optional
+	// +kubebuilder:default="512Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('512Mi')) >= 0",message="runner memory must be at least 512Mi (the Bitbucket runner needs 512 MB)"
+	Memory *resource.Quantity `json:"memory,omitempty"`
+
+	// Resources of the runner container other than memory (CPU, ephemeral storage). Defaults
+	// to a CPU request of 250m. Memory set here is ignored in favour of the memory field.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
@@ -286,7 +293,7 @@ type RunnerContainerSpec struct {
 	// `docker system prune -af`. 0s means no limit.
 	// +optional
 	// +kubebuilder:default="24h"
-	MaxAge metav1.Duration `json:"maxAge,omitempty"`
+	MaxAge metav1.Duration `json:"maxAge,omitzero"`
 }
 
 // WorkVolumeSource backs the working directory: an emptyDir or an ephemeral volume claim.
@@ -321,7 +328,7 @@ type DockerSpec struct {
 type PodTemplateOverrides struct {
 	// Metadata adds labels and annotations to runner pods.
 	// +optional
-	Metadata PodMetadata `json:"metadata,omitempty"`
+	Metadata PodMetadata `json:"metadata,omitzero"`
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 	// +optional

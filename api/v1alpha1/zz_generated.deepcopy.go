@@ -189,6 +189,11 @@ func (in *RunnerContainerSpec) DeepCopyInto(out *RunnerContainerSpec) {
 		*out = new(WorkVolumeSource)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.Memory != nil {
+		in, out := &in.Memory, &out.Memory
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	if in.Resources != nil {
 		in, out := &in.Resources, &out.Resources
 		*out = new(corev1.ResourceRequirements)

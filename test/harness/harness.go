@@ -1,0 +1,230 @@
+// Package harness starts the whole local system the way a user runs it: a real control plane
+// with kwok nodes, bbsim playing Bitbucket (and the runner agents), and the operator's
+// controllers. End-to-end tests, the benchmark and the local demo share it.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/controllers"
+	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/test/framework"
+)
+
+// Options configure the system.
+type Options struct {
+	// Nodes, NodeCPU and NodeMemory size the fake cluster (framework defaults when zero).
+	Nodes      int
+	NodeMemory string
+	// BBSim configures the simulator; its defaults give one workspace and one OAuth consumer.
+	BBSim bbsim.Options
+	// NoManager leaves the operator out, for tests that run it themselves.
+	NoManager bool
+	// Logger receives the operator's logs.
+	Logger logr.Logger
+	// LogDir keeps the control plane's logs.
+	LogDir string
+}
+
+// System is a running local system.
+type System struct {
+	ControlPlane *framework.ControlPlane
+	Client       client.Client
+	Clientset    kubernetes.Interface
+	Scheme       *k8sruntime.Scheme
+
+	BBSim     *bbsim.Server
+	BBSimURL  string
+	bbsimHTTP *http.Server
+
+	stopManager context.CancelFunc
+	managerDone chan error
+	cancel      context.CancelFunc
+}
+
+// Scheme returns a scheme with the built-in and the operator's types.
+func Scheme() *k8sruntime.Scheme {
+	s := k8sruntime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
+	return s
+}
+
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Start brings the system up. Stop tears it down.
+func Start(ctx context.Context, opts Options) (sys *System, err error) {
+	fo := framework.Options{
+		CRDDirectoryPaths: []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		Nodes:             opts.Nodes,
+		LogDir:            opts.LogDir,
+	}
+	cp, err := framework.Start(ctx, fo)
+	if err != nil {
+		return nil, err
+	}
+	sys = &System{ControlPlane: cp, Scheme: Scheme()}
+	defer func() {
+		if err != nil {
+			sys.Stop()
+		}
+	}()
+	if sys.Client, err = client.New(cp.Config, client.Options{Scheme: sys.Scheme}); err != nil {
+		return sys, fmt.Errorf("kubernetes client: %w", err)
+	}
+	if sys.Clientset, err = kubernetes.NewForConfig(cp.Config); err != nil {
+		return sys, fmt.Errorf("kubernetes clientset: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	sys.cancel = cancel
+	sys.BBSim = bbsim.New(opts.BBSim)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return sys, fmt.Errorf("listen for bbsim: %w", err)
+	}
+	sys.BBSimURL = "http://" + ln.Addr().String()
+	sys.bbsimHTTP = &http.Server{Handler: sys.BBSim, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = sys.bbsimHTTP.Serve(ln) }()
+	go func() { _ = sys.BBSim.WatchPods(runCtx, sys.Clientset, "") }()
+
+	if !opts.NoManager {
+		if err := sys.StartManager(opts.Logger); err != nil {
+			return sys, err
+		}
+	}
+	return sys, nil
+}
+
+// StartManager runs the operator's controllers in this process, as cmd/manager wires them.
+func (s *System) StartManager(logger logr.Logger) error {
+	if s.stopManager != nil {
+		return errors.New("manager already running")
+	}
+	if logger.GetSink() == nil {
+		logger = logr.Discard()
+	}
+	mgr, err := ctrl.NewManager(s.ControlPlane.Config, ctrl.Options{
+		Scheme:                 s.Scheme,
+		Logger:                 logger,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	metrics, err := bitbucket.RegisterMetrics(prometheus.NewRegistry())
+	if err != nil {
+		return err
+	}
+	clients := &controllers.Clients{
+		Reader:          mgr.GetClient(),
+		Metrics:         metrics,
+		Logger:          logger.WithName("bitbucket"),
+		DefaultAPIURL:   s.BBSimURL,
+		DefaultTokenURL: s.BBSimURL + "/site/oauth2/access_token",
+	}
+	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil)}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopManager = cancel
+	s.managerDone = make(chan error, 1)
+	go func() { s.managerDone <- mgr.Start(ctx) }()
+	return nil
+}
+
+// StopManager stops the in-process operator, as a crash would, without any cleanup.
+func (s *System) StopManager() error {
+	if s.stopManager == nil {
+		return nil
+	}
+	s.stopManager()
+	err := <-s.managerDone
+	s.stopManager = nil
+	return err
+}
+
+// Stop tears everything down.
+func (s *System) Stop() {
+	_ = s.StopManager()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.bbsimHTTP != nil {
+		_ = s.bbsimHTTP.Close()
+	}
+	if s.BBSim != nil {
+		s.BBSim.Close()
+	}
+	if s.ControlPlane != nil {
+		_ = s.ControlPlane.Stop()
+	}
+}
+
+// CreateNamespace creates a namespace with a credentials Secret for bbsim's default OAuth
+// consumer, named "bitbucket".
+func (s *System) CreateNamespace(ctx context.Context, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bitbucket", Namespace: name},
+		StringData: map[string]string{
+			v1alpha1.SecretKeyClientID:     bbsim.DefaultClientID,
+			v1alpha1.SecretKeyClientSecret: bbsim.DefaultClientSecret,
+		},
+	}
+	if err := s.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create credentials secret: %w", err)
+	}
+	return nil
+}
+
+// Pool returns a small pool in the simulator's default workspace, polling fast.
+func Pool(namespace, name string, minRunners, maxRunners int32) *v1alpha1.RunnerPool {
+	return &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: v1alpha1.RunnerPoolSpec{
+			Bitbucket: v1alpha1.BitbucketSpec{
+				Workspace:            bbsim.DefaultWorkspaceUUID,
+				CredentialsSecretRef: v1alpha1.SecretReference{Name: "bitbucket"},
+			},
+			Labels:     []v1alpha1.RunnerLabel{v1alpha1.RunnerLabel(name)},
+			MinRunners: minRunners,
+			MaxRunners: maxRunners,
+			Scaling: v1alpha1.ScalingSpec{
+				IdleRunners:    1,
+				PollInterval:   metav1.Duration{Duration: 5 * time.Second},
+				ScaleDownDelay: metav1.Duration{Duration: 5 * time.Second},
+			},
+		},
+	}
+}
