@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -73,6 +74,9 @@ type Options struct {
 	// ...) and keeps them after Stop. Empty: logs live in the work directory and
 	// go with it.
 	LogDir string
+	// Logger reports the phases of Start and how long each took. The zero value
+	// discards.
+	Logger logr.Logger
 }
 
 // ControlPlane is a running local control plane.
@@ -126,12 +130,16 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, fmt.Errorf("start control plane: create log directory: %w", err)
 	}
 
+	log := opts.Logger
+	begin := time.Now()
 	if err := cp.startAPIServer(binDir, opts.CRDDirectoryPaths); err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
+	log.Info("etcd and kube-apiserver ready", "elapsed", time.Since(begin).Round(time.Millisecond), "host", cp.Config.Host)
 	if err := cp.startControllers(ctx, binDir); err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
+	log.Info("kube-controller-manager, kube-scheduler and kwok started", "elapsed", time.Since(begin).Round(time.Millisecond))
 
 	nodes := opts.Nodes
 	if nodes == 0 {
@@ -148,6 +156,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		if _, err := cp.CreateNodes(ctx, nodes, cpu, memory); err != nil {
 			return nil, fmt.Errorf("start control plane: %w", err)
 		}
+		log.Info("fake nodes ready", "nodes", nodes, "cpu", cpu.String(), "memory", memory.String(), "elapsed", time.Since(begin).Round(time.Millisecond))
 	}
 	started = true
 	return cp, nil
