@@ -150,4 +150,3 @@ func deleteAndWaitGone(t *testing.T, obj client.Object, timeout time.Duration) {
 		return false, fmt.Sprintf("still there (finalizers %v, err %v)", obj.GetFinalizers(), err)
 	})
 }
-
