@@ -130,10 +130,11 @@ func Desired(in Input, c Counts) int {
 	return clamp(want, in.Min, in.Max)
 }
 
-// percentageIdle follows runners-autoscaler: when the busy share of the runners passes the
-// scale-up threshold, multiply the runner count; when it falls under the scale-down threshold,
-// shrink it by the scale-down multiplier. Starting runners count, which is what keeps this rule
-// from overshooting while pods are Pending.
+// percentageIdle follows runners-autoscaler: when the busy share of the runners is above the
+// scale-up threshold, multiply the runner count; when it is below the scale-down threshold,
+// shrink it by the scale-down multiplier. A share exactly at a threshold changes nothing, as in
+// runners-autoscaler, so a migrated configuration scales at the same points. Starting runners
+// count, which is what keeps this rule from overshooting while pods are Pending.
 func percentageIdle(p PercentageIdleParams, c Counts) int {
 	total := c.Capacity()
 	if total == 0 {
@@ -141,9 +142,9 @@ func percentageIdle(p PercentageIdleParams, c Counts) int {
 	}
 	busyShare := float64(c.Busy) / float64(total)
 	switch {
-	case busyShare >= p.ScaleUpThreshold && p.ScaleUpMultiplier > 1:
+	case busyShare > p.ScaleUpThreshold && p.ScaleUpMultiplier > 1:
 		return int(math.Ceil(float64(total) * p.ScaleUpMultiplier))
-	case busyShare <= p.ScaleDownThreshold && p.ScaleDownMultiplier < 1:
+	case busyShare < p.ScaleDownThreshold && p.ScaleDownMultiplier < 1:
 		return max(c.Busy, int(math.Ceil(float64(total)*p.ScaleDownMultiplier)))
 	}
 	return total
