@@ -166,12 +166,13 @@ func Decide(in Input) Decision {
 	case capacity < d.Desired:
 		missing := d.Desired - capacity
 		// Cancelling a drain is cheaper than a new runner; busy ones first, they are in the
-		// race the drain lost.
+		// race the drain lost. A runner drained to be recycled stays drained: cancelling it
+		// would undo the recycling it was drained for, and the pool would drain the next one.
 		for _, r := range sorted(in.Runners, func(a, b Runner) bool { return a.Busy && !b.Busy }) {
 			if missing == 0 {
 				break
 			}
-			if r.Drain && r.State != Stuck {
+			if r.Drain && r.State != Stuck && !r.Recycle {
 				d.Undrain = append(d.Undrain, r.Name)
 				missing--
 			}
@@ -182,9 +183,11 @@ func Decide(in Input) Decision {
 	case capacity > d.Desired:
 		d.Drain = pickDrain(in, capacity-d.Desired)
 	}
-	// Recycle idle runners that asked for it, one at a time, and only when a replacement
-	// would fit: they come back fresh.
-	if len(d.Drain) == 0 && d.Create == 0 && capacity <= in.Max {
+	// Recycle idle runners that asked for it, one at a time: only when the pool has what it
+	// wants and no recycled runner is still on its way out, so recycling never leaves the pool
+	// short by more than one runner, not even at max where the replacement waits for the
+	// recycled runner to be gone.
+	if len(d.Drain) == 0 && d.Create == 0 && capacity >= d.Desired && !recycling(in.Runners) {
 		for _, r := range oldestIdleFirst(in.Runners) {
 			if r.Recycle && !r.Drain {
 				d.Drain = append(d.Drain, r.Name)
@@ -237,6 +240,16 @@ func pickDrain(in Input, n int) []string {
 		}
 	}
 	return out
+}
+
+// recycling reports a runner drained to be recycled that is not gone yet.
+func recycling(runners []Runner) bool {
+	for _, r := range runners {
+		if r.Drain && r.Recycle {
+			return true
+		}
+	}
+	return false
 }
 
 func oldestIdleFirst(runners []Runner) []Runner {
