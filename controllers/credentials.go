@@ -84,7 +84,10 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 		Password:          string(secret.Data[v1alpha1.SecretKeyPassword]),
 	}
 	if err := creds.Validate(); err != nil {
-		return nil, &CredentialsError{Reason: ReasonSecretInvalid, Message: fmt.Sprintf("Secret %q: %v", key.Name, err)}
+		return nil, &CredentialsError{Reason: ReasonSecretInvalid, Message: fmt.Sprintf(
+			"Secret %q: %v; it needs the keys %s and %s (OAuth consumer), or %s, or %s and %s",
+			key.Name, err, v1alpha1.SecretKeyClientID, v1alpha1.SecretKeyClientSecret,
+			v1alpha1.SecretKeyAccessToken, v1alpha1.SecretKeyUsername, v1alpha1.SecretKeyPassword)}
 	}
 	cfg := bitbucket.Config{
 		BaseURL:     c.APIURL(pool),

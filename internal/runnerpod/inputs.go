@@ -2,6 +2,7 @@ package runnerpod
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 )
@@ -30,6 +31,7 @@ type runnerInputs struct {
 	StepSize         v1alpha1.StepSize            `json:"stepSize"`
 	WorkingDirectory string                       `json:"workingDirectory"`
 	WorkVolume       *v1alpha1.WorkVolumeSource   `json:"workVolume,omitempty"`
+	Memory           *resource.Quantity           `json:"memory,omitempty"`
 	Resources        *corev1.ResourceRequirements `json:"resources,omitempty"`
 	Env              []corev1.EnvVar              `json:"env,omitempty"`
 }
@@ -46,6 +48,7 @@ func inputsOf(pool *v1alpha1.RunnerPool) podInputs {
 			StepSize:         spec.Runner.StepSize,
 			WorkingDirectory: spec.Runner.WorkingDirectory,
 			WorkVolume:       spec.Runner.WorkVolume,
+			Memory:           spec.Runner.Memory,
 			Resources:        spec.Runner.Resources,
 			Env:              spec.Runner.Env,
 		},

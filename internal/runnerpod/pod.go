@@ -89,7 +89,7 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	if !ok {
 		return nil, fmt.Errorf("spec.runner.stepSize %q is not one of 1x, 2x, 4x, 8x", in.Runner.StepSize)
 	}
-	runnerResources, err := buildRunnerResources(in.Runner.Resources)
+	runnerResources, err := buildRunnerResources(in.Runner.Memory, in.Runner.Resources)
 	if err != nil {
 		return nil, err
 	}
@@ -295,10 +295,14 @@ func buildNodeSelector(platform v1alpha1.Platform, user map[string]string) (map[
 }
 
 // buildRunnerResources applies the defaults per resource, so a user who only sets CPU still
-// gets the memory the runner needs.
-func buildRunnerResources(user *corev1.ResourceRequirements) (corev1.ResourceRequirements, error) {
+// gets the memory the runner needs. spec.runner.memory, the field the CRD validates, wins over
+// a memory in spec.runner.resources.
+func buildRunnerResources(memory *resource.Quantity, user *corev1.ResourceRequirements) (corev1.ResourceRequirements, error) {
 	res := copyResources(user)
-	if !setsResource(res, corev1.ResourceMemory) {
+	if memory != nil {
+		res.Requests[corev1.ResourceMemory] = memory.DeepCopy()
+		res.Limits[corev1.ResourceMemory] = memory.DeepCopy()
+	} else if !setsResource(res, corev1.ResourceMemory) {
 		res.Requests[corev1.ResourceMemory] = v1alpha1.MinRunnerMemory.DeepCopy()
 		res.Limits[corev1.ResourceMemory] = v1alpha1.MinRunnerMemory.DeepCopy()
 	}

@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
@@ -37,6 +38,10 @@ func run(m *testing.M) int {
 	if os.Getenv("E2E_VERBOSE") == "1" {
 		logger = funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{})
 	}
+	if logger.GetSink() == nil {
+		logger = logr.Discard()
+	}
+	ctrllog.SetLogger(logger)
 	var err error
 	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{ConnectDelay: 500 * time.Millisecond}})
 	if err != nil {
