@@ -277,6 +277,15 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	if !pod.DeletionTimestamp.IsZero() {
 		return nil
 	}
+	if uuid := pod.Annotations[v1alpha1.AnnotationRunnerUUID]; uuid != runner.Status.UUID {
+		// The pod runs the agent of an earlier registration, which was replaced: it can never
+		// connect again.
+		r.event(runner, corev1.EventTypeNormal, "ReplacingPod", "ReplacePod", "Runner pod %s belongs to Bitbucket runner %s, not %s; replacing it", pod.Name, uuid, runner.Status.UUID)
+		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("delete outdated pod %s: %w", pod.Name, err)
+		}
+		return nil
+	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, podEndReason(pod))
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {

@@ -31,16 +31,18 @@ func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
+// testLogger prints the operator's logs when E2E_VERBOSE=1.
+func testLogger() logr.Logger {
+	if os.Getenv("E2E_VERBOSE") == "1" {
+		return funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{})
+	}
+	return logr.Discard()
+}
+
 func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var logger logr.Logger
-	if os.Getenv("E2E_VERBOSE") == "1" {
-		logger = funcr.New(func(prefix, args string) { fmt.Fprintln(os.Stderr, prefix, args) }, funcr.Options{})
-	}
-	if logger.GetSink() == nil {
-		logger = logr.Discard()
-	}
+	logger := testLogger()
 	ctrllog.SetLogger(logger)
 	var err error
 	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{ConnectDelay: 500 * time.Millisecond}})
