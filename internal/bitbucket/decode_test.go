@@ -164,8 +164,8 @@ func TestNormalizeUUID(t *testing.T) {
 		"{0a1b2c3d-1111-2222-3333-444455556666}":     "{0a1b2c3d-1111-2222-3333-444455556666}",
 		"0a1b2c3d-1111-2222-3333-444455556666":       "{0a1b2c3d-1111-2222-3333-444455556666}",
 		"%7B0a1b2c3d-1111-2222-3333-444455556666%7D": "{0a1b2c3d-1111-2222-3333-444455556666}",
-		" my-workspace ":                             "my-workspace",
-		"":                                           "",
+		" my-workspace ": "my-workspace",
+		"":               "",
 	}
 	for in, want := range tests {
 		if got := normalizeUUID(in); got != want {
