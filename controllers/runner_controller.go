@@ -325,6 +325,7 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	now := metav1.NewTime(r.now())
 	runner.Status.PodName = pod.Name
 	runner.Status.PodStartTime = &now
+	runner.Status.PodTemplateHash = pod.Annotations[runnerpod.AnnotationTemplateHash]
 	runner.Status.OnlineTime = nil
 	runner.Status.StepsStarted = 0
 	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodNotReady, "The runner pod was created")

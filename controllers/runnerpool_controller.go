@@ -191,10 +191,30 @@ func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners 
 			ScaleUpMultiplier: decimal(p.ScaleUpMultiplier, 1.5), ScaleDownMultiplier: decimal(p.ScaleDownMultiplier, 0.5),
 		}
 	}
+	hash := runnerpod.TemplateHash(pool)
 	for i := range runners {
-		in.Runners = append(in.Runners, runnerView(pool, &runners[i], snap, now))
+		v := runnerView(pool, &runners[i], snap, now)
+		v.Recycle = recycleReason(pool, &runners[i], hash, now) != ""
+		v.Spent = pool.Spec.Runner.Ephemeral && runners[i].Status.StepsStarted > 0
+		in.Runners = append(in.Runners, v)
 	}
 	return in
+}
+
+// recycleReason says why a runner's pod should be replaced once idle, "" if it should not:
+// fresh docker storage after maxAge or maxSteps (the weekly `docker system prune -af` of a
+// hand-run runner), or a pool change that shapes pods differently.
+func recycleReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, templateHash string, now time.Time) string {
+	st, spec := runner.Status, pool.Spec.Runner
+	switch {
+	case st.PodStartTime != nil && spec.MaxAge.Duration > 0 && now.Sub(st.PodStartTime.Time) >= spec.MaxAge.Duration:
+		return "maxAge"
+	case spec.MaxSteps > 0 && st.StepsStarted >= spec.MaxSteps:
+		return "maxSteps"
+	case st.PodTemplateHash != "" && st.PodTemplateHash != templateHash:
+		return "template changed"
+	}
+	return ""
 }
 
 func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time) scaling.Runner {
@@ -211,7 +231,9 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 		bbState, step = string(bb.State.Status), stepID(bb)
 	}
 	switch {
-	case !runner.DeletionTimestamp.IsZero() || st.DisabledTime != nil:
+	case !runner.DeletionTimestamp.IsZero() || runner.Spec.Drain:
+		// A runner whose drain the pool cancelled is capacity again at once, even before the
+		// Runner controller enables it, so the pool does not create one too many meanwhile.
 		v.State = scaling.Draining
 		v.Busy = step != ""
 	case step != "":

@@ -98,6 +98,10 @@ type RunnerStatus struct {
 	// DisabledTime is when the runner was set DISABLED for draining.
 	// +optional
 	DisabledTime *metav1.Time `json:"disabledTime,omitempty"`
+	// PodTemplateHash is the template hash of the current pod; a pool whose pods now hash
+	// differently recycles this runner once idle.
+	// +optional
+	PodTemplateHash string `json:"podTemplateHash,omitempty"`
 	// PodStartTime is when the current pod was created, for maxAge.
 	// +optional
 	PodStartTime *metav1.Time `json:"podStartTime,omitempty"`

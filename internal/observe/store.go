@@ -173,14 +173,28 @@ func (s *Store) Get(ctx context.Context, k Key, l Lister, notBefore time.Time) (
 		e.inflight = c
 		s.mu.Unlock()
 
-		runners, err := l.ListRunners(ctx, k.Scope)
+		s.list(ctx, k, l, e, c)
+		if c.err != nil {
+			return nil, c.err
+		}
+		return c.snap, nil
+	}
+}
+
+// list runs one shared list call with the context of the caller that started it. Reconcile
+// contexts end only when the manager stops, so a cancelled list fails every waiter only then.
+func (s *Store) list(ctx context.Context, k Key, l Lister, e *entry, c *call) {
+	var runners []bitbucket.Runner
+	defer func() {
+		// Runs on panic too, so waiters never hang on a call that will not finish.
 		s.mu.Lock()
 		e.inflight = nil
 		changes := e.changes
 		e.changes = nil
-		if err != nil {
-			c.err = fmt.Errorf("list runners of %s: %w", k, err)
-		} else {
+		if c.err == nil && runners == nil && recover() != nil {
+			c.err = fmt.Errorf("list runners of %s: panic", k)
+		}
+		if c.err == nil {
 			c.snap = newSnapshot(c.started, runners)
 			for _, ch := range changes {
 				c.snap = c.snap.with(ch)
@@ -192,13 +206,16 @@ func (s *Store) Get(ctx context.Context, k Key, l Lister, notBefore time.Time) (
 		onRefresh := s.OnRefresh
 		s.mu.Unlock()
 		close(c.done)
-		if c.err != nil {
-			return nil, c.err
-		}
-		if onRefresh != nil {
+		if c.err == nil && onRefresh != nil {
 			onRefresh(k, c.snap)
 		}
-		return c.snap, nil
+	}()
+	var err error
+	runners, err = l.ListRunners(ctx, k.Scope)
+	if err != nil {
+		c.err = fmt.Errorf("list runners of %s: %w", k, err)
+	} else if runners == nil {
+		runners = []bitbucket.Runner{}
 	}
 }
 

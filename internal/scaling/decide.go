@@ -49,6 +49,9 @@ type Runner struct {
 	// Recycle is true when the runner should be replaced once idle (maxAge, maxSteps, a
 	// changed pod template).
 	Recycle bool
+	// Spent is true for an ephemeral runner that has run its one step. Once idle it goes at
+	// once, whatever the scale-down delay, and it no longer counts as capacity.
+	Spent bool
 	// PendingTooLong is true for a starting runner whose pod has waited for a node longer than
 	// the pending timeout. It stays capacity (creating more would only add Pending pods) and the
 	// pool reports it.
@@ -98,7 +101,7 @@ func Count(runners []Runner) Counts {
 	var c Counts
 	for _, r := range runners {
 		switch {
-		case r.Drain || r.State == Draining:
+		case r.Drain || r.State == Draining || (r.Spent && r.State != Busy):
 			c.Draining++
 		case r.State == Busy:
 			c.Busy++
@@ -156,10 +159,15 @@ func Decide(in Input) Decision {
 	d := Decision{Counts: c, Desired: Desired(in, c)}
 
 	for _, r := range in.Runners {
-		if r.State == Stuck && !r.Drain {
+		switch {
+		case r.Drain:
+		case r.State == Stuck:
 			d.Replace = append(d.Replace, r.Name)
+		case r.Spent && r.State == Idle:
+			d.Drain = append(d.Drain, r.Name)
 		}
 	}
+	spent := len(d.Drain)
 
 	capacity := c.Capacity()
 	switch {
@@ -181,13 +189,13 @@ func Decide(in Input) Decision {
 		// total never goes above max, so a replacement waits for the runner it replaces.
 		d.Create = max(0, min(missing, in.Max-len(in.Runners)))
 	case capacity > d.Desired:
-		d.Drain = pickDrain(in, capacity-d.Desired)
+		d.Drain = append(d.Drain, pickDrain(in, capacity-d.Desired)...)
 	}
 	// Recycle idle runners that asked for it, one at a time: only when the pool has what it
 	// wants and no recycled runner is still on its way out, so recycling never leaves the pool
 	// short by more than one runner, not even at max where the replacement waits for the
 	// recycled runner to be gone.
-	if len(d.Drain) == 0 && d.Create == 0 && capacity >= d.Desired && !recycling(in.Runners) {
+	if len(d.Drain) == spent && d.Create == 0 && capacity >= d.Desired && !recycling(in.Runners) {
 		for _, r := range oldestIdleFirst(in.Runners) {
 			if r.Recycle && !r.Drain {
 				d.Drain = append(d.Drain, r.Name)
@@ -255,7 +263,7 @@ func recycling(runners []Runner) bool {
 func oldestIdleFirst(runners []Runner) []Runner {
 	var idle []Runner
 	for _, r := range runners {
-		if r.State == Idle && !r.Drain {
+		if r.State == Idle && !r.Drain && !r.Spent {
 			idle = append(idle, r)
 		}
 	}

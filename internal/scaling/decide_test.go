@@ -647,3 +647,33 @@ func randomInput(rng *rand.Rand, policy scaling.Policy) scaling.Input {
 	}
 	return in
 }
+
+func spent(r scaling.Runner) scaling.Runner {
+	r.Spent = true
+	return r
+}
+
+func TestEphemeralRunners(t *testing.T) {
+	runDecideCases(t, []decideCase{
+		{
+			name: "an ephemeral runner that ran its step goes at once, even inside scaleDownDelay",
+			in:   pool(1, spent(idle("e1", time.Second)), idle("i1", time.Second)),
+			want: want{Desired: 1, Drain: []string{"e1"}},
+		},
+		{
+			name: "a spent runner is not capacity, so its replacement is created in the same decision",
+			in:   pool(1, spent(idle("e1", time.Second))),
+			want: want{Desired: 1, Create: 1, Drain: []string{"e1"}},
+		},
+		{
+			name: "a spent runner still running its step is busy and stays",
+			in:   pool(1, spent(busy("e1"))),
+			want: want{Desired: 2, Create: 1},
+		},
+		{
+			name: "at max the replacement of a spent runner waits until it is gone",
+			in:   with(pool(1, spent(idle("e1", time.Second)), busy("b1")), func(in *scaling.Input) { in.Max = 2 }),
+			want: want{Desired: 2, Drain: []string{"e1"}},
+		},
+	})
+}

@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/controllers"
+	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/test/harness"
+)
+
+// stepsOf returns the simulator's steps that asked for the label.
+func stepsOf(label string) []bbsim.StepView {
+	var out []bbsim.StepView
+	for _, s := range sys.BBSim.State().Steps {
+		for _, l := range s.RunsOn {
+			if l == label {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func TestAnIdleBufferPoolScalesUpForStepsAndBackDownWithoutKillingOne(t *testing.T) {
+	ns := namespace(t)
+	const label = "burst"
+	pool := harness.Pool(ns, label, 1, 6)
+	if err := sys.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	pool = getPool(t, ns, pool.Name)
+	prefix := controllers.BitbucketNamePrefix(pool)
+	onlyRunner(t, ns, pool) // idle buffer 1 with nothing busy: one runner
+
+	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 4, RunsOn: []string{"self.hosted", "linux", label}, Duration: 12 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	peak := 0
+	eventually(t, 90*time.Second, "all 4 steps to finish", func() (bool, string) {
+		bb := bbRunners(prefix)
+		peak = max(peak, len(bb))
+		if len(bb) > int(pool.Spec.MaxRunners) {
+			t.Fatalf("%d Bitbucket runners, above max %d", len(bb), pool.Spec.MaxRunners)
+		}
+		done := 0
+		for _, s := range stepsOf(label) {
+			if s.Status == "completed" {
+				done++
+			}
+		}
+		return done == 4, fmt.Sprintf("%d of 4 steps done, %d runners", done, len(bb))
+	})
+	if peak < 3 {
+		t.Errorf("the pool peaked at %d runners for 4 steps; it did not scale up", peak)
+	}
+	for _, s := range stepsOf(label) {
+		if s.Result != "SUCCESSFUL" {
+			t.Errorf("step %s ended %s (%s)", s.UUID, s.Result, s.Reason)
+		}
+	}
+
+	eventually(t, 90*time.Second, "the pool to come back to its idle buffer", func() (bool, string) {
+		var list v1alpha1.RunnerList
+		n := countObjects(t, ns, &list, client.MatchingLabels{v1alpha1.LabelPool: pool.Name})
+		bb := len(bbRunners(prefix))
+		return n == 1 && bb == 1, fmt.Sprintf("%d Runners, %d Bitbucket runners", n, bb)
+	})
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}
