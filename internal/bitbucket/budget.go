@@ -134,11 +134,17 @@ func (b *Budget) reserve() int {
 // false for the retry of a request that has itself just waited out the 429
 // that set the block.
 func (b *Budget) take(p Priority, honourBlock bool) (time.Duration, bool) {
+	_, wait, ok := b.takeStamped(p, honourBlock)
+	return wait, ok
+}
+
+// takeStamped is take that also returns the recorded send time, for refund.
+func (b *Budget) takeStamped(p Priority, honourBlock bool) (time.Time, time.Duration, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.now()
 	if honourBlock && now.Before(b.blocked) {
-		return b.blocked.Sub(now), false
+		return time.Time{}, b.blocked.Sub(now), false
 	}
 	b.prune(now)
 	if b.limit > 0 {
@@ -154,13 +160,27 @@ func (b *Budget) take(p Priority, honourBlock bool) (time.Duration, bool) {
 			if wait <= 0 {
 				wait = time.Millisecond
 			}
-			return wait, false
+			return time.Time{}, wait, false
 		}
 	}
 	if b.limit > 0 {
 		b.sent = append(b.sent, now)
 	}
-	return 0, true
+	return now, 0, true
+}
+
+// refund gives back a slot taken at stamp by a request that never reached
+// Bitbucket (the token fetch failed, the dial was refused): Bitbucket did
+// not count it, so neither do we.
+func (b *Budget) refund(stamp time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := len(b.sent) - 1; i >= 0; i-- {
+		if b.sent[i].Equal(stamp) {
+			b.sent = append(b.sent[:i], b.sent[i+1:]...)
+			return
+		}
+	}
 }
 
 // blockFor stops all requests for d after the server answered 429: our count

@@ -153,3 +153,20 @@ func TestPriorityFor(t *testing.T) {
 		})
 	}
 }
+
+func TestBudgetRefund(t *testing.T) {
+	clock := newFakeClock()
+	b := NewBudget(5, clock.Now)
+	first, _, _ := b.takeStamped(PriorityHigh, true)
+	clock.Advance(time.Second)
+	second, _, _ := b.takeStamped(PriorityHigh, true)
+	b.refund(first)
+	if b.Used() != 1 {
+		t.Fatalf("Used = %d after a refund, want 1", b.Used())
+	}
+	b.refund(first) // twice is harmless
+	b.refund(second)
+	if b.Used() != 0 {
+		t.Errorf("Used = %d, want 0", b.Used())
+	}
+}

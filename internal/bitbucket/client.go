@@ -255,13 +255,17 @@ func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, c.cancelled(req, err, lastErr)
 		}
-		if wait, ok := c.budget.take(priority, !afterLimit); !ok {
+		stamp, wait, ok := c.budget.takeStamped(priority, !afterLimit)
+		if !ok {
 			c.metrics.budgetRefused(req.endpoint, priority)
 			return nil, &BudgetExhaustedError{Method: req.method, Endpoint: req.endpoint, Priority: priority, RetryAfter: wait}
 		}
 		attempt++
 		resp, tokenUsed, wrote, err := c.attempt(ctx, req)
 		afterLimit = false
+		if err != nil && !wrote {
+			c.budget.refund(stamp)
+		}
 
 		var delay time.Duration
 		var reason string

@@ -438,6 +438,9 @@ func TestCreateIsRetriedWhenTheConnectionWasNeverMade(t *testing.T) {
 	if got := counterValue(t, metrics.retries.WithLabelValues("runners.create", "network_error")); got != DefaultMaxAttempts-1 {
 		t.Errorf("create retries = %v, want %d", got, DefaultMaxAttempts-1)
 	}
+	if used := c.Budget().Used(); used != 0 {
+		t.Errorf("budget Used = %d, want 0: no attempt reached a server", used)
+	}
 }
 
 func TestContextCancelStopsABackoffSleep(t *testing.T) {
