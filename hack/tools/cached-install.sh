@@ -55,7 +55,7 @@ if [[ ! -f $entry/.complete ]]; then
   find "$cache_root" -maxdepth 1 -name '.tmp-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
   tmp=$(mktemp -d "$cache_root/.tmp-$name-XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  echo "building $name into $entry (once per machine; the Kubernetes programs take several minutes)" >&2
+  echo "building $name into $entry (once per machine; this can take minutes)" >&2
   start=$SECONDS
   (
     if [[ -n $module_dir ]]; then cd "$module_dir"; fi
