@@ -354,7 +354,7 @@ func (s *Server) handleDeleteRunner(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.deleteRunnerLocked(rn)
-	s.kick()
+	s.scheduleLocked()
 	w.WriteHeader(http.StatusNoContent)
 }
 
