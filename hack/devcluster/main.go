@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/api/resource"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/runnerpool/runnerpool-operator/test/framework"
 )
@@ -28,6 +29,9 @@ func main() {
 	log := funcr.New(func(prefix, args string) {
 		fmt.Fprintln(os.Stderr, time.Now().Format(time.TimeOnly), prefix, args)
 	}, funcr.Options{})
+	// envtest logs through controller-runtime's logger, which otherwise
+	// complains, after a while, that it was never set.
+	ctrllog.SetLogger(log.WithName("envtest"))
 	if err := run(log); err != nil {
 		log.Error(err, "devcluster failed")
 		os.Exit(1)

@@ -23,12 +23,16 @@ type Snapshot struct {
 	// Queue holds the UUIDs of the steps waiting for a runner, oldest first.
 	Queue []string `json:"queue"`
 	// Calls counts API calls per endpoint pattern, e.g. "GET /internal/workspaces/{ws}/pipelines-config/runners".
+	// Requests answered by an injected fault never reach the API and are not counted.
 	Calls map[string]int `json:"calls"`
 	// CallsByCredential splits Calls per credential ("oauth:<client id>",
 	// "access-token:#1", "basic:<user>", "unauthenticated"); no secret appears.
 	CallsByCredential map[string]map[string]int `json:"calls_by_credential"`
 	// RateLimitHits counts 429 answers per credential from the hourly budget.
-	RateLimitHits    map[string]int `json:"rate_limit_hits"`
+	RateLimitHits map[string]int `json:"rate_limit_hits"`
+	// TokenRequests counts token-endpoint grants per OAuth client id ("rejected"
+	// for bad credentials); they do not draw from the hourly budget.
+	TokenRequests    map[string]int `json:"token_requests"`
 	Agents           []AgentView    `json:"agents"`
 	Webhooks         []WebhookView  `json:"webhooks"`
 	RejectedWebhooks []string       `json:"rejected_webhooks,omitempty"`
@@ -106,6 +110,7 @@ func (s *Server) State() Snapshot {
 		Calls:             maps.Clone(s.calls),
 		CallsByCredential: map[string]map[string]int{},
 		RateLimitHits:     maps.Clone(s.rateLimitHits),
+		TokenRequests:     maps.Clone(s.tokenRequests),
 		Webhooks:          webhooks,
 		RejectedWebhooks:  slices.Clone(s.rejectedHooks),
 		Faults:            faults,

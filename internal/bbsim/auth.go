@@ -49,13 +49,14 @@ func (s *Server) handleAccessToken(w http.ResponseWriter, r *http.Request) {
 		clientID, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
 	want, known := s.opts.OAuthConsumers[clientID]
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if clientID == "" || !known || !equalSecret(want, secret) {
+		s.tokenRequests["rejected"]++
 		writeError(w, http.StatusUnauthorized, "Invalid OAuth client credentials")
 		return
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.tokenRequests[clientID]++
 	switch grant := r.PostForm.Get("grant_type"); grant {
 	case "client_credentials":
 	case "refresh_token":

@@ -128,6 +128,7 @@ func (s *Server) resetLocked() {
 	s.workspaces = buildWorkspaces(s.opts.Workspaces)
 	s.limiter = newRateLimiter()
 	s.calls = map[string]int{}
+	s.tokenRequests = map[string]int{}
 	s.callsByCred = map[string]map[string]int{}
 	s.rateLimitHits = map[string]int{}
 	s.runners = map[string]*runner{}

@@ -76,6 +76,9 @@ func TestTokenEndpointIsNotCountedAgainstTheBudget(t *testing.T) {
 	if resp := e.do(http.MethodGet, "/2.0/workspaces/demo", nil); resp.status != http.StatusTooManyRequests {
 		t.Fatalf("second API call: %d", resp.status)
 	}
+	if got := e.sim.State().TokenRequests[DefaultClientID]; got != 6 {
+		t.Errorf("token requests = %d, want 6", got)
+	}
 }
 
 func TestAllOAuthTokensOfAConsumerShareItsBudget(t *testing.T) {

@@ -268,6 +268,13 @@ func (s *Server) deleteRunnerLocked(r *runner) {
 	if r.current != nil {
 		s.failStepLocked(r.current, ResultError, fmt.Sprintf("runner %s was deleted while running the step", r.uuid))
 	}
+	for _, ap := range s.agentPods {
+		if ap.runnerUUID == r.uuid && ap.connected {
+			// The real agent would now fail to authenticate and restart over and over.
+			ap.connected = false
+			ap.issue = fmt.Sprintf("runner %s was deleted", r.uuid)
+		}
+	}
 	delete(s.runners, r.uuid)
 	s.runnerOrder = slices.DeleteFunc(s.runnerOrder, func(x *runner) bool { return x == r })
 	s.needsSchedule = true

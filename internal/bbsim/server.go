@@ -1,11 +1,3 @@
-// Package bbsim simulates the parts of Bitbucket Cloud that the runner
-// operator talks to: the OAuth token endpoint, the internal runners API, the
-// public pipelines API, commit-status webhooks, and the runner agents
-// themselves (which it emulates by watching runner pods).
-//
-// The simulator keeps its own wire types on purpose: it never imports the
-// operator's Bitbucket client, so a misunderstanding of the wire format in one
-// does not silently cancel out in the other.
 package bbsim
 
 import (
@@ -109,6 +101,7 @@ type Server struct {
 	tokens         map[string]*issuedToken
 	limiter        *rateLimiter
 	calls          map[string]int
+	tokenRequests  map[string]int
 	callsByCred    map[string]map[string]int
 	rateLimitHits  map[string]int
 	runners        map[string]*runner

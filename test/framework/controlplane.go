@@ -100,9 +100,10 @@ type ControlPlane struct {
 
 // Start runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 // kwok on loopback, installs the CRDs, creates the fake nodes and waits until they
-// are Ready and schedulable. ctx bounds the start only; the control plane runs
-// until Stop.
-func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
+// are Ready and schedulable. ctx bounds the waits of the start only; the control
+// plane runs until Stop. On failure the error ends with the last lines of every
+// program's log.
+func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	binDir, err := ResolveBinDir(opts.BinDir)
 	if err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
@@ -114,9 +115,10 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		return nil, fmt.Errorf("start control plane: create work directory: %w", err)
 	}
 	cp := &ControlPlane{workDir: workDir, logDir: opts.LogDir}
-	started := false
 	defer func() {
-		if !started {
+		if err != nil {
+			// The logs may live in the work directory, which Stop removes.
+			err = fmt.Errorf("%w\n%s", err, cp.logTails(10))
 			_ = cp.Stop()
 		}
 	}()
@@ -158,7 +160,6 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 		}
 		log.Info("fake nodes ready", "nodes", nodes, "cpu", cpu.String(), "memory", memory.String(), "elapsed", time.Since(begin).Round(time.Millisecond))
 	}
-	started = true
 	return cp, nil
 }
 
@@ -205,8 +206,7 @@ func (cp *ControlPlane) startAPIServer(binDir string, crdPaths []string) error {
 	}
 	config, err := cp.env.Start()
 	if err != nil {
-		return fmt.Errorf("start etcd and kube-apiserver (logs in %s): %w\nkube-apiserver log:\n%s",
-			cp.logDir, err, tailFile(filepath.Join(cp.logDir, "kube-apiserver.log"), 20))
+		return fmt.Errorf("start etcd and kube-apiserver: %w", err)
 	}
 	cp.Config = config
 	cp.clientset, err = kubernetes.NewForConfig(config)
@@ -329,7 +329,7 @@ func (cp *ControlPlane) waitFor(ctx context.Context, what string, condition func
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s (logs in %s): %w", what, cp.logDir, ctx.Err())
+			return fmt.Errorf("wait for %s: %w", what, ctx.Err())
 		case <-ticker.C:
 		}
 	}
@@ -367,14 +367,24 @@ func (cp *ControlPlane) Stop() error {
 	return cp.stopErr
 }
 
+// logTails returns the last lines of every program's log.
+func (cp *ControlPlane) logTails(lines int) string {
+	logs, _ := filepath.Glob(filepath.Join(cp.logDir, "*.log"))
+	var b strings.Builder
+	for _, path := range logs {
+		fmt.Fprintf(&b, "--- last lines of %s:\n%s\n", filepath.Base(path), tailFile(path, lines))
+	}
+	return b.String()
+}
+
 // LogDir is where the programs' logs are.
 func (cp *ControlPlane) LogDir() string {
 	return cp.logDir
 }
 
-// Healthy reports a program of the control plane that stopped on its own, with
+// CheckHealth reports a program of the control plane that stopped on its own, with
 // the end of its log. Tests can call it when something takes suspiciously long.
-func (cp *ControlPlane) Healthy() error {
+func (cp *ControlPlane) CheckHealth() error {
 	return diagnoseAll(cp.components)
 }
 

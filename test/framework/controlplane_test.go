@@ -149,7 +149,7 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 
-	if err := cp.Healthy(); err != nil {
+	if err := cp.CheckHealth(); err != nil {
 		t.Errorf("control plane program died: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -35,18 +34,11 @@ func StartForTest(tb testing.TB, opts Options) *ControlPlane {
 	tb.Logf("control plane started in %s", time.Since(begin).Round(time.Millisecond))
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			cp.logTails(tb)
+			tb.Logf("control plane logs (%s):\n%s", cp.logDir, cp.logTails(30))
 		}
 		if err := cp.Stop(); err != nil {
 			tb.Errorf("stop control plane: %v", err)
 		}
 	})
 	return cp
-}
-
-func (cp *ControlPlane) logTails(tb testing.TB) {
-	logs, _ := filepath.Glob(filepath.Join(cp.logDir, "*.log"))
-	for _, path := range logs {
-		tb.Logf("--- last lines of %s:\n%s", filepath.Base(path), tailFile(path, 30))
-	}
 }
