@@ -33,7 +33,8 @@ func main() {
 	// complains, after a while, that it was never set.
 	ctrllog.SetLogger(log.WithName("envtest"))
 	if err := run(log); err != nil {
-		log.Error(err, "devcluster failed")
+		// Plain text: the error carries the programs' log lines.
+		fmt.Fprintf(os.Stderr, "devcluster: %v\n", err)
 		os.Exit(1)
 	}
 }
