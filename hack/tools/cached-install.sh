@@ -55,6 +55,7 @@ if [[ ! -f $entry/.complete ]]; then
   find "$cache_root" -maxdepth 1 -name '.tmp-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
   tmp=$(mktemp -d "$cache_root/.tmp-$name-XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
+  trap 'exit 130' INT TERM HUP
   echo "building $name into $entry (once per machine; this can take minutes)" >&2
   start=$SECONDS
   (
@@ -71,7 +72,7 @@ if [[ ! -f $entry/.complete ]]; then
   if ! mv -T "$tmp" "$entry" 2>/dev/null; then
     [[ -f $entry/.complete ]] || { echo "$0: cannot move $tmp to $entry" >&2; exit 1; }
   fi
-  trap - EXIT
+  trap - EXIT INT TERM HUP
   rm -rf "$tmp"
   echo "built $name in $((SECONDS - start))s" >&2
 fi
