@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
@@ -91,4 +93,18 @@ func podWaitingMessage(pod *corev1.Pod) string {
 		}
 	}
 	return fmt.Sprintf("The runner pod is %s", pod.Status.Phase)
+}
+
+// throttled turns "Bitbucket says wait" (rate limited, or the request budget spent) into a
+// requeue after the wait instead of an error, so the work queue's backoff does not add to it
+// and logs do not fill with errors for an expected condition.
+func throttled(res ctrl.Result, err error) (ctrl.Result, error) {
+	if err == nil || !(bitbucket.IsRateLimited(err) || bitbucket.IsBudgetExhausted(err)) {
+		return res, err
+	}
+	wait, ok := bitbucket.RetryAfter(err)
+	if !ok || wait <= 0 {
+		wait = 30 * time.Second
+	}
+	return ctrl.Result{RequeueAfter: wait}, nil
 }

@@ -87,7 +87,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 
 	before := runner.DeepCopy()
-	res, err := r.reconcileNormal(ctx, pool, runner)
+	res, err := throttled(r.reconcileNormal(ctx, pool, runner))
 	runner.Status.Phase = runnerPhase(runner)
 	runner.Status.ObservedGeneration = runner.Generation
 	if perr := r.patchStatus(ctx, before, runner); perr != nil {
@@ -115,7 +115,16 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 			return res, err
 		}
 	}
-	snap, err := r.Store.Get(ctx, key, api, r.now().Add(-poll))
+	// A runner whose pod just became ready connects within seconds: look again soon, so the
+	// pool counts it (and the step it takes) long before the next regular poll. The lists are
+	// shared by every runner of the scope, and this stops after connectWindow.
+	requeue := poll
+	notBefore := r.now().Add(-poll)
+	if r.awaitingConnection(runner) {
+		requeue = connectRecheck
+		notBefore = r.now().Add(-connectRecheck)
+	}
+	snap, err := r.Store.Get(ctx, key, api, notBefore)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -128,13 +137,37 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if res, err := r.reconcileDrain(ctx, runner, api, key); err != nil || !res.IsZero() {
 		return res, err
 	}
-	return ctrl.Result{RequeueAfter: poll}, nil
+	if r.awaitingConnection(runner) {
+		requeue = connectRecheck
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+const (
+	// connectRecheck is how soon a runner whose pod is ready is observed again.
+	connectRecheck = 2 * time.Second
+	// connectWindow bounds the quick rechecks: a runner that does not connect by then is
+	// observed at the pool's pace, so a broken agent cannot burn the request budget.
+	connectWindow = time.Minute
+)
+
+// awaitingConnection reports a runner whose pod is ready but which Bitbucket does not show
+// ONLINE yet, within connectWindow of the pod becoming ready.
+func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
+	st := runner.Status
+	if st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) || runner.Spec.Drain {
+		return false
+	}
+	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionPodReady)
+	return c != nil && c.Status == metav1.ConditionTrue && r.now().Sub(c.LastTransitionTime.Time) < connectWindow
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
 func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	scope := scopeOf(runner)
+	// The look-up guards the create, so it must not be starved by a nearly spent budget.
+	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
 	// A snapshot taken after the Runner existed is needed: an older one cannot show a runner
 	// registered for it before a crash.
 	snap, err := r.Store.Get(ctx, key, api, runner.CreationTimestamp.Time)
@@ -373,7 +406,7 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 		now := metav1.NewTime(r.now())
 		runner.Status.DisabledTime = &now
 	}
-	snap, err := r.Store.Get(ctx, key, api, runner.Status.DisabledTime.Time)
+	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, runner.Status.DisabledTime.Time)
 	if err != nil {
 		return false, ctrl.Result{}, err
 	}
@@ -416,7 +449,7 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 			r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "The pool is gone, so its credentials are unknown; Bitbucket runner %s must be removed by hand", runner.Status.UUID)
 		} else {
 			before := runner.DeepCopy()
-			res, err := r.unregister(ctx, pool, runner)
+			res, err := throttled(r.unregister(ctx, pool, runner))
 			runner.Status.Phase = v1alpha1.RunnerPhaseDeleting
 			if perr := r.patchStatus(ctx, before, runner); perr != nil && !apierrors.IsNotFound(perr) {
 				err = errors.Join(err, perr)

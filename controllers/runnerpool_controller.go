@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/metrics"
 	"github.com/runnerpool/runnerpool-operator/internal/observe"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/internal/scaling"
@@ -40,6 +40,8 @@ const (
 	ReasonPodsPending         = "PodsPending"
 	ReasonDeleting            = "Deleting"
 	ReasonCredentialsNotReady = "CredentialsNotValid"
+	ReasonRateLimited         = "RateLimited"
+	ReasonBudgetLow           = "RequestBudgetLow"
 )
 
 // RunnerPoolReconciler decides how many runners a pool needs and creates or drains Runner
@@ -49,9 +51,9 @@ type RunnerPoolReconciler struct {
 	Recorder events.EventRecorder
 	Clients  *Clients
 	Store    *observe.Store
-	// Wake receives pools to reconcile at once (webhook events, new observations).
-	Wake <-chan event.TypedGenericEvent[*v1alpha1.RunnerPool]
-	Now  func() time.Time
+	// Waker wakes pools at once (webhook events) and asks for a fresh observation.
+	Waker *PoolWaker
+	Now   func() time.Time
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools,verbs=get;list;watch;update;patch
@@ -91,18 +93,31 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 }
 
 func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) (ctrl.Result, error) {
-	poll := pool.Spec.Scaling.PollInterval.Duration
 	now := r.now()
+	poll := pool.Spec.Scaling.PollInterval.Duration
+	pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 
 	api, err := r.Clients.For(ctx, pool)
 	if err == nil {
+		poll = r.effectivePoll(pool, api)
+		pool.Status.PollInterval = &metav1.Duration{Duration: poll}
+		notBefore := now.Add(-poll)
+		if r.Waker != nil {
+			if woken := r.Waker.FreshSince(client.ObjectKeyFromObject(pool)); woken.After(notBefore) {
+				notBefore = woken
+			}
+		}
 		var snap *observe.Snapshot
-		snap, err = r.Store.Get(ctx, r.Clients.ObserveKey(pool), api, now.Add(-poll))
+		snap, err = r.Store.Get(ctx, r.Clients.ObserveKey(pool), api, notBefore)
 		if err == nil {
 			setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 			observed := metav1.NewTime(snap.At)
 			pool.Status.LastObservedTime = &observed
-			return r.scale(ctx, pool, runners, snap)
+			res, err := r.scale(ctx, pool, runners, snap)
+			if res.RequeueAfter > poll || res.RequeueAfter == 0 {
+				res.RequeueAfter = poll
+			}
+			return res, err
 		}
 	}
 	if reason, msg, ok := credentialsCondition(err); ok {
@@ -111,12 +126,32 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		// Fixing the Secret wakes the pool through the Secret watch; until then a slow retry.
 		return ctrl.Result{RequeueAfter: max(poll, time.Minute)}, nil
 	}
-	// Bitbucket is unreachable or rate limited: keep what runs, report it, try at the next poll.
+	if res, terr := throttled(ctrl.Result{}, err); terr == nil {
+		// Bitbucket asked us to wait: runners keep running, the pool polls again after the wait.
+		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited,
+			fmt.Sprintf("Bitbucket's request limit is reached for these credentials; polling again in %s", res.RequeueAfter.Round(time.Second)))
+		r.countOnly(pool, runners, nil)
+		setReady(pool)
+		return ctrl.Result{RequeueAfter: max(res.RequeueAfter, poll)}, nil
+	}
+	// Bitbucket is unreachable or failing: keep what runs, report it, try at the next poll.
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonBitbucketError, truncate(err.Error(), 1024))
 	r.countOnly(pool, runners, nil)
 	setReady(pool)
 	log.FromContext(ctx).Error(err, "observe Bitbucket")
 	return ctrl.Result{RequeueAfter: poll}, nil
+}
+
+// effectivePoll stretches the poll interval when the request budget of the pool's credential
+// runs low (scaling.PollInterval), and reports it.
+func (r *RunnerPoolReconciler) effectivePoll(pool *v1alpha1.RunnerPool, api BitbucketAPI) time.Duration {
+	base := pool.Spec.Scaling.PollInterval.Duration
+	poll := base
+	if b, ok := api.(interface{ Budget() *bitbucket.Budget }); ok && b.Budget() != nil {
+		poll = scaling.PollInterval(base, b.Budget().Remaining(), b.Budget().Limit())
+	}
+	metrics.PollIntervalSeconds.WithLabelValues(pool.Namespace, pool.Name).Set(poll.Seconds())
+	return poll
 }
 
 func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reason, msg string) {
@@ -139,28 +174,36 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	for i := 0; i < decision.Create; i++ {
 		if err := r.createRunner(ctx, pool); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "create", "scale_up").Inc()
 	}
 	byName := map[string]*v1alpha1.Runner{}
 	for i := range runners {
 		byName[runners[i].Name] = &runners[i]
 	}
 	for _, name := range decision.Drain {
-		errs = append(errs, r.setDrain(ctx, pool, byName[name], true))
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], true, drainReason(in, name)))
 	}
 	for _, name := range decision.Undrain {
-		errs = append(errs, r.setDrain(ctx, pool, byName[name], false))
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, "needed_again"))
 	}
 	for _, name := range decision.Replace {
 		runner := byName[name]
 		r.event(pool, corev1.EventTypeWarning, "ReplacingRunner", "Replace", "Runner %s failed to start (%s); replacing it", name, runner.Status.Phase)
 		if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
 			errs = append(errs, fmt.Errorf("delete failed runner %s: %w", name, err))
+			continue
 		}
+		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "replace", "failed_to_start").Inc()
 	}
 
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
+	if p := pool.Status.PollInterval; p != nil && p.Duration > pool.Spec.Scaling.PollInterval.Duration {
+		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonBudgetLow,
+			fmt.Sprintf("Policy %s wants %d runners; polls are stretched to every %s because the Bitbucket request budget of these credentials runs low", pool.Spec.Scaling.Policy, decision.Desired, p.Duration))
+	}
 	if decision.Counts.PendingTooLong > 0 {
 		msg := fmt.Sprintf("%d runner pods have waited for a node longer than %s; the pool does not add runners for them", decision.Counts.PendingTooLong, pool.Spec.Scaling.PendingTimeout.Duration)
 		prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive)
@@ -274,6 +317,13 @@ func (r *RunnerPoolReconciler) countOnly(pool *v1alpha1.RunnerPool, runners []v1
 	pool.Status.Ready = int32(c.Busy + c.Idle)
 	pool.Status.Starting = int32(c.Starting + c.Stuck)
 	pool.Status.Draining = int32(c.Draining)
+
+	for state, n := range map[string]int{"busy": c.Busy, "idle": c.Idle, "starting": c.Starting, "draining": c.Draining, "stuck": c.Stuck} {
+		metrics.Runners.WithLabelValues(pool.Namespace, pool.Name, state).Set(float64(n))
+	}
+	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
+	metrics.MaxRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Spec.MaxRunners))
+	metrics.PendingTooLong.WithLabelValues(pool.Namespace, pool.Name).Set(float64(c.PendingTooLong))
 }
 
 // setReady summarises the pool: Ready when the credentials work and at least the minimum
@@ -326,7 +376,23 @@ func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.
 	return nil
 }
 
-func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, drain bool) error {
+// drainReason names why the decision drains a runner, for events and metrics.
+func drainReason(in scaling.Input, name string) string {
+	for _, r := range in.Runners {
+		if r.Name != name {
+			continue
+		}
+		switch {
+		case r.Spent:
+			return "ephemeral_step_done"
+		case r.Recycle:
+			return "recycle"
+		}
+	}
+	return "scale_down"
+}
+
+func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, drain bool, reason string) error {
 	if runner == nil || runner.Spec.Drain == drain {
 		return nil
 	}
@@ -336,9 +402,11 @@ func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.Runn
 		return fmt.Errorf("set drain=%t on runner %s: %w", drain, runner.Name, err)
 	}
 	if drain {
-		r.event(pool, corev1.EventTypeNormal, "DrainingRunner", "ScaleDown", "Draining runner %s", runner.Name)
+		r.event(pool, corev1.EventTypeNormal, "DrainingRunner", "ScaleDown", "Draining runner %s (%s)", runner.Name, reason)
+		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "drain", reason).Inc()
 	} else {
 		r.event(pool, corev1.EventTypeNormal, "KeepingRunner", "ScaleUp", "Runner %s is needed again; drain cancelled", runner.Name)
+		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "undrain", reason).Inc()
 	}
 	return nil
 }
@@ -373,6 +441,7 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 	if err := r.Update(ctx, pool); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
+	metrics.ForgetPool(pool.Namespace, pool.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -418,8 +487,8 @@ func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.poolsForSecret)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("runnerpool")
-	if r.Wake != nil {
-		b = b.WatchesRawSource(source.Channel(r.Wake, &handler.TypedEnqueueRequestForObject[*v1alpha1.RunnerPool]{}))
+	if r.Waker != nil {
+		b = b.WatchesRawSource(source.Channel(r.Waker.Events, &handler.TypedEnqueueRequestForObject[*v1alpha1.RunnerPool]{}))
 	}
 	return b.Complete(r)
 }

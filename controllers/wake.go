@@ -2,7 +2,12 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -81,4 +86,65 @@ func (w *RunnerWaker) OnRefresh(k observe.Key, snap *observe.Snapshot) {
 
 func fingerprint(r bitbucket.Runner) string {
 	return string(r.State.Status) + "/" + stepID(r)
+}
+
+// PoolWaker wakes the pools of a workspace or repository at once, for webhook events, and
+// makes their next reconcile observe Bitbucket afresh instead of reusing a recent list.
+type PoolWaker struct {
+	Reader client.Reader
+	Events chan event.TypedGenericEvent[*v1alpha1.RunnerPool]
+
+	mu    sync.Mutex
+	fresh map[types.NamespacedName]time.Time
+	now   func() time.Time
+}
+
+// NewPoolWaker returns a waker with a buffered channel.
+func NewPoolWaker(reader client.Reader) *PoolWaker {
+	return &PoolWaker{Reader: reader, Events: make(chan event.TypedGenericEvent[*v1alpha1.RunnerPool], 1024),
+		fresh: map[types.NamespacedName]time.Time{}, now: time.Now}
+}
+
+// Wake wakes every pool of the workspace whose scope covers the repository (workspace pools,
+// and repository pools of that repository); repository "" wakes them all. It returns how many
+// pools it woke.
+func (w *PoolWaker) Wake(ctx context.Context, workspace, repository string) (int, error) {
+	var pools v1alpha1.RunnerPoolList
+	if err := w.Reader.List(ctx, &pools); err != nil {
+		return 0, fmt.Errorf("list pools to wake: %w", err)
+	}
+	now := w.now()
+	woken := 0
+	for i := range pools.Items {
+		p := &pools.Items[i]
+		b := p.Spec.Bitbucket
+		if !sameUUID(string(b.Workspace), workspace) {
+			continue
+		}
+		if repository != "" && b.Repository != "" && !sameUUID(string(b.Repository), repository) {
+			continue
+		}
+		w.mu.Lock()
+		w.fresh[client.ObjectKeyFromObject(p)] = now
+		w.mu.Unlock()
+		select {
+		case w.Events <- event.TypedGenericEvent[*v1alpha1.RunnerPool]{Object: p}:
+			woken++
+		default:
+		}
+	}
+	return woken, nil
+}
+
+// FreshSince is when the pool was last woken: its next observation must be newer.
+func (w *PoolWaker) FreshSince(pool types.NamespacedName) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fresh[pool]
+}
+
+// sameUUID compares Bitbucket UUIDs with or without braces, case-insensitively.
+func sameUUID(a, b string) bool {
+	trim := func(s string) string { return strings.ToLower(strings.Trim(s, "{}")) }
+	return a != "" && trim(a) == trim(b)
 }

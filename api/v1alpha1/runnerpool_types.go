@@ -404,6 +404,10 @@ type RunnerPoolStatus struct {
 	// Selector selects the pool's runner pods (for the scale subresource).
 	// +optional
 	Selector string `json:"selector,omitempty"`
+	// PollInterval is the effective poll interval: spec.scaling.pollInterval, stretched when
+	// the Bitbucket request budget of the pool's credentials runs low.
+	// +optional
+	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
 	// LastObservedTime is when Bitbucket was last observed for this pool.
 	// +optional
 	LastObservedTime *metav1.Time `json:"lastObservedTime,omitempty"`
