@@ -18,6 +18,10 @@ build: ## Build manager and bbsim into bin/.
 	$(GO) build -o $(BIN)/manager ./cmd/manager
 	$(GO) build -o $(BIN)/bbsim ./cmd/bbsim
 
+.PHONY: run
+run: tools build ## Local control plane + bbsim + operator + sample pool + demo workload, live. Ctrl-C stops it all.
+	$(GO) run ./hack/demo
+
 .PHONY: fmt
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')

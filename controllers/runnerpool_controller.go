@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
@@ -51,9 +50,7 @@ type RunnerPoolReconciler struct {
 	Recorder events.EventRecorder
 	Clients  *Clients
 	Store    *observe.Store
-	// Waker wakes pools at once (webhook events) and asks for a fresh observation.
-	Waker *PoolWaker
-	Now   func() time.Time
+	Now      func() time.Time
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools,verbs=get;list;watch;update;patch
@@ -102,9 +99,12 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		poll = r.effectivePoll(pool, api)
 		pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 		notBefore := now.Add(-poll)
-		if r.Waker != nil {
-			if woken := r.Waker.FreshSince(client.ObjectKeyFromObject(pool)); woken.After(notBefore) {
-				notBefore = woken
+		// A requested poll (webhook, or a user's annotation) needs a list newer than the
+		// request; a request from the future (clock skew between replicas) counts as now.
+		if requested := pollRequested(pool); requested.After(notBefore) {
+			notBefore = requested
+			if requested.After(now) {
+				notBefore = now
 			}
 		}
 		var snap *observe.Snapshot
@@ -487,9 +487,6 @@ func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.poolsForSecret)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("runnerpool")
-	if r.Waker != nil {
-		b = b.WatchesRawSource(source.Channel(r.Waker.Events, &handler.TypedEnqueueRequestForObject[*v1alpha1.RunnerPool]{}))
-	}
 	return b.Complete(r)
 }
 

@@ -14,8 +14,6 @@ type SetupOptions struct {
 	Clients           *Clients
 	Store             *observe.Store
 	RunnerConcurrency int
-	// PoolWaker, when set, is shared with the webhook receiver.
-	PoolWaker *PoolWaker
 }
 
 // Setup registers the RunnerPool and Runner controllers with the manager. The manager binary
@@ -30,11 +28,7 @@ func Setup(mgr ctrl.Manager, opts SetupOptions) error {
 	waker := NewRunnerWaker(mgr.GetClient())
 	opts.Store.OnRefresh = waker.OnRefresh
 
-	if opts.PoolWaker == nil {
-		opts.PoolWaker = NewPoolWaker(mgr.GetClient())
-	}
 	pools := &RunnerPoolReconciler{
-		Waker:    opts.PoolWaker,
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("runnerpool-controller"),
 		Clients:  opts.Clients,

@@ -2,12 +2,11 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
-
-	"k8s.io/apimachinery/pkg/types"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -88,59 +87,70 @@ func fingerprint(r bitbucket.Runner) string {
 	return string(r.State.Status) + "/" + stepID(r)
 }
 
-// PoolWaker wakes the pools of a workspace or repository at once, for webhook events, and
-// makes their next reconcile observe Bitbucket afresh instead of reusing a recent list.
+// PoolWaker wakes the pools of a workspace or repository at once, for webhook events. It
+// writes the time into the pools' poll-requested annotation: the leader's watch sees the change
+// and reconciles the pool with an observation newer than that time. Going through the API
+// server lets any replica receive webhooks, leader or not, and lets a user force a poll with
+// kubectl annotate.
 type PoolWaker struct {
-	Reader client.Reader
-	Events chan event.TypedGenericEvent[*v1alpha1.RunnerPool]
-
-	mu    sync.Mutex
-	fresh map[types.NamespacedName]time.Time
-	now   func() time.Time
+	Client client.Client
+	now    func() time.Time
 }
 
-// NewPoolWaker returns a waker with a buffered channel.
-func NewPoolWaker(reader client.Reader) *PoolWaker {
-	return &PoolWaker{Reader: reader, Events: make(chan event.TypedGenericEvent[*v1alpha1.RunnerPool], 1024),
-		fresh: map[types.NamespacedName]time.Time{}, now: time.Now}
+// NewPoolWaker returns a waker.
+func NewPoolWaker(c client.Client) *PoolWaker {
+	return &PoolWaker{Client: c, now: time.Now}
 }
 
-// Wake wakes every pool of the workspace whose scope covers the repository (workspace pools,
-// and repository pools of that repository); repository "" wakes them all. It returns how many
-// pools it woke.
+// minWakeInterval bounds the annotation writes per pool: a burst of webhooks for one push
+// causes one poll, not one per delivery.
+const minWakeInterval = 2 * time.Second
+
+// Wake requests a poll of every pool of the workspace whose scope covers the repository
+// (workspace pools, and repository pools of that repository); repository "" means all. It
+// returns how many pools it woke.
 func (w *PoolWaker) Wake(ctx context.Context, workspace, repository string) (int, error) {
 	var pools v1alpha1.RunnerPoolList
-	if err := w.Reader.List(ctx, &pools); err != nil {
+	if err := w.Client.List(ctx, &pools); err != nil {
 		return 0, fmt.Errorf("list pools to wake: %w", err)
 	}
 	now := w.now()
 	woken := 0
+	var errs []error
 	for i := range pools.Items {
 		p := &pools.Items[i]
 		b := p.Spec.Bitbucket
-		if !sameUUID(string(b.Workspace), workspace) {
+		if !sameUUID(string(b.Workspace), workspace) || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
 		if repository != "" && b.Repository != "" && !sameUUID(string(b.Repository), repository) {
 			continue
 		}
-		w.mu.Lock()
-		w.fresh[client.ObjectKeyFromObject(p)] = now
-		w.mu.Unlock()
-		select {
-		case w.Events <- event.TypedGenericEvent[*v1alpha1.RunnerPool]{Object: p}:
+		if last := pollRequested(p); now.Sub(last) < minWakeInterval {
 			woken++
-		default:
+			continue
 		}
+		patch := client.MergeFrom(p.DeepCopy())
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[v1alpha1.AnnotationPollRequested] = now.UTC().Format(time.RFC3339Nano)
+		if err := w.Client.Patch(ctx, p, patch); err != nil {
+			errs = append(errs, fmt.Errorf("wake pool %s/%s: %w", p.Namespace, p.Name, err))
+			continue
+		}
+		woken++
 	}
-	return woken, nil
+	return woken, errors.Join(errs...)
 }
 
-// FreshSince is when the pool was last woken: its next observation must be newer.
-func (w *PoolWaker) FreshSince(pool types.NamespacedName) time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.fresh[pool]
+// pollRequested is the time in the pool's poll-requested annotation, zero if none.
+func pollRequested(pool *v1alpha1.RunnerPool) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, pool.Annotations[v1alpha1.AnnotationPollRequested])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // sameUUID compares Bitbucket UUIDs with or without braces, case-insensitively.

@@ -12,6 +12,10 @@ const (
 	// belong to, so a Secret written before a crash is matched to the right runner.
 	AnnotationRunnerUUID = "ci.runnerpool.dev/runner-uuid"
 
+	// AnnotationPollRequested on a RunnerPool asks for an observation of Bitbucket newer than
+	// its RFC 3339 time. The webhook receiver sets it; `kubectl annotate` can too.
+	AnnotationPollRequested = "ci.runnerpool.dev/poll-requested"
+
 	// PoolFinalizer drains and removes a pool's runners before the pool goes.
 	PoolFinalizer = "ci.runnerpool.dev/pool"
 	// RunnerFinalizer unregisters the Bitbucket runner before the Runner goes.

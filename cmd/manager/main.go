@@ -8,20 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
-	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/operator"
 )
 
 func main() {
@@ -33,81 +24,47 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr, probeAddr      string
-		leaderElect                 bool
-		leaderElectionNamespace     string
-		namespaces                  string
-		apiURL, tokenURL            string
-		runnerConcurrency           int
-		leaseDuration, renewDeadine time.Duration
+		o                 operator.Options
+		namespaces        string
+		webhookSecretFile string
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas acts at a time.")
-	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.StringVar(&o.WebhookAddr, "webhook-bind-address", ":8082", "Address of the Bitbucket webhook receiver (path /webhooks/bitbucket); 0 disables it.")
+	flag.StringVar(&webhookSecretFile, "webhook-secret-file", "", "File holding the webhook secret; deliveries must then carry a valid X-Hub-Signature. Also read from $BITBUCKET_WEBHOOK_SECRET.")
+	flag.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas acts at a time.")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	flag.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader holds the lease without renewing it.")
+	flag.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader tries to renew before giving up.")
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
-	flag.StringVar(&apiURL, "bitbucket-api-url", bitbucket.DefaultBaseURL, "Bitbucket API base URL for pools that do not set spec.bitbucket.apiURL.")
-	flag.StringVar(&tokenURL, "bitbucket-token-url", bitbucket.DefaultTokenURL, "OAuth token endpoint for pools that do not set spec.bitbucket.tokenURL.")
-	flag.IntVar(&runnerConcurrency, "runner-concurrency", 8, "Runners reconciled in parallel.")
-	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader holds the lease without renewing it.")
-	flag.DurationVar(&renewDeadine, "leader-election-renew-deadline", 10*time.Second, "How long the leader tries to renew before giving up.")
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
+	flag.StringVar(&o.APIURL, "bitbucket-api-url", bitbucket.DefaultBaseURL, "Bitbucket API base URL for pools that do not set spec.bitbucket.apiURL.")
+	flag.StringVar(&o.TokenURL, "bitbucket-token-url", bitbucket.DefaultTokenURL, "OAuth token endpoint for pools that do not set spec.bitbucket.tokenURL.")
+	flag.IntVar(&o.RunnerConcurrency, "runner-concurrency", 8, "Runners reconciled in parallel.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
-	logger := zap.New(zap.UseFlagOptions(&opts))
-	ctrl.SetLogger(logger)
-
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-
-	cacheOpts := cache.Options{}
-	if namespaces != "" {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range strings.Split(namespaces, ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-			}
+	o.Logger = zap.New(zap.UseFlagOptions(&zapOpts))
+	ctrl.SetLogger(o.Logger)
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			o.Namespaces = append(o.Namespaces, ns)
 		}
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                  scheme,
-		Cache:                   cacheOpts,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress:  probeAddr,
-		LeaderElection:          leaderElect,
-		LeaderElectionID:        "runnerpool-operator.ci.runnerpool.dev",
-		LeaderElectionNamespace: leaderElectionNamespace,
-		LeaseDuration:           &leaseDuration,
-		RenewDeadline:           &renewDeadine,
-		// A replica that loses the lease stops at once, so two never act on one runner.
-		LeaderElectionReleaseOnCancel: true,
-	})
-	if err != nil {
-		return fmt.Errorf("create manager: %w", err)
+	secret := os.Getenv("BITBUCKET_WEBHOOK_SECRET")
+	if webhookSecretFile != "" {
+		b, err := os.ReadFile(webhookSecretFile)
+		if err != nil {
+			return fmt.Errorf("read --webhook-secret-file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
 	}
+	o.WebhookSecret = []byte(secret)
 
-	bbMetrics, err := bitbucket.RegisterMetrics(crmetrics.Registry)
+	mgr, err := operator.New(ctrl.GetConfigOrDie(), o)
 	if err != nil {
-		return fmt.Errorf("register bitbucket metrics: %w", err)
-	}
-	clients := &controllers.Clients{
-		Reader:          mgr.GetClient(),
-		Metrics:         bbMetrics,
-		Logger:          logger.WithName("bitbucket"),
-		DefaultAPIURL:   apiURL,
-		DefaultTokenURL: tokenURL,
-	}
-	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil), RunnerConcurrency: runnerConcurrency}); err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return fmt.Errorf("add healthz: %w", err)
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return fmt.Errorf("add readyz: %w", err)
-	}
-	logger.Info("starting manager", "namespaces", namespaces, "bitbucketAPI", apiURL, "leaderElection", leaderElect)
+	o.Logger.Info("starting manager", "namespaces", o.Namespaces, "bitbucketAPI", o.APIURL, "leaderElection", o.LeaderElect)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -20,18 +20,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
-	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
-	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/operator"
 	"github.com/runnerpool/runnerpool-operator/test/framework"
 )
 
@@ -44,6 +37,10 @@ type Options struct {
 	BBSim bbsim.Options
 	// NoManager leaves the operator out, for tests that run it themselves.
 	NoManager bool
+	// WebhookSecret signs the webhooks bbsim sends to the operator when set.
+	WebhookSecret string
+	// NoWebhooks keeps bbsim from sending webhooks to the operator (polling only).
+	NoWebhooks bool
 	// Logger receives the operator's logs.
 	Logger logr.Logger
 	// LogDir keeps the control plane's logs.
@@ -61,18 +58,18 @@ type System struct {
 	BBSimURL  string
 	bbsimHTTP *http.Server
 
+	// WebhookURL is where the in-process operator receives Bitbucket webhooks.
+	WebhookURL    string
+	webhookAddr   string
+	webhookSecret []byte
+
 	stopManager context.CancelFunc
 	managerDone chan error
 	cancel      context.CancelFunc
 }
 
 // Scheme returns a scheme with the built-in and the operator's types.
-func Scheme() *k8sruntime.Scheme {
-	s := k8sruntime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = v1alpha1.AddToScheme(s)
-	return s
-}
+func Scheme() *k8sruntime.Scheme { return operator.Scheme() }
 
 // RepoRoot is the repository's top directory.
 func RepoRoot() string {
@@ -106,6 +103,15 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	sys.cancel = cancel
+	sys.webhookSecret = []byte(opts.WebhookSecret)
+	if !opts.NoManager {
+		if err := sys.pickWebhookAddr(); err != nil {
+			return sys, err
+		}
+		if !opts.NoWebhooks {
+			opts.BBSim.Webhooks = append(opts.BBSim.Webhooks, bbsim.WebhookTarget{URL: sys.WebhookURL, Secret: opts.WebhookSecret})
+		}
+	}
 	sys.BBSim = bbsim.New(opts.BBSim)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -124,37 +130,25 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	return sys, nil
 }
 
-// StartManager runs the operator's controllers in this process, as cmd/manager wires them.
+// StartManager runs the operator in this process, wired exactly as cmd/manager wires it, with
+// its webhook receiver on WebhookURL.
 func (s *System) StartManager(logger logr.Logger) error {
 	if s.stopManager != nil {
 		return errors.New("manager already running")
 	}
-	if logger.GetSink() == nil {
-		logger = logr.Discard()
-	}
-	mgr, err := ctrl.NewManager(s.ControlPlane.Config, ctrl.Options{
-		Scheme:                 s.Scheme,
-		Logger:                 logger,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		// Tests restart the manager in one process, as a crash and restart would.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	if err != nil {
-		return fmt.Errorf("create manager: %w", err)
-	}
-	metrics, err := bitbucket.RegisterMetrics(prometheus.NewRegistry())
-	if err != nil {
+	if err := s.pickWebhookAddr(); err != nil {
 		return err
 	}
-	clients := &controllers.Clients{
-		Reader:          mgr.GetClient(),
-		Metrics:         metrics,
-		Logger:          logger.WithName("bitbucket"),
-		DefaultAPIURL:   s.BBSimURL,
-		DefaultTokenURL: s.BBSimURL + "/site/oauth2/access_token",
-	}
-	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil)}); err != nil {
+	mgr, err := operator.New(s.ControlPlane.Config, operator.Options{
+		Logger:             logger,
+		WebhookAddr:        s.webhookAddr,
+		WebhookSecret:      s.webhookSecret,
+		APIURL:             s.BBSimURL,
+		TokenURL:           s.BBSimURL + "/site/oauth2/access_token",
+		Registry:           prometheus.NewRegistry(),
+		SkipNameValidation: true,
+	})
+	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -162,6 +156,21 @@ func (s *System) StartManager(logger logr.Logger) error {
 	s.managerDone = make(chan error, 1)
 	go func() { s.managerDone <- mgr.Start(ctx) }()
 	return nil
+}
+
+// pickWebhookAddr chooses, once, a free loopback port for the operator's webhook receiver, so
+// that bbsim can be told where to send webhooks before the operator starts.
+func (s *System) pickWebhookAddr() error {
+	if s.webhookAddr != "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("pick a webhook port: %w", err)
+	}
+	s.webhookAddr = ln.Addr().String()
+	s.WebhookURL = "http://" + s.webhookAddr + "/webhooks/bitbucket"
+	return ln.Close()
 }
 
 // StopManager stops the in-process operator, as a crash would, without any cleanup.

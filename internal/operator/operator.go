@@ -1,0 +1,219 @@
+// Package operator wires the manager: controllers, the Bitbucket clients and their metrics, the
+// webhook receiver, probes and leader election. The manager binary and the end-to-end tests
+// both build it here, so the tests run exactly what ships.
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/controllers"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/webhook"
+)
+
+// Options configure the manager. Zero values are sensible for tests: no metrics or probe
+// listeners, no webhook receiver, no leader election.
+type Options struct {
+	Logger logr.Logger
+	// MetricsAddr, ProbeAddr and WebhookAddr are listen addresses; "" or "0" turns one off.
+	MetricsAddr, ProbeAddr, WebhookAddr string
+	// WebhookSecret, when set, is required as the HMAC signature of every webhook delivery.
+	WebhookSecret []byte
+	// Namespaces to watch; empty watches all.
+	Namespaces []string
+	// LeaderElect makes replicas elect one leader, in LeaderElectionNamespace.
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	LeaseDuration           time.Duration
+	RenewDeadline           time.Duration
+	// APIURL and TokenURL are the Bitbucket endpoints of pools that do not set their own.
+	APIURL, TokenURL  string
+	RunnerConcurrency int
+	// Registry receives the Bitbucket client and webhook metrics; controller-runtime's when nil.
+	Registry prometheus.Registerer
+	// SkipNameValidation lets one process build the manager more than once (tests that
+	// restart it, as a crash would).
+	SkipNameValidation bool
+}
+
+// Scheme has the built-in types and the operator's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// New builds the manager; Start it to run.
+func New(cfg *rest.Config, o Options) (manager.Manager, error) {
+	if o.Logger.GetSink() == nil {
+		o.Logger = logr.Discard()
+	}
+	if o.Registry == nil {
+		o.Registry = crmetrics.Registry
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = "0"
+	}
+	if o.ProbeAddr == "" {
+		o.ProbeAddr = "0"
+	}
+	cacheOpts := cache.Options{}
+	if len(o.Namespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.Namespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	mopts := ctrl.Options{
+		Scheme:                  Scheme(),
+		Logger:                  o.Logger,
+		Cache:                   cacheOpts,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		LeaderElection:          o.LeaderElect,
+		LeaderElectionID:        "runnerpool-operator.ci.runnerpool.dev",
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// A replica that loses the lease stops at once, so two never act on one runner.
+		LeaderElectionReleaseOnCancel: true,
+	}
+	if o.LeaseDuration > 0 {
+		mopts.LeaseDuration = &o.LeaseDuration
+	}
+	if o.RenewDeadline > 0 {
+		mopts.RenewDeadline = &o.RenewDeadline
+	}
+	if o.SkipNameValidation {
+		mopts.Controller = config.Controller{SkipNameValidation: ptr.To(true)}
+	}
+	mgr, err := ctrl.NewManager(cfg, mopts)
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+
+	bbMetrics, err := bitbucket.RegisterMetrics(o.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("register bitbucket metrics: %w", err)
+	}
+	clients := &controllers.Clients{
+		Reader:          mgr.GetClient(),
+		Metrics:         bbMetrics,
+		Logger:          o.Logger.WithName("bitbucket"),
+		DefaultAPIURL:   o.APIURL,
+		DefaultTokenURL: o.TokenURL,
+	}
+	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil), RunnerConcurrency: o.RunnerConcurrency}); err != nil {
+		return nil, err
+	}
+	if o.WebhookAddr != "" && o.WebhookAddr != "0" {
+		whMetrics := webhook.NewMetrics()
+		if err := whMetrics.Register(o.Registry); err != nil {
+			return nil, fmt.Errorf("register webhook metrics: %w", err)
+		}
+		receiver := &webhookReceiver{
+			addr:   o.WebhookAddr,
+			waker:  controllers.NewPoolWaker(mgr.GetClient()),
+			logger: o.Logger.WithName("webhook"),
+			events: make(chan webhook.Event, 256),
+		}
+		receiver.handler = &webhook.Handler{Secret: o.WebhookSecret, OnEvent: receiver.enqueue, Metrics: whMetrics, Logger: receiver.logger}
+		if err := mgr.Add(receiver); err != nil {
+			return nil, fmt.Errorf("add webhook receiver: %w", err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add healthz: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, fmt.Errorf("add readyz: %w", err)
+	}
+	return mgr, nil
+}
+
+// webhookReceiver serves Bitbucket webhooks on every replica, leader or not: waking a pool is
+// an annotation write the leader's watch picks up.
+type webhookReceiver struct {
+	addr    string
+	handler *webhook.Handler
+	waker   *controllers.PoolWaker
+	logger  logr.Logger
+	events  chan webhook.Event
+}
+
+// NeedLeaderElection is false: followers take deliveries too.
+func (w *webhookReceiver) NeedLeaderElection() bool { return false }
+
+// enqueue hands an event to the waker without blocking the delivery; when the queue is full
+// the pools are being woken already.
+func (w *webhookReceiver) enqueue(_ context.Context, ev webhook.Event) {
+	select {
+	case w.events <- ev:
+	default:
+	}
+}
+
+func (w *webhookReceiver) Start(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.Handle("/webhooks/bitbucket", w.handler)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	ln, err := net.Listen("tcp", w.addr)
+	if err != nil {
+		return fmt.Errorf("listen for webhooks on %s: %w", w.addr, err)
+	}
+	w.logger.Info("serving Bitbucket webhooks", "address", ln.Addr().String(), "path", "/webhooks/bitbucket", "signed", len(w.handler.Secret) > 0)
+	go w.wakeLoop(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("serve webhooks: %w", err)
+	}
+}
+
+func (w *webhookReceiver) wakeLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-w.events:
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err := w.waker.Wake(wctx, ev.WorkspaceUUID, ev.RepositoryUUID)
+			cancel()
+			if err != nil {
+				w.logger.Error(err, "wake pools", "event", ev.Key, "repository", ev.RepositoryUUID)
+				continue
+			}
+			w.logger.V(1).Info("woke pools", "event", ev.Key, "repository", ev.RepositoryUUID, "pools", n)
+		}
+	}
+}
