@@ -277,8 +277,11 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 	step := stepID(bb)
 	if step != "" && step != st.Step {
 		st.StepsStarted++
-		now := metav1.NewTime(r.now())
-		st.LastStepTime = &now
+	}
+	if step != "" {
+		// Last seen running a step: the scale-down delay counts from the end of a step.
+		seen := metav1.NewTime(snap.At)
+		st.LastStepTime = &seen
 	}
 	st.Step = step
 	if bb.State.Status == bitbucket.RunnerStatusOnline || step != "" {

@@ -50,6 +50,7 @@ type RunnerPoolReconciler struct {
 	Recorder events.EventRecorder
 	Clients  *Clients
 	Store    *observe.Store
+	Queue    *QueueReader
 	Now      func() time.Time
 }
 
@@ -113,7 +114,7 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 			setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 			observed := metav1.NewTime(snap.At)
 			pool.Status.LastObservedTime = &observed
-			res, err := r.scale(ctx, pool, runners, snap)
+			res, err := r.scale(ctx, pool, api, runners, snap)
 			if res.RequeueAfter > poll || res.RequeueAfter == 0 {
 				res.RequeueAfter = poll
 			}
@@ -165,8 +166,9 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 }
 
 // scale observes, decides and acts.
-func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *observe.Snapshot) (ctrl.Result, error) {
+func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI, runners []v1alpha1.Runner, snap *observe.Snapshot) (ctrl.Result, error) {
 	in := r.decisionInput(pool, runners, snap)
+	in.Queued = r.queued(ctx, pool, api)
 	decision := scaling.Decide(in)
 	r.countOnly(pool, runners, &decision)
 
@@ -214,6 +216,35 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	setReady(pool)
 	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
+}
+
+// queued reads the steps waiting for the pool when the policy or a recent webhook asks for it.
+// A queue that cannot be read leaves the pool scaling on its runners alone, and says so.
+func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI) int {
+	now := r.now()
+	if r.Queue == nil || !wantsQueue(pool, now) {
+		pool.Status.Queued = 0
+		metrics.QueuedSteps.WithLabelValues(pool.Namespace, pool.Name).Set(0)
+		return 0
+	}
+	poll := pool.Spec.Scaling.PollInterval.Duration
+	if pool.Status.PollInterval != nil {
+		poll = pool.Status.PollInterval.Duration
+	}
+	notBefore := now.Add(-poll)
+	if requested := pollRequested(pool); requested.After(notBefore) && !requested.After(now) {
+		notBefore = requested
+	}
+	n, err := r.Queue.Queued(ctx, pool, r.Clients.APIURL(pool), api, notBefore)
+	if err != nil {
+		log.FromContext(ctx).Info("cannot read the step queue; scaling on runners alone", "error", err.Error())
+		setPoolCondition(pool, v1alpha1.ConditionQueueRead, metav1.ConditionFalse, "QueueUnavailable", truncate(err.Error(), 1024))
+		return int(pool.Status.Queued)
+	}
+	setPoolCondition(pool, v1alpha1.ConditionQueueRead, metav1.ConditionTrue, ReasonAsExpected, fmt.Sprintf("%d steps waiting for this pool", n))
+	pool.Status.Queued = int32(n)
+	metrics.QueuedSteps.WithLabelValues(pool.Namespace, pool.Name).Set(float64(n))
+	return n
 }
 
 // decisionInput turns the pool, its Runners and the Bitbucket snapshot into the pure input of
@@ -442,6 +473,9 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
 	metrics.ForgetPool(pool.Namespace, pool.Name)
+	if r.Queue != nil {
+		r.Queue.Forget(client.ObjectKeyFromObject(pool))
+	}
 	return ctrl.Result{}, nil
 }
 

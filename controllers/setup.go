@@ -29,6 +29,7 @@ func Setup(mgr ctrl.Manager, opts SetupOptions) error {
 	opts.Store.OnRefresh = waker.OnRefresh
 
 	pools := &RunnerPoolReconciler{
+		Queue:    NewQueueReader(mgr.GetClient()),
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("runnerpool-controller"),
 		Clients:  opts.Clients,

@@ -92,7 +92,7 @@ type RunnerStatus struct {
 	// OnlineTime is when the runner was first seen ONLINE with its current pod.
 	// +optional
 	OnlineTime *metav1.Time `json:"onlineTime,omitempty"`
-	// LastStepTime is when the runner was last seen running a step.
+	// LastStepTime is when the runner was last observed running a step.
 	// +optional
 	LastStepTime *metav1.Time `json:"lastStepTime,omitempty"`
 	// DisabledTime is when the runner was set DISABLED for draining.

@@ -142,13 +142,15 @@ type SecretReference struct {
 type ScalingPolicy string
 
 const (
-	// ScalingPolicyIdleBuffer keeps busy + idleRunners runners.
+	// ScalingPolicyIdleBuffer keeps busy + idleRunners runners. After a webhook announces a
+	// pipeline it also counts the steps waiting, for a fast ramp-up.
 	ScalingPolicyIdleBuffer ScalingPolicy = "IdleBuffer"
 	// ScalingPolicyPercentageIdle follows the thresholds and multipliers of Atlassian's
 	// runners-autoscaler, for teams migrating from it.
 	ScalingPolicyPercentageIdle ScalingPolicy = "PercentageIdle"
 	// ScalingPolicyQueue keeps busy + waiting steps + idleRunners runners, reading waiting steps
-	// from the pipelines API.
+	// from the pipelines API at every poll, so a pool can idle at zero and still start runners
+	// when a step waits (where Bitbucket queues steps without an ONLINE runner).
 	ScalingPolicyQueue ScalingPolicy = "Queue"
 )
 
@@ -171,6 +173,17 @@ type ScalingSpec struct {
 	// PercentageIdle holds the runners-autoscaler thresholds (PercentageIdle policy).
 	// +optional
 	PercentageIdle *PercentageIdleSpec `json:"percentageIdle,omitempty"`
+
+	// Repositories whose pipelines a workspace pool reads to count waiting steps (Queue
+	// policy, and after webhooks), by UUID with braces or by slug. Defaults to the pool's
+	// repository, or to the first 25 repositories of the workspace. Each costs at least one
+	// Bitbucket request per poll.
+	// +optional
+	// +kubebuilder:validation:MaxItems=25
+	// +listType=set
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:MinLength=1
+	Repositories []string `json:"repositories,omitempty"`
 
 	// PollInterval is how often the pool observes Bitbucket. Webhook events trigger an
 	// immediate poll. Between 5s and 10m.

@@ -63,6 +63,8 @@ const (
 	ConditionReady            = "Ready"
 	ConditionCredentialsValid = "CredentialsValid"
 	ConditionScalingActive    = "ScalingActive"
+	// ConditionQueueRead says whether the steps waiting for the pool could be read.
+	ConditionQueueRead = "QueueRead"
 
 	ConditionRegistered = "Registered"
 	ConditionPodReady   = "PodReady"

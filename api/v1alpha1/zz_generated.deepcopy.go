@@ -445,6 +445,11 @@ func (in *ScalingSpec) DeepCopyInto(out *ScalingSpec) {
 		*out = new(PercentageIdleSpec)
 		**out = **in
 	}
+	if in.Repositories != nil {
+		in, out := &in.Repositories, &out.Repositories
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	out.PollInterval = in.PollInterval
 	out.ScaleDownDelay = in.ScaleDownDelay
 	out.PendingTimeout = in.PendingTimeout

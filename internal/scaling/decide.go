@@ -69,7 +69,7 @@ type Input struct {
 	Min, Max       int
 	IdleRunners    int
 	Percentage     PercentageIdleParams
-	Queued         int // steps waiting for a runner this pool could run (Queue policy)
+	Queued         int // steps waiting for a runner this pool could run, when the queue was read
 	ScaleDownDelay time.Duration
 	Now            time.Time
 	Runners        []Runner
@@ -125,10 +125,10 @@ func Desired(in Input, c Counts) int {
 	switch in.Policy {
 	case PercentageIdle:
 		want = percentageIdle(in.Percentage, c)
-	case Queue:
-		want = c.Busy + in.Queued + in.IdleRunners
 	default:
-		want = c.Busy + in.IdleRunners
+		// IdleBuffer and Queue differ in when the queue is read (Queue: every poll; IdleBuffer:
+		// only after a webhook announced a pipeline), not in how a known queue counts.
+		want = c.Busy + in.Queued + in.IdleRunners
 	}
 	return clamp(want, in.Min, in.Max)
 }

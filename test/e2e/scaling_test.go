@@ -73,3 +73,45 @@ func TestAnIdleBufferPoolScalesUpForStepsAndBackDownWithoutKillingOne(t *testing
 	})
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
+
+func TestAQueuePoolAtZeroStartsRunnersForWaitingStepsAndGoesBackToZero(t *testing.T) {
+	ns := namespace(t)
+	const label = "fromzero"
+	pool := harness.Pool(ns, label, 0, 5)
+	pool.Spec.Scaling.Policy = v1alpha1.ScalingPolicyQueue
+	pool.Spec.Scaling.IdleRunners = 0
+	pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
+	if err := sys.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	pool = getPool(t, ns, pool.Name)
+	prefix := controllers.BitbucketNamePrefix(pool)
+	time.Sleep(6 * time.Second) // a poll with nothing waiting
+	if n := len(bbRunners(prefix)); n != 0 {
+		t.Fatalf("an idle Queue pool at zero has %d runners", n)
+	}
+
+	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 3, RunsOn: []string{"self.hosted", "linux", label}, Duration: 8 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, "all 3 steps to finish", func() (bool, string) {
+		done := 0
+		for _, s := range stepsOf(label) {
+			if s.Status == "completed" {
+				done++
+			}
+		}
+		return done == 3, fmt.Sprintf("%d of 3 done, %d runners", done, len(bbRunners(prefix)))
+	})
+	for _, s := range stepsOf(label) {
+		if s.Result != "SUCCESSFUL" {
+			t.Errorf("step %s ended %s (%s)", s.UUID, s.Result, s.Reason)
+		}
+	}
+	eventually(t, 90*time.Second, "the pool to go back to zero", func() (bool, string) {
+		var list v1alpha1.RunnerList
+		n := countObjects(t, ns, &list, client.MatchingLabels{v1alpha1.LabelPool: pool.Name})
+		return n == 0 && len(bbRunners(prefix)) == 0, fmt.Sprintf("%d Runners", n)
+	})
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}
