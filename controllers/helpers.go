@@ -108,3 +108,26 @@ func throttled(res ctrl.Result, err error) (ctrl.Result, error) {
 	}
 	return ctrl.Result{RequeueAfter: wait}, nil
 }
+
+// failingReasons are container waiting reasons a pod does not recover from by itself.
+var failingReasons = map[string]bool{
+	"ImagePullBackOff": true, "InvalidImageName": true, "CrashLoopBackOff": true,
+	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+}
+
+// podFailing names why a pod cannot start, "" if it may still start.
+func podFailing(pod *corev1.Pod) string {
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && failingReasons[w.Reason] {
+			return fmt.Sprintf("container %s: %s", cs.Name, w.Reason)
+		}
+	}
+	return ""
+}
+
+func conditionReason(conds []metav1.Condition, condType string) string {
+	if c := meta.FindStatusCondition(conds, condType); c != nil {
+		return c.Reason
+	}
+	return ""
+}

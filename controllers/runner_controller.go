@@ -25,6 +25,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/metrics"
 	"github.com/runnerpool/runnerpool-operator/internal/observe"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 )
@@ -37,6 +38,7 @@ const (
 	ReasonCredentials        = "CredentialsUnavailable"
 	ReasonPodRunning         = "PodRunning"
 	ReasonPodNotReady        = "PodNotReady"
+	ReasonPodFailing         = "PodFailing"
 	ReasonOnline             = "Online"
 	ReasonNotOnline          = "NotOnline"
 )
@@ -144,6 +146,8 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 }
 
 const (
+	// drainRecheck is how often a draining runner that is busy is observed again.
+	drainRecheck = 5 * time.Second
 	// connectRecheck is how soon a runner whose pod is ready is observed again.
 	connectRecheck = 2 * time.Second
 	// connectWindow bounds the quick rechecks: a runner that does not connect by then is
@@ -327,11 +331,19 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
 		}
+		metrics.Cleanups.WithLabelValues(runner.Namespace, runner.Labels[v1alpha1.LabelPool], "pod", "ended").Inc()
 		return nil
 	}
-	if podReady(pod) {
+	switch {
+	case podReady(pod):
 		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
-	} else {
+	case podFailing(pod) != "":
+		reason := podFailing(pod)
+		if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c == nil || c.Reason != ReasonPodFailing {
+			r.event(runner, corev1.EventTypeWarning, ReasonPodFailing, "StartPod", "Runner pod %s cannot start: %s", pod.Name, reason)
+		}
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodFailing, podWaitingMessage(pod))
+	default:
 		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodNotReady, podWaitingMessage(pod))
 	}
 	return nil
@@ -409,7 +421,13 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 		now := metav1.NewTime(r.now())
 		runner.Status.DisabledTime = &now
 	}
-	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, runner.Status.DisabledTime.Time)
+	// The first look must come after the disable; later looks (the runner was busy) must be
+	// recent, or a step that ended would never be seen to end.
+	notBefore := runner.Status.DisabledTime.Time
+	if recent := r.now().Add(-drainRecheck); recent.After(notBefore) {
+		notBefore = recent
+	}
+	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, notBefore)
 	if err != nil {
 		return false, ctrl.Result{}, err
 	}
@@ -421,7 +439,7 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 	runner.Status.Step = stepID(bb)
 	if runner.Status.Step != "" {
 		// Busy: it finishes its step first, and DISABLED keeps it from taking another.
-		return false, ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+		return false, ctrl.Result{RequeueAfter: drainRecheck}, nil
 	}
 	return true, ctrl.Result{}, nil
 }
@@ -572,6 +590,8 @@ func runnerPhase(runner *v1alpha1.Runner) v1alpha1.RunnerPhase {
 	switch {
 	case !runner.DeletionTimestamp.IsZero():
 		return v1alpha1.RunnerPhaseDeleting
+	case st.UUID != "" && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodFailing:
+		return v1alpha1.RunnerPhaseFailed
 	case st.UUID == "":
 		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionRegistered); c != nil && c.Status == metav1.ConditionFalse && c.Reason != ReasonRegistrationFailed {
 			return v1alpha1.RunnerPhaseFailed

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,32 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/scaling"
 )
 
+// Grace periods, see Timings.
+const (
+	DefaultOfflineGrace = 2 * time.Minute
+	DefaultOrphanGrace  = 2 * time.Minute
+)
+
+// Timings are grace periods the tests shorten.
+type Timings struct {
+	// OfflineGrace is how long a runner that was ONLINE may stay OFFLINE or UNHEALTHY (an agent
+	// restart, a network blip) before it is replaced.
+	OfflineGrace time.Duration
+	// OrphanGrace is how old a Bitbucket runner with the pool's marker but no Runner must be
+	// before it is removed; younger ones may be between their create and their Runner's status.
+	OrphanGrace time.Duration
+}
+
+func (t Timings) withDefaults() Timings {
+	if t.OfflineGrace <= 0 {
+		t.OfflineGrace = DefaultOfflineGrace
+	}
+	if t.OrphanGrace <= 0 {
+		t.OrphanGrace = DefaultOrphanGrace
+	}
+	return t
+}
+
 // Pool condition reasons.
 const (
 	ReasonAsExpected          = "AsExpected"
@@ -51,6 +78,7 @@ type RunnerPoolReconciler struct {
 	Clients  *Clients
 	Store    *observe.Store
 	Queue    *QueueReader
+	Timings  Timings
 	Now      func() time.Time
 }
 
@@ -200,6 +228,8 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "replace", "failed_to_start").Inc()
 	}
 
+	errs = append(errs, r.removeOrphans(ctx, pool, api, runners, snap))
+
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
 	if p := pool.Status.PollInterval; p != nil && p.Duration > pool.Spec.Scaling.PollInterval.Duration {
@@ -216,6 +246,44 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	setReady(pool)
 	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
+}
+
+// removeOrphans deletes Bitbucket runners that carry the pool's marker but have no Runner: what
+// a crash or a hand-deleted Runner leaves behind. Each still counts against Bitbucket's limit of
+// 100. A busy one is only disabled, and goes once idle.
+func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI, runners []v1alpha1.Runner, snap *observe.Snapshot) error {
+	known := map[string]bool{}
+	for i := range runners {
+		known[runners[i].Spec.BitbucketName] = true
+		if runners[i].Status.UUID != "" {
+			known[runners[i].Status.UUID] = true
+		}
+	}
+	prefix := BitbucketNamePrefix(pool)
+	scope := poolScope(pool)
+	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
+	var errs []error
+	for _, bb := range snap.Runners() {
+		if !strings.HasPrefix(bb.Name, prefix) || known[bb.UUID] || known[bb.Name] || r.now().Sub(bb.CreatedOn) < r.Timings.withDefaults().OrphanGrace {
+			continue
+		}
+		if bb.Busy() {
+			if bb.State.Status != bitbucket.RunnerStatusDisabled {
+				if err := api.SetRunnerState(ctx, scope, bb.UUID, bitbucket.RunnerStatusDisabled); err != nil && !bitbucket.IsNotFound(err) {
+					errs = append(errs, fmt.Errorf("disable orphaned runner %s: %w", bb.UUID, err))
+				}
+			}
+			continue
+		}
+		if err := api.DeleteRunner(ctx, scope, bb.UUID); err != nil && !bitbucket.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete orphaned runner %s: %w", bb.UUID, err))
+			continue
+		}
+		r.Store.Forget(r.Clients.ObserveKey(pool), bb.UUID)
+		r.event(pool, corev1.EventTypeNormal, "OrphanRemoved", "Cleanup", "Deleted Bitbucket runner %s (%s): it had no Runner", bb.Name, bb.UUID)
+		metrics.Cleanups.WithLabelValues(pool.Namespace, pool.Name, "bitbucket_runner", "orphan").Inc()
+	}
+	return errors.Join(errs...)
 }
 
 // queued reads the steps waiting for the pool when the policy or a recent webhook asks for it.
@@ -267,7 +335,7 @@ func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners 
 	}
 	hash := runnerpod.TemplateHash(pool)
 	for i := range runners {
-		v := runnerView(pool, &runners[i], snap, now)
+		v := runnerView(pool, &runners[i], snap, now, r.Timings.withDefaults().OfflineGrace)
 		v.Recycle = recycleReason(pool, &runners[i], hash, now) != ""
 		v.Spent = pool.Spec.Runner.Ephemeral && runners[i].Status.StepsStarted > 0
 		in.Runners = append(in.Runners, v)
@@ -291,7 +359,7 @@ func recycleReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, templateH
 	return ""
 }
 
-func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time) scaling.Runner {
+func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time, offlineGrace time.Duration) scaling.Runner {
 	st := runner.Status
 	v := scaling.Runner{Name: runner.Name, Drain: runner.Spec.Drain, State: scaling.Starting, IdleSince: runner.CreationTimestamp.Time}
 	if st.OnlineTime != nil {
@@ -301,9 +369,15 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 		v.IdleSince = st.LastStepTime.Time
 	}
 	bbState, step := st.BitbucketState, st.Step
+	var stateSince time.Time
 	if bb, ok := snap.ByUUID(st.UUID); ok && st.UUID != "" {
-		bbState, step = string(bb.State.Status), stepID(bb)
+		bbState, step, stateSince = string(bb.State.Status), stepID(bb), bb.State.UpdatedOn
 	}
+	startedAt := runner.CreationTimestamp.Time
+	if st.PodStartTime != nil {
+		startedAt = st.PodStartTime.Time
+	}
+	pendingTimeout := pool.Spec.Scaling.PendingTimeout.Duration
 	switch {
 	case !runner.DeletionTimestamp.IsZero() || runner.Spec.Drain:
 		// A runner whose drain the pool cancelled is capacity again at once, even before the
@@ -314,14 +388,19 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 		v.State = scaling.Busy
 	case bbState == string(bitbucket.RunnerStatusOnline):
 		v.State = scaling.Idle
-	case st.Phase == v1alpha1.RunnerPhaseFailed:
+	case st.Phase == v1alpha1.RunnerPhaseFailed && now.Sub(startedAt) > pendingTimeout:
+		// Failing pods (image pulls, crash loops) are replaced, at most once per pending
+		// timeout, so a broken image does not churn Bitbucket registrations.
+		v.State = scaling.Stuck
+	case st.OnlineTime != nil && (bbState == string(bitbucket.RunnerStatusOffline) || bbState == string(bitbucket.RunnerStatusUnhealthy)) &&
+		!stateSince.IsZero() && now.Sub(stateSince) > offlineGrace:
+		// Was connected, lost for longer than a restart takes: replace it.
+		v.State = scaling.Stuck
+	case conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodRunning && now.Sub(startedAt) > pendingTimeout:
+		// The pod runs but its agent never connected (UNREGISTERED): replace it.
 		v.State = scaling.Stuck
 	default:
-		startedAt := runner.CreationTimestamp.Time
-		if st.PodStartTime != nil {
-			startedAt = st.PodStartTime.Time
-		}
-		v.PendingTooLong = now.Sub(startedAt) > pool.Spec.Scaling.PendingTimeout.Duration
+		v.PendingTooLong = now.Sub(startedAt) > pendingTimeout
 	}
 	if v.State == scaling.Busy {
 		v.Busy = true
@@ -338,7 +417,7 @@ func (r *RunnerPoolReconciler) countOnly(pool *v1alpha1.RunnerPool, runners []v1
 	} else {
 		views := make([]scaling.Runner, 0, len(runners))
 		for i := range runners {
-			views = append(views, runnerView(pool, &runners[i], nil, r.now()))
+			views = append(views, runnerView(pool, &runners[i], nil, r.now(), r.Timings.withDefaults().OfflineGrace))
 		}
 		c = scaling.Count(views)
 	}

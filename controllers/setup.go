@@ -14,6 +14,7 @@ type SetupOptions struct {
 	Clients           *Clients
 	Store             *observe.Store
 	RunnerConcurrency int
+	Timings           Timings
 }
 
 // Setup registers the RunnerPool and Runner controllers with the manager. The manager binary
@@ -30,6 +31,7 @@ func Setup(mgr ctrl.Manager, opts SetupOptions) error {
 
 	pools := &RunnerPoolReconciler{
 		Queue:    NewQueueReader(mgr.GetClient()),
+		Timings:  opts.Timings,
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("runnerpool-controller"),
 		Clients:  opts.Clients,

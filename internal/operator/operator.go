@@ -53,6 +53,8 @@ type Options struct {
 	RunnerConcurrency int
 	// Registry receives the Bitbucket client and webhook metrics; controller-runtime's when nil.
 	Registry prometheus.Registerer
+	// Timings shortens grace periods in tests; zero values are the defaults.
+	Timings controllers.Timings
 	// SkipNameValidation lets one process build the manager more than once (tests that
 	// restart it, as a crash would).
 	SkipNameValidation bool
@@ -124,7 +126,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		DefaultAPIURL:   o.APIURL,
 		DefaultTokenURL: o.TokenURL,
 	}
-	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil), RunnerConcurrency: o.RunnerConcurrency}); err != nil {
+	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil), RunnerConcurrency: o.RunnerConcurrency, Timings: o.Timings}); err != nil {
 		return nil, err
 	}
 	if o.WebhookAddr != "" && o.WebhookAddr != "0" {

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
 	"github.com/runnerpool/runnerpool-operator/internal/operator"
 	"github.com/runnerpool/runnerpool-operator/test/framework"
@@ -146,6 +147,7 @@ func (s *System) StartManager(logger logr.Logger) error {
 		APIURL:             s.BBSimURL,
 		TokenURL:           s.BBSimURL + "/site/oauth2/access_token",
 		Registry:           prometheus.NewRegistry(),
+		Timings:            controllers.Timings{OrphanGrace: 3 * time.Second, OfflineGrace: 10 * time.Second},
 		SkipNameValidation: true,
 	})
 	if err != nil {
