@@ -35,7 +35,7 @@ unit: ## Unit tests only (no control plane).
 	$(GO) test -count=1 ./api/... ./internal/... ./cmd/...
 
 .PHONY: test
-test: tools vet ## Every test: unit, integration and end-to-end against a real control plane.
+test: tools tools-extra vet ## Every test: unit, integration and end-to-end against a real control plane.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 -timeout 25m ./...
 
@@ -49,3 +49,30 @@ generate: tools ## Regenerate deepcopy, CRDs and RBAC with controller-gen (never
 
 .PHONY: manifests
 manifests: generate ## Alias of generate.
+
+## Packaging: the Helm chart and the kubectl bundle (docs/adr/0007-install.md).
+
+CHART_DIR := charts/runnerpool-operator
+
+.PHONY: chart-sync
+chart-sync: ## Copy the CRDs and RBAC rules from config/ into the chart and regenerate its README values table.
+	rm -f $(CHART_DIR)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART_DIR)/files/rbac/
+	$(GO) run ./hack/chart -chart $(CHART_DIR)
+
+.PHONY: build-installer
+build-installer: tools-extra ## Write dist/install.yaml, the kubectl bundle, from config/default.
+	@mkdir -p dist
+	$(BIN)/kustomize build config/default > dist/install.yaml.tmp && mv dist/install.yaml.tmp dist/install.yaml
+
+.PHONY: packaging
+packaging: chart-sync build-installer ## Bring the chart and dist/install.yaml up to date with config/ (then commit them).
+
+.PHONY: chart-lint
+chart-lint: tools-extra ## helm lint the chart.
+	$(BIN)/helm lint --strict $(CHART_DIR)
+
+.PHONY: test-install
+test-install: tools tools-extra ## The install tests only: chart, bundle, and both installed on a local control plane.
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 ./test/install/... ./hack/chart/...

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -53,8 +54,14 @@ func TestInstallOnACluster(t *testing.T) {
 	if c.dynamic, err = dynamic.NewForConfig(cp.Config); err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range []string{"team-a", "team-b", "elsewhere"} {
-		if _, err := c.clientset.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	for _, ns := range []string{"team-a", "team-b", "elsewhere", helmNamespace} {
+		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+		if ns == helmNamespace {
+			// As the bundle's namespace does: the manager must pass the restricted
+			// Pod Security Standard.
+			namespace.Labels = map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}
+		}
+		if _, err := c.clientset.CoreV1().Namespaces().Create(t.Context(), namespace, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,16 +70,18 @@ func TestInstallOnACluster(t *testing.T) {
 	t.Run("kubectl bundle: apply and delete", c.bundleLifecycle)
 }
 
+const helmNamespace = "rp-helm"
+
 func (c *cluster) helmLifecycle(t *testing.T) {
 	const (
 		release   = "rp"
-		namespace = "rp-helm"
+		namespace = helmNamespace
 		fullname  = "rp-runnerpool-operator"
 	)
 	serviceAccount := "system:serviceaccount:" + namespace + ":" + fullname
 	ctx := t.Context()
 
-	mustRun(t, c.env, c.helm, "install", release, chartDir, "--namespace", namespace, "--create-namespace")
+	mustRun(t, c.env, c.helm, "install", release, chartDir, "--namespace", namespace)
 	c.waitCRDsEstablished(t)
 	deployment, err := c.clientset.AppsV1().Deployments(namespace).Get(ctx, fullname, metav1.GetOptions{})
 	if err != nil {
@@ -81,6 +90,7 @@ func (c *cluster) helmLifecycle(t *testing.T) {
 	if got := *deployment.Spec.Replicas; got != 1 {
 		t.Errorf("Deployment replicas = %d, want 1", got)
 	}
+	c.checkPodAdmitted(t, deployment)
 	c.mustExist(t, "ServiceAccount", func() error {
 		_, err := c.clientset.CoreV1().ServiceAccounts(namespace).Get(ctx, fullname, metav1.GetOptions{})
 		return err
@@ -114,10 +124,13 @@ func (c *cluster) helmLifecycle(t *testing.T) {
 		{verb: "delete", resource: "customresourcedefinitions.apiextensions.k8s.io", allowed: false},
 	})
 
-	// Narrow the operator to two namespaces and run a second replica: the
-	// ClusterRole goes, a Role per namespace comes.
+	// Narrow the operator to two namespaces, run a second replica and take
+	// webhooks: the ClusterRole goes, a Role per namespace comes, and so do the
+	// webhook Secret, Service and Ingress.
 	mustRun(t, c.env, c.helm, "upgrade", release, chartDir, "--namespace", namespace,
-		"--set", "replicas=2", "--set", "watchNamespaces={team-a,team-b}")
+		"--set", "replicas=2", "--set", "watchNamespaces={team-a,team-b}",
+		"--set", "webhook.enabled=true", "--set", "webhook.secret.value=not-a-real-secret",
+		"--set", "webhook.ingress.enabled=true", "--set", "webhook.ingress.hosts={runners.example.com}")
 	deployment, err = c.clientset.AppsV1().Deployments(namespace).Get(ctx, fullname, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("Deployment after upgrade: %v", err)
@@ -128,6 +141,15 @@ func (c *cluster) helmLifecycle(t *testing.T) {
 	if args := deployment.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--namespaces=team-a,team-b") {
 		t.Errorf("manager args after upgrade = %v, want --namespaces=team-a,team-b", args)
 	}
+	c.checkPodAdmitted(t, deployment)
+	c.mustExist(t, "webhook Secret", func() error {
+		_, err := c.clientset.CoreV1().Secrets(namespace).Get(ctx, fullname+"-webhook", metav1.GetOptions{})
+		return err
+	})
+	c.mustExist(t, "webhook Ingress", func() error {
+		_, err := c.clientset.NetworkingV1().Ingresses(namespace).Get(ctx, fullname+"-webhook", metav1.GetOptions{})
+		return err
+	})
 	c.mustBeGone(t, "ClusterRole", func() error {
 		_, err := c.clientset.RbacV1().ClusterRoles().Get(ctx, fullname, metav1.GetOptions{})
 		return err
@@ -180,10 +202,11 @@ func (c *cluster) bundleLifecycle(t *testing.T) {
 
 	mustRun(t, c.env, c.kubectl, "apply", "--server-side", "-f", installYAML)
 	c.waitCRDsEstablished(t)
-	c.mustExist(t, "Deployment", func() error {
-		_, err := c.clientset.AppsV1().Deployments(namespace).Get(ctx, "runnerpool-operator", metav1.GetOptions{})
-		return err
-	})
+	deployment, err := c.clientset.AppsV1().Deployments(namespace).Get(ctx, "runnerpool-operator", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("Deployment: %v", err)
+	}
+	c.checkPodAdmitted(t, deployment)
 	c.mustExist(t, "ClusterRoleBinding", func() error {
 		_, err := c.clientset.RbacV1().ClusterRoleBindings().Get(ctx, "runnerpool-operator", metav1.GetOptions{})
 		return err
@@ -217,6 +240,20 @@ func (c *cluster) bundleLifecycle(t *testing.T) {
 		t.Errorf("namespace %s is not being deleted", namespace)
 	} else if err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("namespace %s: %v", namespace, err)
+	}
+}
+
+// checkPodAdmitted creates a pod from the Deployment's template as a dry run, so
+// admission (Pod Security among it) judges the pod the ReplicaSet would create;
+// there is no deployment controller here to create it.
+func (c *cluster) checkPodAdmitted(t *testing.T, deployment *appsv1.Deployment) {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: deployment.Name + "-", Labels: deployment.Spec.Template.Labels},
+		Spec:       deployment.Spec.Template.Spec,
+	}
+	if _, err := c.clientset.CoreV1().Pods(deployment.Namespace).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Errorf("pod of Deployment %s/%s not admitted: %v", deployment.Namespace, deployment.Name, err)
 	}
 }
 
