@@ -62,9 +62,9 @@ func tool(t *testing.T, name string) string {
 		return path
 	}
 	if os.Getenv(skipEnv) == "1" {
-		t.Skipf("skipping: bin/%s is missing (%s=1); `make tools-extra` builds it", name, skipEnv)
+		t.Skipf("skipping: bin/%s is missing (%s=1); `make tools tools-extra` builds it", name, skipEnv)
 	}
-	t.Fatalf("bin/%s is missing: run `make tools-extra` (or set %s=1 to skip the packaging tests)", name, skipEnv)
+	t.Fatalf("bin/%s is missing: run `make tools tools-extra` (or set %s=1 to skip the packaging tests)", name, skipEnv)
 	return ""
 }
 
