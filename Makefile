@@ -43,9 +43,10 @@ CONTROLLER_GEN_ARGS := crd rbac:roleName=runnerpool-operator paths=./api/... pat
 	output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: generate
-generate: tools ## Regenerate deepcopy, CRDs and RBAC with controller-gen (never edit those files by hand).
+generate: tools tools-extra ## Regenerate deepcopy, CRDs and RBAC (controller-gen), then the chart's copies and dist/install.yaml.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(BIN)/controller-gen $(CONTROLLER_GEN_ARGS)
+	$(MAKE) packaging
 
 .PHONY: manifests
 manifests: generate ## Alias of generate.
