@@ -277,7 +277,7 @@ func (c *cluster) mustExist(t *testing.T, what string, get func() error) {
 // after the request (finalizers, garbage collection).
 func (c *cluster) mustBeGone(t *testing.T, what string, get func() error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	for {
 		err := get()
