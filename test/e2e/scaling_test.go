@@ -115,3 +115,71 @@ func TestAQueuePoolAtZeroStartsRunnersForWaitingStepsAndGoesBackToZero(t *testin
 	})
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
+
+func TestPoolsWithOverlappingLabelsDoNotBothScaleForTheSameStep(t *testing.T) {
+	ns := namespace(t)
+	general := harness.Pool(ns, "overlap", 0, 4)
+	specific := harness.Pool(ns, "overlap-gpu", 0, 4)
+	specific.Spec.Labels = []v1alpha1.RunnerLabel{"overlap", "gpu"}
+	for _, p := range []*v1alpha1.RunnerPool{general, specific} {
+		p.Spec.Scaling.Policy = v1alpha1.ScalingPolicyQueue
+		p.Spec.Scaling.IdleRunners = 0
+		p.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
+		if err := sys.Client.Create(t.Context(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	general, specific = getPool(t, ns, general.Name), getPool(t, ns, specific.Name)
+	// Both pools can run these steps; the more specific pool takes them.
+	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 2, RunsOn: []string{"overlap", "gpu"}, Duration: 6 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the gpu steps to finish", func() (bool, string) {
+		done := 0
+		for _, s := range stepsOf("gpu") {
+			if s.Status == "completed" {
+				done++
+			}
+		}
+		return done == 2, fmt.Sprintf("%d of 2 done", done)
+	})
+	if n := len(bbRunners(controllers.BitbucketNamePrefix(general))); n != 0 {
+		t.Errorf("the general pool scaled to %d runners for steps the specific pool took", n)
+	}
+	for _, p := range []*v1alpha1.RunnerPool{general, specific} {
+		deleteAndWaitGone(t, p, 60*time.Second)
+	}
+}
+
+func TestAnEphemeralRunnerIsReplacedAfterItsStep(t *testing.T) {
+	ns := namespace(t)
+	const label = "ephemeral"
+	pool := harness.Pool(ns, label, 1, 2)
+	pool.Spec.Scaling.IdleRunners = 0
+	pool.Spec.Runner.Ephemeral = true
+	if err := sys.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	pool = getPool(t, ns, pool.Name)
+	first := onlyRunner(t, ns, pool)
+	// A step longer than a poll, so the runner is seen running it.
+	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 1, RunsOn: []string{label}, Duration: 8 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, "a fresh runner after the step", func() (bool, string) {
+		steps := stepsOf(label)
+		if len(steps) != 1 || steps[0].Status != "completed" {
+			return false, "step not done"
+		}
+		var list v1alpha1.RunnerList
+		countObjects(t, ns, &list, client.MatchingLabels{v1alpha1.LabelPool: pool.Name})
+		if len(list.Items) != 1 || list.Items[0].Name == first.Name || list.Items[0].Status.Phase != v1alpha1.RunnerPhaseIdle {
+			return false, fmt.Sprintf("%d Runners", len(list.Items))
+		}
+		return true, ""
+	})
+	if s := stepsOf(label)[0]; s.Result != "SUCCESSFUL" || s.Runner != first.Status.UUID {
+		t.Errorf("step ran on %s with %s; want the first runner %s, SUCCESSFUL", s.Runner, s.Result, first.Status.UUID)
+	}
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}
