@@ -80,6 +80,10 @@ type RunnerPoolReconciler struct {
 	Queue    *QueueReader
 	Timings  Timings
 	Now      func() time.Time
+
+	// created remembers Runners this reconciler created that its cache may not show yet, so
+	// that a reconcile right after a create never counts too few runners and goes above max.
+	created expectations
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools,verbs=get;list;watch;update;patch
@@ -196,6 +200,9 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 // scale observes, decides and acts.
 func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI, runners []v1alpha1.Runner, snap *observe.Snapshot) (ctrl.Result, error) {
 	in := r.decisionInput(pool, runners, snap)
+	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), runners, r.now()) {
+		in.Runners = append(in.Runners, scaling.Runner{Name: name, State: scaling.Starting, IdleSince: r.now()})
+	}
 	in.Queued = r.queued(ctx, pool, api)
 	decision := scaling.Decide(in)
 	r.countOnly(pool, runners, &decision)
@@ -482,6 +489,7 @@ func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.
 	if err := r.Create(ctx, runner); err != nil {
 		return fmt.Errorf("create runner %s: %w", name, err)
 	}
+	r.created.add(client.ObjectKeyFromObject(pool), name, r.now())
 	r.event(pool, corev1.EventTypeNormal, "RunnerCreated", "ScaleUp", "Created runner %s", name)
 	return nil
 }
@@ -552,6 +560,7 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
 	metrics.ForgetPool(pool.Namespace, pool.Name)
+	r.created.forget(client.ObjectKeyFromObject(pool))
 	if r.Queue != nil {
 		r.Queue.Forget(client.ObjectKeyFromObject(pool))
 	}
