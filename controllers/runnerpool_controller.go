@@ -403,11 +403,13 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 		!stateSince.IsZero() && now.Sub(stateSince) > offlineGrace:
 		// Was connected, lost for longer than a restart takes: replace it.
 		v.State = scaling.Stuck
-	case conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodRunning && now.Sub(startedAt) > pendingTimeout:
-		// The pod runs but its agent never connected (UNREGISTERED): replace it.
+	case st.OnlineTime == nil && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodRunning && now.Sub(startedAt) > pendingTimeout:
+		// The pod runs but its agent never connected (UNREGISTERED): replace it. A runner that
+		// did connect is judged by the offline grace above, not by the age of its pod.
 		v.State = scaling.Stuck
 	default:
-		v.PendingTooLong = now.Sub(startedAt) > pendingTimeout
+		// A runner that came online with its pod had a node: it is not waiting for one.
+		v.PendingTooLong = st.OnlineTime == nil && now.Sub(startedAt) > pendingTimeout
 	}
 	if v.State == scaling.Busy {
 		v.Busy = true
