@@ -634,7 +634,8 @@ func (r *RunnerPoolReconciler) poolsForSecret(ctx context.Context, o client.Obje
 func runnerName(pool *v1alpha1.RunnerPool) string {
 	prefix := pool.Name
 	if len(prefix) > 50 {
-		prefix = prefix[:50]
+		// A cut right after a dot would leave ".-", which no object name may contain.
+		prefix = strings.TrimRight(prefix[:50], ".")
 	}
 	return prefix + "-" + utilrand.String(5)
 }
