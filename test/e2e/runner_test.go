@@ -31,20 +31,16 @@ func onlyRunner(t *testing.T, ns string, pool *v1alpha1.RunnerPool) *v1alpha1.Ru
 	return runner
 }
 
-func TestARestartedOperatorAdoptsTheRunnerItRegisteredBeforeItCrashed(t *testing.T) {
-	ns := namespace(t)
-	pool := harness.Pool(ns, "adopt", 1, 1)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
-	runner := onlyRunner(t, ns, pool)
-	uuid := runner.Status.UUID
-
-	// The crash window: registered in Bitbucket and the Secret written, but the UUID never made
-	// it into the status.
+// crashBeforeStatus plays a crash of the operator after it registered the runner but before the
+// runner's status was written: the operator stops, the status is emptied (and whatever else the
+// crash lost is undone by lose), and the operator starts again.
+func crashBeforeStatus(t *testing.T, runner *v1alpha1.Runner, lose func()) {
+	t.Helper()
 	if err := sys.StopManager(); err != nil {
 		t.Fatal(err)
+	}
+	if lose != nil {
+		lose()
 	}
 	runner.Status = v1alpha1.RunnerStatus{}
 	if err := sys.Client.Status().Update(t.Context(), runner); err != nil {
@@ -53,6 +49,18 @@ func TestARestartedOperatorAdoptsTheRunnerItRegisteredBeforeItCrashed(t *testing
 	if err := sys.StartManager(testLogger()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestARestartedOperatorAdoptsTheRunnerItRegisteredBeforeItCrashed(t *testing.T) {
+	ns := namespace(t)
+	pool := harness.Pool(ns, "adopt", 1, 1)
+	pool = createPool(t, pool)
+	runner := onlyRunner(t, ns, pool)
+	uuid := runner.Status.UUID
+
+	// The crash window: registered in Bitbucket and the Secret written, but the UUID never made
+	// it into the status.
+	crashBeforeStatus(t, runner, nil)
 
 	runner = onlyRunner(t, ns, pool)
 	if runner.Status.UUID != uuid {
@@ -64,29 +72,18 @@ func TestARestartedOperatorAdoptsTheRunnerItRegisteredBeforeItCrashed(t *testing
 func TestARunnerWhoseCredentialsWereLostIsReplacedNotLeaked(t *testing.T) {
 	ns := namespace(t)
 	pool := harness.Pool(ns, "lost", 1, 1)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	runner := onlyRunner(t, ns, pool)
 	uuid := runner.Status.UUID
 
 	// A crash right after the Bitbucket create: the one-time OAuth secret is gone for good.
-	if err := sys.StopManager(); err != nil {
-		t.Fatal(err)
-	}
-	secret := &corev1.Secret{}
-	secret.Namespace, secret.Name = ns, runnerpod.SecretName(runner)
-	if err := sys.Client.Delete(t.Context(), secret); err != nil {
-		t.Fatal(err)
-	}
-	runner.Status = v1alpha1.RunnerStatus{}
-	if err := sys.Client.Status().Update(t.Context(), runner); err != nil {
-		t.Fatal(err)
-	}
-	if err := sys.StartManager(testLogger()); err != nil {
-		t.Fatal(err)
-	}
+	crashBeforeStatus(t, runner, func() {
+		secret := &corev1.Secret{}
+		secret.Namespace, secret.Name = ns, runnerpod.SecretName(runner)
+		if err := sys.Client.Delete(t.Context(), secret); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	runner = onlyRunner(t, ns, pool)
 	if runner.Status.UUID == uuid {
@@ -98,10 +95,7 @@ func TestARunnerWhoseCredentialsWereLostIsReplacedNotLeaked(t *testing.T) {
 func TestAPodThatEndedIsReplacedAndKeepsItsBitbucketRunner(t *testing.T) {
 	ns := namespace(t)
 	pool := harness.Pool(ns, "ended", 1, 1)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	runner := onlyRunner(t, ns, pool)
 	pod := &corev1.Pod{}
 	if err := sys.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: runnerpod.PodName(runner)}, pod); err != nil {

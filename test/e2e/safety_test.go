@@ -32,10 +32,7 @@ func TestDeletingAPoolWaitsForItsBusyRunnerToFinishItsStep(t *testing.T) {
 	ns := namespace(t)
 	const label = "busydelete"
 	pool := harness.Pool(ns, label, 1, 1)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	prefix := controllers.BitbucketNamePrefix(pool)
 	onlyRunner(t, ns, pool)
 	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 1, RunsOn: []string{label}, Duration: 15 * time.Second}); err != nil {
@@ -67,10 +64,7 @@ func TestLoweringMaxDrainsBusyRunnersOnlyAfterTheirStep(t *testing.T) {
 	pool.Spec.Scaling.IdleRunners = 0
 	pool.Spec.Scaling.Policy = v1alpha1.ScalingPolicyQueue
 	pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	prefix := controllers.BitbucketNamePrefix(pool)
 	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 3, RunsOn: []string{label}, Duration: 15 * time.Second}); err != nil {
 		t.Fatal(err)
@@ -99,10 +93,7 @@ func TestLoweringMaxDrainsBusyRunnersOnlyAfterTheirStep(t *testing.T) {
 func TestABitbucketRunnerWithThePoolsMarkerButNoRunnerIsRemoved(t *testing.T) {
 	ns := namespace(t)
 	pool := harness.Pool(ns, "orphans", 1, 2)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	runner := onlyRunner(t, ns, pool)
 	orphan, err := sys.BBSim.CreateRunner(bbsim.CreateRunnerRequest{
 		Name:   controllers.BitbucketRunnerName(pool, "crashed-leftover"),
@@ -129,10 +120,7 @@ func TestARunnerWhosePodCannotPullItsImageIsReplaced(t *testing.T) {
 	ns := namespace(t)
 	pool := harness.Pool(ns, "badimage", 1, 1)
 	pool.Spec.Scaling.PendingTimeout = metav1.Duration{Duration: 30 * time.Second}
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	runner := onlyRunner(t, ns, pool)
 	pod := &corev1.Pod{}
 	if err := sys.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: runnerpod.PodName(runner)}, pod); err != nil {
@@ -175,10 +163,7 @@ func TestPodsThatDoNotFitAreReportedNotMultiplied(t *testing.T) {
 	pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
 	pool.Spec.Scaling.PendingTimeout = metav1.Duration{Duration: 30 * time.Second}
 	pool.Spec.Template.NodeSelector = map[string]string{"pool": label}
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	prefix := controllers.BitbucketNamePrefix(pool)
 	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 6, RunsOn: []string{label}, Duration: 10 * time.Minute}); err != nil {
 		t.Fatal(err)

@@ -31,10 +31,7 @@ func TestAnIdleBufferPoolScalesUpForStepsAndBackDownWithoutKillingOne(t *testing
 	ns := namespace(t)
 	const label = "burst"
 	pool := harness.Pool(ns, label, 1, 6)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	prefix := controllers.BitbucketNamePrefix(pool)
 	onlyRunner(t, ns, pool) // idle buffer 1 with nothing busy: one runner
 
@@ -81,10 +78,7 @@ func TestAQueuePoolAtZeroStartsRunnersForWaitingStepsAndGoesBackToZero(t *testin
 	pool.Spec.Scaling.Policy = v1alpha1.ScalingPolicyQueue
 	pool.Spec.Scaling.IdleRunners = 0
 	pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	prefix := controllers.BitbucketNamePrefix(pool)
 	time.Sleep(6 * time.Second) // a poll with nothing waiting
 	if n := len(bbRunners(prefix)); n != 0 {
@@ -157,10 +151,7 @@ func TestAnEphemeralRunnerIsReplacedAfterItsStep(t *testing.T) {
 	pool := harness.Pool(ns, label, 1, 2)
 	pool.Spec.Scaling.IdleRunners = 0
 	pool.Spec.Runner.Ephemeral = true
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool = getPool(t, ns, pool.Name)
+	pool = createPool(t, pool)
 	first := onlyRunner(t, ns, pool)
 	// A step longer than a poll, so the runner is seen running it.
 	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 1, RunsOn: []string{label}, Duration: 8 * time.Second}); err != nil {

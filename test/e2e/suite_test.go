@@ -157,3 +157,13 @@ func deleteAndWaitGone(t *testing.T, obj client.Object, timeout time.Duration) {
 		return false, fmt.Sprintf("still there (finalizers %v, err %v)", obj.GetFinalizers(), err)
 	})
 }
+
+// createPool creates the pool and returns it as the API server stored it (with its UID, which
+// the pool's Bitbucket name prefix is made of).
+func createPool(t *testing.T, pool *v1alpha1.RunnerPool) *v1alpha1.RunnerPool {
+	t.Helper()
+	if err := sys.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	return getPool(t, pool.Namespace, pool.Name)
+}
