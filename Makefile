@@ -77,3 +77,7 @@ chart-lint: tools-extra ## helm lint the chart.
 .PHONY: test-install
 test-install: tools tools-extra ## The install tests only: chart, bundle, and both installed on a local control plane.
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 ./test/install/... ./hack/chart/...
+
+.PHONY: docs
+docs: ## Regenerate docs/reference.md, the API reference, from the CRDs in config/crd/bases.
+	$(GO) run ./hack/refdocs
