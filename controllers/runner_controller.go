@@ -216,8 +216,10 @@ func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPo
 			r.event(runner, corev1.EventTypeWarning, ReasonRunnerLimitReached, "Register", "%s", msg)
 			return ctrl.Result{RequeueAfter: time.Minute}, nil
 		}
-		if _, msg, ok := credentialsCondition(err); ok {
-			setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonCredentials, msg)
+		if reason, msg, ok := credentialsCondition(err); ok {
+			// The pool reports PermissionDenied and InvalidCredentials from here: a list may
+			// work with credentials that cannot create.
+			setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, reason, msg)
 			return ctrl.Result{RequeueAfter: time.Minute}, nil
 		}
 		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonRegistrationFailed, err.Error())

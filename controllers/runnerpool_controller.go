@@ -143,7 +143,6 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		var snap *observe.Snapshot
 		snap, err = r.Store.Get(ctx, r.Clients.ObserveKey(pool), api, notBefore)
 		if err == nil {
-			setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 			observed := metav1.NewTime(snap.At)
 			pool.Status.LastObservedTime = &observed
 			res, err := r.scale(ctx, pool, api, runners, snap)
@@ -199,6 +198,11 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 
 // scale observes, decides and acts.
 func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI, runners []v1alpha1.Runner, snap *observe.Snapshot) (ctrl.Result, error) {
+	if reason, msg := refusedRegistration(runners); reason != "" {
+		r.reportCredentials(pool, reason, msg)
+	} else {
+		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
+	}
 	in := r.decisionInput(pool, runners, snap)
 	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), runners, r.now()) {
 		in.Runners = append(in.Runners, scaling.Runner{Name: name, State: scaling.Starting, IdleSince: r.now()})
@@ -237,6 +241,10 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 
 	errs = append(errs, r.removeOrphans(ctx, pool, api, runners, snap))
 
+	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid); c != nil && c.Status == metav1.ConditionFalse {
+		setReady(pool)
+		return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
+	}
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
 	if p := pool.Status.PollInterval; p != nil && p.Duration > pool.Spec.Scaling.PollInterval.Duration {
@@ -253,6 +261,18 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	setReady(pool)
 	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
+}
+
+// refusedRegistration finds a Runner whose registration Bitbucket refused for its credentials:
+// the list works with them, but creating runners does not (a token without runner:write).
+func refusedRegistration(runners []v1alpha1.Runner) (reason, message string) {
+	for i := range runners {
+		c := meta.FindStatusCondition(runners[i].Status.Conditions, v1alpha1.ConditionRegistered)
+		if c != nil && c.Status == metav1.ConditionFalse && (c.Reason == ReasonPermissionDenied || c.Reason == ReasonInvalidCredentials) {
+			return c.Reason, c.Message
+		}
+	}
+	return "", ""
 }
 
 // removeOrphans deletes Bitbucket runners that carry the pool's marker but have no Runner: what

@@ -90,3 +90,24 @@ func TestBadCredentialsShowAConditionAndAnEventNotACrashLoop(t *testing.T) {
 	})
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
+
+func TestCredentialsThatCannotCreateRunnersShowPermissionDenied(t *testing.T) {
+	ns := namespace(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "read-only", Namespace: ns},
+		StringData: map[string]string{v1alpha1.SecretKeyAccessToken: readOnlyToken}}
+	if err := sys.Client.Create(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	pool := harness.Pool(ns, "readonly", 1, 2)
+	pool.Spec.Bitbucket.CredentialsSecretRef.Name = secret.Name
+	pool = createPool(t, pool)
+	eventually(t, 60*time.Second, "CredentialsValid PermissionDenied", func() (bool, string) {
+		p := getPool(t, ns, pool.Name)
+		c := condition(p, v1alpha1.ConditionCredentialsValid)
+		return c != nil && c.Status == "False" && c.Reason == controllers.ReasonPermissionDenied && strings.Contains(c.Message, "runner:write"), fmt.Sprintf("%+v", c)
+	})
+	if n := len(bbRunners(controllers.BitbucketNamePrefix(pool))); n != 0 {
+		t.Errorf("%d runners registered with read-only credentials", n)
+	}
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}

@@ -27,6 +27,9 @@ import (
 
 var sys *harness.System
 
+// readOnlyToken is an access token bbsim accepts for reads and refuses (403) for writes.
+const readOnlyToken = "read-only-token"
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -45,7 +48,7 @@ func run(m *testing.M) int {
 	logger := testLogger()
 	ctrllog.SetLogger(logger)
 	var err error
-	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{ConnectDelay: 500 * time.Millisecond}})
+	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{ConnectDelay: 500 * time.Millisecond, ReadOnlyTokens: []string{readOnlyToken}}})
 	if err != nil {
 		if os.Getenv(framework.SkipEnv) == "1" {
 			fmt.Fprintln(os.Stderr, "skipping e2e:", err)
