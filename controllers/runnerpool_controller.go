@@ -251,6 +251,10 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonBudgetLow,
 			fmt.Sprintf("Policy %s wants %d runners; polls are stretched to every %s because the Bitbucket request budget of these credentials runs low", pool.Spec.Scaling.Policy, decision.Desired, p.Duration))
 	}
+	if n := countRegistrationReason(runners, ReasonRunnerLimitReached); n > 0 {
+		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRunnerLimitReached,
+			fmt.Sprintf("Bitbucket refused %d runners: its limit of %d runners per workspace or repository is reached (all pools and other tools count)", n, v1alpha1.MaxRunnersPerScope))
+	}
 	if decision.Counts.PendingTooLong > 0 {
 		msg := fmt.Sprintf("%d runner pods have waited for a node longer than %s; the pool does not add runners for them", decision.Counts.PendingTooLong, pool.Spec.Scaling.PendingTimeout.Duration)
 		prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive)
@@ -273,6 +277,17 @@ func refusedRegistration(runners []v1alpha1.Runner) (reason, message string) {
 		}
 	}
 	return "", ""
+}
+
+// countRegistrationReason counts Runners whose registration failed for the reason.
+func countRegistrationReason(runners []v1alpha1.Runner, reason string) int {
+	n := 0
+	for i := range runners {
+		if c := meta.FindStatusCondition(runners[i].Status.Conditions, v1alpha1.ConditionRegistered); c != nil && c.Status == metav1.ConditionFalse && c.Reason == reason {
+			n++
+		}
+	}
+	return n
 }
 
 // removeOrphans deletes Bitbucket runners that carry the pool's marker but have no Runner: what
