@@ -81,3 +81,9 @@ test-install: tools tools-extra ## The install tests only: chart, bundle, and bo
 .PHONY: docs
 docs: ## Regenerate docs/reference.md, the API reference, from the CRDs in config/crd/bases.
 	$(GO) run ./hack/refdocs
+
+## Benchmark: the figures of bench/README.md, measured on a local control plane with bbsim.
+
+.PHONY: bench
+bench: tools build ## Measure burst, overshoot, API cost, scale and memory; print them and write bench/results.json (BENCH_SCENARIOS=burst,... BENCH_QUICK=1).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./bench/cmd

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+)
+
+const (
+	scalePools     = 20
+	scalePerPool   = 10
+	scaleRunners   = scalePools * scalePerPool
+	scaleTeams     = 4 // workspaces, each with its own OAuth consumer and namespace
+	rawConcurrency = 10
+)
+
+// teamWorkspaces returns n simulated workspaces, each with one repository, and an OAuth
+// consumer per workspace: Bitbucket allows 100 runners per workspace and 1,000 requests per
+// hour per credential, so large fleets spread over both, as they do in real use.
+func teamWorkspaces(n int) ([]bbsim.Workspace, map[string]string) {
+	workspaces := make([]bbsim.Workspace, 0, n)
+	consumers := map[string]string{}
+	for i := 1; i <= n; i++ {
+		workspaces = append(workspaces, bbsim.Workspace{
+			UUID: fmt.Sprintf("{0000bead-0000-4000-8000-%012d}", i),
+			Slug: fmt.Sprintf("team-%d", i),
+			Repositories: []bbsim.Repository{{
+				UUID: fmt.Sprintf("{0000bead-0000-4000-9000-%012d}", i),
+				Slug: "app",
+			}},
+		})
+		consumers[teamClientID(i)] = teamClientSecret(i)
+	}
+	return workspaces, consumers
+}
+
+func teamClientID(i int) string     { return fmt.Sprintf("bench-client-%d", i) }
+func teamClientSecret(i int) string { return fmt.Sprintf("bench-secret-%d", i) }
+func teamNamespace(i int) string    { return fmt.Sprintf("team-%d", i) }
+
+// runScale: 20 pools of 10 runners created at once, timed from the first create until all 200
+// runners are ONLINE; then the same 200 pods created by a plain client-go loop, for scale.
+func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
+	const scenario = "scale"
+	workspaces, consumers := teamWorkspaces(scaleTeams)
+	sys, err := startSystem(ctx, cfg, systemOptions{
+		scenario:          scenario,
+		nodes:             nodesFor(scaleRunners),
+		bbsim:             bbsim.Options{Workspaces: workspaces, OAuthConsumers: consumers},
+		inProcessOperator: true,
+		webhooks:          true,
+	})
+	if err != nil {
+		return safety{}, err
+	}
+	defer sys.stop()
+	for i := 1; i <= scaleTeams; i++ {
+		if err := sys.createNamespace(ctx, teamNamespace(i), teamClientID(i), teamClientSecret(i)); err != nil {
+			return safety{}, err
+		}
+	}
+
+	requestsBefore, writesBefore := sys.requests.snapshot()
+	callsBefore := callsNow(sys)
+	start := time.Now()
+	for j := range scalePools {
+		team := j%scaleTeams + 1
+		if _, err := sys.createPool(ctx, poolSpec{
+			namespace: teamNamespace(team), name: fmt.Sprintf("pool-%02d", j), workspace: workspaces[team-1].UUID,
+			min: scalePerPool, max: scalePerPool, policy: v1alpha1.ScalingPolicyIdleBuffer, idleRunners: 1,
+			pollInterval: pollIntervalSeconds * time.Second, scaleDownDelay: 5 * time.Minute,
+		}); err != nil {
+			return safety{}, err
+		}
+	}
+	lastReport := time.Now()
+	err = waitFor(ctx, 15*time.Minute, 250*time.Millisecond, fmt.Sprintf("%d runners ONLINE", scaleRunners), func() (bool, string, error) {
+		bb := bitbucketRunners(sys.BBSim.State(), "rp-")
+		on := countOnline(bb)
+		why := fmt.Sprintf("%d Bitbucket runners, %d ONLINE", len(bb), on)
+		if time.Since(lastReport) > 15*time.Second {
+			progress("%s: %s", scenario, why)
+			lastReport = time.Now()
+		}
+		return on >= scaleRunners, why, nil
+	})
+	if err != nil {
+		return safety{}, err
+	}
+	took := time.Since(start)
+	requestsAfter, writesAfter := sys.requests.snapshot()
+	calls := callsNow(sys).minus(callsBefore)
+	res.set("scale200_s", took.Seconds())
+	res.set("scale200_apiserver_requests_per_runner", float64(requestsAfter-requestsBefore)/scaleRunners)
+	res.set("scale200_apiserver_writes_per_runner", float64(writesAfter-writesBefore)/scaleRunners)
+	res.set("scale200_bitbucket_calls_per_runner", calls.sum(nil)/scaleRunners)
+	progress("%s: %d runners ONLINE after %.1f s; %d apiserver requests (%d writes); Bitbucket: %s",
+		scenario, scaleRunners, took.Seconds(), requestsAfter-requestsBefore, writesAfter-writesBefore, calls)
+
+	var pods corev1.PodList
+	if err := sys.Client.List(ctx, &pods, client.HasLabels{v1alpha1.LabelRunner}, client.Limit(1)); err != nil || len(pods.Items) == 0 {
+		return safety{}, fmt.Errorf("list a runner pod as the template of the plain loop: %d pods, %w", len(pods.Items), err)
+	}
+	template := pods.Items[0]
+
+	s, err := finish(ctx, sys, scenario, 5*time.Minute, res)
+	if err != nil {
+		return s, err
+	}
+	raw, err := rawCreate(ctx, sys, template, scaleRunners)
+	if err != nil {
+		return s, err
+	}
+	res.set("scale200_rawcreate_s", raw.Seconds())
+	res.set("scale200_ratio", took.Seconds()/raw.Seconds())
+	progress("%s: a plain client-go loop had the same %d pods Running after %.1f s", scenario, scaleRunners, raw.Seconds())
+	return s, nil
+}
+
+// rawCreate creates n pods shaped like the template (same containers, sidecar and resources, no
+// runner credentials, so bbsim ignores them) with rawConcurrency workers, and returns how long
+// until all were Running. The pods are deleted afterwards.
+func rawCreate(ctx context.Context, sys *system, template corev1.Pod, n int) (time.Duration, error) {
+	const ns = "raw"
+	if err := sys.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return 0, fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	spec := *template.Spec.DeepCopy()
+	spec.NodeName = ""
+	for i := range spec.Containers {
+		spec.Containers[i].Env, spec.Containers[i].EnvFrom = nil, nil
+	}
+	for i := range spec.InitContainers {
+		spec.InitContainers[i].Env, spec.InitContainers[i].EnvFrom = nil, nil
+	}
+	pods := sys.Clientset.CoreV1().Pods(ns)
+	work := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range rawConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("raw-%03d", i), Namespace: ns}, Spec: *spec.DeepCopy()}
+				if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+					errs <- fmt.Errorf("create pod %s: %w", pod.Name, err)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	err := waitFor(ctx, 5*time.Minute, 100*time.Millisecond, "the plain loop's pods to run", func() (bool, string, error) {
+		list, err := pods.List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("list pods: %w", err)
+		}
+		running := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning {
+				running++
+			}
+		}
+		return running == n, fmt.Sprintf("%d of %d Running", running, n), nil
+	})
+	took := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		return took, fmt.Errorf("delete the plain loop's pods: %w", err)
+	}
+	return took, nil
+}

@@ -1,0 +1,414 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/test/harness"
+)
+
+// webhookSecret signs bbsim's deliveries to the operator, as a production setup would.
+const webhookSecret = "bench-webhook-secret"
+
+// nodeGroup is a number of identical fake nodes.
+type nodeGroup struct {
+	count       int
+	cpu, memory string
+}
+
+// systemOptions shape one scenario's fresh local system.
+type systemOptions struct {
+	scenario string
+	nodes    []nodeGroup
+	bbsim    bbsim.Options
+	// inProcessOperator runs the operator in this process, with its apiserver requests counted;
+	// otherwise the scenario runs bin/manager itself.
+	inProcessOperator bool
+	webhooks          bool
+}
+
+// system is one scenario's local system: control plane, kwok nodes, bbsim and, usually, the
+// operator.
+type system struct {
+	*harness.System
+	// requests counts the in-process operator's apiserver requests.
+	requests *requestCounter
+	logDir   string
+	logFile  *os.File
+	pools    []*v1alpha1.RunnerPool
+}
+
+// startSystem brings up a fresh system for one scenario, so scenarios never see each other's
+// leftovers and each is measured on an idle control plane.
+func startSystem(ctx context.Context, cfg config, opts systemOptions) (*system, error) {
+	logDir := filepath.Join(cfg.logDir, opts.scenario)
+	if err := os.RemoveAll(logDir); err != nil {
+		return nil, fmt.Errorf("clear log directory %s: %w", logDir, err)
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log directory %s: %w", logDir, err)
+	}
+	s := &system{logDir: logDir, requests: &requestCounter{}}
+	logFile, err := os.Create(filepath.Join(logDir, "operator.log"))
+	if err != nil {
+		return nil, fmt.Errorf("create operator log: %w", err)
+	}
+	s.logFile = logFile
+
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	hs, err := harness.Start(startCtx, harness.Options{
+		Nodes:         -1, // sized per scenario below
+		BBSim:         opts.bbsim,
+		NoManager:     true,
+		WebhookSecret: webhookSecret,
+		LogDir:        logDir,
+	})
+	if err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start local system: %w", err)
+	}
+	s.System = hs
+	for _, g := range opts.nodes {
+		if _, err := hs.ControlPlane.CreateNodes(startCtx, g.count, resource.MustParse(g.cpu), resource.MustParse(g.memory)); err != nil {
+			s.stop()
+			return nil, fmt.Errorf("create nodes: %w", err)
+		}
+	}
+	if !opts.inProcessOperator {
+		return s, nil
+	}
+	// The operator gets its own copy of the admin config, counting every request it sends.
+	counted := rest.CopyConfig(hs.ControlPlane.Config)
+	counted.WrapTransport = s.requests.wrap
+	hs.ControlPlane.Config = counted
+	if err := hs.StartManager(fileLogger(logFile)); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("start operator: %w", err)
+	}
+	if opts.webhooks {
+		hs.BBSim.AddWebhook(bbsim.WebhookTarget{URL: hs.WebhookURL, Secret: webhookSecret})
+	}
+	if err := waitListening(startCtx, hs.WebhookURL); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("wait for the operator: %w", err)
+	}
+	return s, nil
+}
+
+// waitListening waits until the operator's webhook receiver accepts connections: the manager
+// starts it once its caches are synced, so the controllers are about to run.
+func waitListening(ctx context.Context, rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("parse %s: %w", rawURL, err)
+	}
+	for {
+		conn, err := net.DialTimeout("tcp", u.Host, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never listened: %w", u.Host, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *system) stop() {
+	if s.System != nil {
+		s.System.Stop()
+	}
+	if s.logFile != nil {
+		s.logFile.Close()
+	}
+}
+
+// fileLogger writes the operator's logs to f, one line per entry.
+func fileLogger(f *os.File) logr.Logger {
+	var mu sync.Mutex
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(f, time.Now().UTC().Format("15:04:05.000"), prefix, args)
+	}, funcr.Options{})
+}
+
+// requestCounter counts HTTP requests through a client's transport.
+type requestCounter struct {
+	total, writes atomic.Int64
+}
+
+func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		c.total.Add(1)
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			c.writes.Add(1)
+		}
+		return next.RoundTrip(req)
+	})
+}
+
+func (c *requestCounter) snapshot() (total, writes int64) { return c.total.Load(), c.writes.Load() }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// createNamespace creates a namespace whose "bitbucket" Secret holds an OAuth consumer's
+// credentials.
+func (s *system) createNamespace(ctx context.Context, name, clientID, clientSecret string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bitbucket", Namespace: name},
+		StringData: map[string]string{
+			v1alpha1.SecretKeyClientID:     clientID,
+			v1alpha1.SecretKeyClientSecret: clientSecret,
+		},
+	}
+	if err := s.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create credentials secret in %s: %w", name, err)
+	}
+	return nil
+}
+
+// poolSpec is what the scenarios vary in a pool.
+type poolSpec struct {
+	namespace, name string
+	workspace       string
+	min, max        int32
+	policy          v1alpha1.ScalingPolicy
+	idleRunners     int32
+	pollInterval    time.Duration
+	scaleDownDelay  time.Duration
+}
+
+// createPool creates the pool and returns it as stored, with its UID (the Bitbucket name prefix
+// of its runners depends on it).
+func (s *system) createPool(ctx context.Context, p poolSpec) (*v1alpha1.RunnerPool, error) {
+	pool := harness.Pool(p.namespace, p.name, p.min, p.max)
+	if p.workspace != "" {
+		pool.Spec.Bitbucket.Workspace = v1alpha1.BitbucketUUID(p.workspace)
+	}
+	pool.Spec.Scaling.Policy = p.policy
+	pool.Spec.Scaling.IdleRunners = p.idleRunners
+	pool.Spec.Scaling.PollInterval = metav1.Duration{Duration: p.pollInterval}
+	pool.Spec.Scaling.ScaleDownDelay = metav1.Duration{Duration: p.scaleDownDelay}
+	if p.policy == v1alpha1.ScalingPolicyQueue {
+		pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
+	}
+	if err := s.Client.Create(ctx, pool); err != nil {
+		return nil, fmt.Errorf("create pool %s/%s: %w", p.namespace, p.name, err)
+	}
+	s.pools = append(s.pools, pool)
+	return pool, nil
+}
+
+// bitbucketRunners are the simulator's runners whose name starts with prefix.
+func bitbucketRunners(st bbsim.Snapshot, prefix string) []bbsim.RunnerView {
+	var out []bbsim.RunnerView
+	for _, r := range st.Runners {
+		if strings.HasPrefix(r.Name, prefix) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// online reports a runner connected to Bitbucket: ONLINE, or running a step.
+func online(r bbsim.RunnerView) bool {
+	return r.Status == "ONLINE" || r.Step != ""
+}
+
+func countOnline(runners []bbsim.RunnerView) int {
+	n := 0
+	for _, r := range runners {
+		if online(r) {
+			n++
+		}
+	}
+	return n
+}
+
+// stepsWithLabel are the simulator's steps that asked for the label.
+func stepsWithLabel(st bbsim.Snapshot, label string) []bbsim.StepView {
+	var out []bbsim.StepView
+	for _, step := range st.Steps {
+		for _, l := range step.RunsOn {
+			if l == label {
+				out = append(out, step)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// killedSteps counts steps that ended because their runner went away under them: deleted, or
+// its agent gone, while running the step (internal/bbsim: agent.go and runners.go).
+func killedSteps(st bbsim.Snapshot) int {
+	n := 0
+	for _, step := range st.Steps {
+		if step.Status == "completed" && step.Result != bbsim.ResultSuccessful && strings.Contains(step.Reason, "while running the step") {
+			n++
+		}
+	}
+	return n
+}
+
+// runnerObjects counts the Runner objects of a pool.
+func (s *system) runnerObjects(ctx context.Context, pool *v1alpha1.RunnerPool) (int, error) {
+	var list v1alpha1.RunnerList
+	if err := s.Client.List(ctx, &list, client.InNamespace(pool.Namespace), client.MatchingLabels{v1alpha1.LabelPool: pool.Name}); err != nil {
+		return 0, fmt.Errorf("list runners of %s: %w", pool.Name, err)
+	}
+	return len(list.Items), nil
+}
+
+// poolPods returns a pool's pods.
+func (s *system) poolPods(ctx context.Context, pool *v1alpha1.RunnerPool) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := s.Client.List(ctx, &list, client.InNamespace(pool.Namespace), client.MatchingLabels{v1alpha1.LabelPool: pool.Name}); err != nil {
+		return nil, fmt.Errorf("list pods of %s: %w", pool.Name, err)
+	}
+	return list.Items, nil
+}
+
+// waitFor polls cond every interval until it holds, ctx ends or timeout passes; the error
+// carries cond's last word.
+func waitFor(ctx context.Context, timeout, interval time.Duration, what string, cond func() (bool, string, error)) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, why, err := cond()
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		last = why
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s: %s", timeout, what, last)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w (%s)", what, ctx.Err(), last)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// leftovers are what a deleted pool may leave behind.
+type leftovers struct {
+	pools, runners, pods, secrets, bitbucket int
+}
+
+func (l leftovers) total() int { return l.pools + l.runners + l.pods + l.secrets + l.bitbucket }
+
+func (l leftovers) String() string {
+	return fmt.Sprintf("%d pools, %d Runners, %d pods, %d Secrets, %d Bitbucket runners", l.pools, l.runners, l.pods, l.secrets, l.bitbucket)
+}
+
+// countLeftovers counts, in every namespace, the objects the operator owns and the Bitbucket
+// runners carrying a pool marker.
+func (s *system) countLeftovers(ctx context.Context) (leftovers, error) {
+	var l leftovers
+	var pools v1alpha1.RunnerPoolList
+	if err := s.Client.List(ctx, &pools); err != nil {
+		return l, fmt.Errorf("list pools: %w", err)
+	}
+	l.pools = len(pools.Items)
+	var runners v1alpha1.RunnerList
+	if err := s.Client.List(ctx, &runners); err != nil {
+		return l, fmt.Errorf("list runners: %w", err)
+	}
+	l.runners = len(runners.Items)
+	var pods corev1.PodList
+	if err := s.Client.List(ctx, &pods, client.HasLabels{v1alpha1.LabelRunner}); err != nil {
+		return l, fmt.Errorf("list runner pods: %w", err)
+	}
+	l.pods = len(pods.Items)
+	var secrets corev1.SecretList
+	if err := s.Client.List(ctx, &secrets, client.HasLabels{v1alpha1.LabelRunner}); err != nil {
+		return l, fmt.Errorf("list runner secrets: %w", err)
+	}
+	l.secrets = len(secrets.Items)
+	l.bitbucket = len(bitbucketRunners(s.BBSim.State(), "rp-"))
+	return l, nil
+}
+
+// teardown deletes every pool, as a user would, and waits up to timeout for the operator to
+// clean up (busy runners finish their step first). It returns how long that took and what was
+// left.
+func (s *system) teardown(ctx context.Context, timeout time.Duration) (time.Duration, leftovers, error) {
+	start := time.Now()
+	var pools v1alpha1.RunnerPoolList
+	if err := s.Client.List(ctx, &pools); err != nil {
+		return 0, leftovers{}, fmt.Errorf("list pools: %w", err)
+	}
+	for i := range pools.Items {
+		if err := s.Client.Delete(ctx, &pools.Items[i]); client.IgnoreNotFound(err) != nil {
+			return 0, leftovers{}, fmt.Errorf("delete pool %s: %w", pools.Items[i].Name, err)
+		}
+	}
+	var left leftovers
+	err := waitFor(ctx, timeout, time.Second, "the operator to clean up", func() (bool, string, error) {
+		var err error
+		left, err = s.countLeftovers(ctx)
+		if err != nil {
+			return false, "", err
+		}
+		return left.total() == 0, left.String(), nil
+	})
+	if err != nil && ctx.Err() != nil {
+		return time.Since(start), left, err
+	}
+	// A timeout is a finding, not a failure: what is left is reported as leaked.
+	return time.Since(start), left, nil
+}
+
+// nodesFor sizes fake nodes to hold n runner pods of the default shape (1x step: docker 4Gi +
+// runner 512Mi of memory, 1.25 CPU) with some room to spare; pods per node stay under the
+// kubelet's 110.
+func nodesFor(n int) []nodeGroup {
+	const perNode = 100
+	count := (n + perNode - 1) / perNode
+	per := (n + count - 1) / count
+	// 10% more than needed, so the scheduler never runs a node to its last byte.
+	memory := fmt.Sprintf("%dMi", per*4608*11/10)
+	cpu := fmt.Sprintf("%d", per*5/4*11/10+1)
+	return []nodeGroup{{count: count, cpu: cpu, memory: memory}}
+}
+
+// progress prints a line of the benchmark's progress.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[bench %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func keyOf(obj client.Object) client.ObjectKey { return client.ObjectKeyFromObject(obj) }
