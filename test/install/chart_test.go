@@ -26,7 +26,7 @@ const (
 
 // renderCases are the value sets of the golden files: testdata/NAME.yaml is the
 // chart rendered with testdata/NAME.values.yaml (none for defaults).
-var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor"}
+var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring"}
 
 func valuesFile(name string) string {
 	path := filepath.Join("testdata", name+".values.yaml")
@@ -124,11 +124,18 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"two webhook secrets", []string{"--set", "webhook.enabled=true,webhook.secret.existingSecret=s,webhook.secret.value=v"}, "set existingSecret or value, not both"},
 		{"ingress without receiver", []string{"--set", "webhook.ingress.enabled=true,webhook.ingress.hosts={a.example.com}"}, "needs webhook.enabled"},
 		{"ingress without host", []string{"--set", "webhook.enabled=true,webhook.ingress.enabled=true"}, "name at least one host"},
+		{"unknown alert to disable", []string{"--set", "prometheusRule.disabled={RunnerPoolTypo}"}, "at '/prometheusRule/disabled/0'"},
+		{"alert duration without unit", []string{"--set", "prometheusRule.for.podsPending=10"}, "at '/prometheusRule/for/podsPending'"},
+		{"empty alert duration", []string{"--set", "prometheusRule.for.podsPending="}, "at '/prometheusRule/for/podsPending'"},
+		{"error ratio above 1", []string{"--set", "prometheusRule.bitbucketErrorRatio=1.5"}, "at '/prometheusRule/bitbucketErrorRatio'"},
+		{"selector with braces", []string{"--set-json", `prometheusRule.selector="{job=\"x\"}"`}, "at '/prometheusRule/selector': '{job=\"x\"}' does not match pattern"},
+		{"dashboard namespace that is no DNS label", []string{"--set", "grafanaDashboard.namespace=Monitoring"}, "at '/grafanaDashboard/namespace'"},
 
 		{"two replicas", []string{"--set", "replicas=2"}, ""},
 		{"numeric log level", []string{"--set", "logLevel=3"}, ""},
 		{"numeric image tag as a string", []string{"--set-string", "image.tag=123"}, ""},
 		{"existing webhook secret", []string{"--set", "webhook.enabled=true,webhook.secret.existingSecret=bitbucket-webhook"}, ""},
+		{"alerts with one left out", []string{"--set", "prometheusRule.enabled=true,prometheusRule.disabled={RunnerPoolWebhookBadSignatures}"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
