@@ -46,7 +46,7 @@ CONTROLLER_GEN_ARGS := crd rbac:roleName=runnerpool-operator paths=./api/... pat
 generate: tools tools-extra ## Regenerate deepcopy, CRDs and RBAC (controller-gen), then the chart's copies and dist/install.yaml.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(BIN)/controller-gen $(CONTROLLER_GEN_ARGS)
-	$(MAKE) packaging
+	$(MAKE) packaging docs
 
 .PHONY: manifests
 manifests: generate ## Alias of generate.

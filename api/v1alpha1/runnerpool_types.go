@@ -342,8 +342,11 @@ type PodTemplateOverrides struct {
 	// Metadata adds labels and annotations to runner pods.
 	// +optional
 	Metadata PodMetadata `json:"metadata,omitzero"`
+	// NodeSelector is merged with the platform's kubernetes.io/os and kubernetes.io/arch,
+	// which cannot be overridden.
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// Tolerations of runner pods, for example to run builds on dedicated nodes.
 	// +optional
 	// +listType=atomic
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
@@ -355,15 +358,22 @@ type PodTemplateOverrides struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +kubebuilder:validation:Type=object
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// ImagePullSecrets for the runner and docker-in-docker images (a registry mirror).
 	// +optional
 	// +listType=atomic
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+	// PriorityClassName of runner pods, so builds can preempt or yield to other workloads.
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// RuntimeClassName runs runner pods with another container runtime, for example a
+	// sandboxed one for teams that cannot allow privileged pods on shared nodes.
 	// +optional
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
+	// ServiceAccountName of runner pods; its token is not mounted.
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+	// TerminationGracePeriodSeconds of runner pods (default 30). Runners are only stopped when
+	// idle, so this rarely matters.
 	// +optional
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 	// Volumes added to the pod, for example a CA bundle; mount them with volumeMounts.

@@ -45,7 +45,7 @@ func NewMetrics() *Metrics {
 		}, []string{"endpoint", "method"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "retries_total",
-			Help: "Requests sent again, by endpoint template and reason (server_error, network_error, rate_limited, token_refresh).",
+			Help: "Requests sent again, by endpoint template and reason (server_error, network_error, rate_limited, token_refresh, token_error).",
 		}, []string{"endpoint", "reason"}),
 		rateLimitWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: metricsSubsystem, Name: "rate_limit_waits_total",

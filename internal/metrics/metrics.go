@@ -57,7 +57,7 @@ var (
 	// Cleanups counts leftovers removed: ended pods, orphaned Bitbucket runners, Secrets.
 	Cleanups = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "cleanups_total",
-		Help: "Leftovers removed by the operator, by kind (pod, bitbucket_runner, secret) and reason.",
+		Help: "Leftovers removed by the operator, by kind (pod, bitbucket_runner) and reason. Secrets of gone runners are removed by garbage collection.",
 	}, []string{"namespace", "pool", "kind", "reason"})
 
 	// StepWaitSeconds is how long steps waited for a runner, as seen by the operator: from
