@@ -196,7 +196,9 @@ type safety struct {
 // finish records the steps killed so far, deletes every pool and counts what the operator left
 // behind.
 func finish(ctx context.Context, sys *system, scenario string, timeout time.Duration, res *results) (safety, error) {
+	sys.dumpState("bbsim-before-teardown.json")
 	took, left, err := sys.teardown(ctx, timeout)
+	sys.dumpState("bbsim-after-teardown.json")
 	if err != nil {
 		return safety{}, err
 	}

@@ -69,12 +69,13 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 	}
 
 	requestsBefore, writesBefore := sys.requests.snapshot()
+	kindsBefore := sys.requests.kinds()
 	callsBefore := callsNow(sys)
 	start := time.Now()
 	for j := range scalePools {
 		team := j%scaleTeams + 1
 		if _, err := sys.createPool(ctx, poolSpec{
-			namespace: teamNamespace(team), name: fmt.Sprintf("pool-%02d", j), workspace: workspaces[team-1].UUID,
+			namespace: teamNamespace(team), name: fmt.Sprintf("pool%02d", j), workspace: workspaces[team-1].UUID,
 			min: scalePerPool, max: scalePerPool, policy: v1alpha1.ScalingPolicyIdleBuffer, idleRunners: 1,
 			pollInterval: pollIntervalSeconds * time.Second, scaleDownDelay: 5 * time.Minute,
 		}); err != nil {
@@ -104,6 +105,7 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 	res.set("scale200_bitbucket_calls_per_runner", calls.sum(nil)/scaleRunners)
 	progress("%s: %d runners ONLINE after %.1f s; %d apiserver requests (%d writes); Bitbucket: %s",
 		scenario, scaleRunners, took.Seconds(), requestsAfter-requestsBefore, writesAfter-writesBefore, calls)
+	progress("%s: apiserver requests per runner: %s", scenario, kindsDelta(kindsBefore, sys.requests.kinds(), scaleRunners))
 
 	var pods corev1.PodList
 	if err := sys.Client.List(ctx, &pods, client.HasLabels{v1alpha1.LabelRunner}, client.Limit(1)); err != nil || len(pods.Items) == 0 {

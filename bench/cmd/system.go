@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -156,9 +159,12 @@ func fileLogger(f *os.File) logr.Logger {
 	}, funcr.Options{})
 }
 
-// requestCounter counts HTTP requests through a client's transport.
+// requestCounter counts HTTP requests through a client's transport, in total and by verb and
+// resource ("POST runners", "PATCH runners/status").
 type requestCounter struct {
 	total, writes atomic.Int64
+	mu            sync.Mutex
+	byKind        map[string]int64
 }
 
 func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
@@ -167,11 +173,73 @@ func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
 			c.writes.Add(1)
 		}
+		kind := req.Method + " " + resourceOf(req.URL.Path)
+		if req.URL.Query().Get("watch") == "true" {
+			kind = "WATCH " + resourceOf(req.URL.Path)
+		}
+		c.mu.Lock()
+		if c.byKind == nil {
+			c.byKind = map[string]int64{}
+		}
+		c.byKind[kind]++
+		c.mu.Unlock()
 		return next.RoundTrip(req)
 	})
 }
 
 func (c *requestCounter) snapshot() (total, writes int64) { return c.total.Load(), c.writes.Load() }
+
+// kinds returns the counts by verb and resource.
+func (c *requestCounter) kinds() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.byKind)
+}
+
+// resourceOf names the resource of an API path: /api/v1/namespaces/ns/pods/name/status is
+// "pods/status", /apis/g/v/runnerpools is "runnerpools".
+func resourceOf(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	switch {
+	case len(parts) >= 2 && parts[0] == "api":
+		parts = parts[2:]
+	case len(parts) >= 3 && parts[0] == "apis":
+		parts = parts[3:]
+	default:
+		return path
+	}
+	if len(parts) >= 2 && parts[0] == "namespaces" && len(parts) != 2 {
+		parts = parts[2:]
+	}
+	switch len(parts) {
+	case 0:
+		return path
+	case 1, 2:
+		return parts[0]
+	default:
+		return parts[0] + "/" + parts[2]
+	}
+}
+
+// kindsDelta formats after - before, largest first.
+func kindsDelta(before, after map[string]int64, per float64) string {
+	type kv struct {
+		kind string
+		n    int64
+	}
+	var list []kv
+	for k, n := range after {
+		if d := n - before[k]; d != 0 {
+			list = append(list, kv{k, d})
+		}
+	}
+	slices.SortFunc(list, func(a, b kv) int { return int(b.n - a.n) })
+	parts := make([]string, 0, len(list))
+	for _, e := range list {
+		parts = append(parts, fmt.Sprintf("%s: %.2f", e.kind, float64(e.n)/per))
+	}
+	return strings.Join(parts, "; ")
+}
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
@@ -412,3 +480,15 @@ func progress(format string, args ...any) {
 }
 
 func keyOf(obj client.Object) client.ObjectKey { return client.ObjectKeyFromObject(obj) }
+
+// dumpState writes bbsim's whole state (runners, steps with their timestamps, call counts) to
+// the scenario's log directory, for a closer look at a figure.
+func (s *system) dumpState(name string) {
+	data, err := json.MarshalIndent(s.BBSim.State(), "", "  ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(s.logDir, name), data, 0o644)
+	}
+	if err != nil {
+		progress("keep bbsim state: %v", err)
+	}
+}
