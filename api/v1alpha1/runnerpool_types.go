@@ -9,6 +9,7 @@ import (
 // RunnerPoolSpec is what a platform team writes: where the runners register, which labels they
 // carry, how many there may be, how the pool scales, and what the runner pods look like.
 // +kubebuilder:validation:XValidation:rule="self.minRunners <= self.maxRunners",message="minRunners must not be greater than maxRunners"
+// +kubebuilder:validation:XValidation:rule="!has(self.docker) || !has(self.docker.mode) || self.docker.mode != 'Unprivileged' || (has(self.template) && has(self.template.runtimeClassName))",message="docker.mode Unprivileged needs template.runtimeClassName: dockerd cannot start unprivileged outside a sandboxed runtime"
 type RunnerPoolSpec struct {
 	// Bitbucket says where the runners are registered and with which credentials.
 	// +required
@@ -323,11 +324,39 @@ type WorkVolumeSource struct {
 	Ephemeral *corev1.EphemeralVolumeSource `json:"ephemeral,omitempty"`
 }
 
+// DockerMode is how the docker-in-docker daemon runs, and so which privileges its container
+// gets. docs/security.md compares the modes.
+// +kubebuilder:validation:Enum=Privileged;Rootless;Unprivileged
+type DockerMode string
+
+const (
+	// DockerModePrivileged runs `docker:dind` as root in a privileged container.
+	DockerModePrivileged DockerMode = "Privileged"
+	// DockerModeRootless runs `docker:dind-rootless` as user 1000. The container stays
+	// privileged, because rootless dockerd needs seccomp, AppArmor and the /proc masks lifted,
+	// but neither the daemon nor the build containers run as root on the node.
+	DockerModeRootless DockerMode = "Rootless"
+	// DockerModeUnprivileged runs `docker:dind` without privileges, for sandboxed runtimes
+	// (spec.template.runtimeClassName) that give dockerd what it needs inside the sandbox.
+	DockerModeUnprivileged DockerMode = "Unprivileged"
+)
+
 // DockerSpec configures the docker-in-docker sidecar.
 type DockerSpec struct {
-	// Image of the docker-in-docker daemon.
+	// Mode is how the daemon runs. Privileged (the default) runs `docker:dind` as root in a
+	// privileged container. Rootless runs `docker:dind-rootless` as user 1000: the container is
+	// still privileged (rootless dockerd needs seccomp, AppArmor and the /proc masks lifted),
+	// but the daemon and the build containers are not root on the node. Unprivileged drops
+	// `privileged` altogether and needs spec.template.runtimeClassName: a sandboxed runtime
+	// such as Sysbox that lets dockerd run unprivileged. The runner container is never
+	// privileged.
 	// +optional
-	// +kubebuilder:default="docker:dind"
+	// +kubebuilder:default=Privileged
+	Mode DockerMode `json:"mode,omitempty"`
+
+	// Image of the docker-in-docker daemon. Defaults to `docker:dind`, or
+	// `docker:dind-rootless` in Rootless mode.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	Image string `json:"image,omitempty"`
 
@@ -366,7 +395,8 @@ type PodTemplateOverrides struct {
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 	// RuntimeClassName runs runner pods with another container runtime, for example a
-	// sandboxed one for teams that cannot allow privileged pods on shared nodes.
+	// sandboxed one (Kata Containers, Sysbox) for teams that cannot allow privileged pods on
+	// shared nodes. spec.docker.mode Unprivileged requires it.
 	// +optional
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
 	// ServiceAccountName of runner pods; its token is not mounted.

@@ -62,7 +62,8 @@ func withDefaults(pool *v1alpha1.RunnerPool) {
 	pool.Spec.Runner.StepSize = "1x"
 	pool.Spec.Runner.WorkingDirectory = "/tmp"
 	pool.Spec.Runner.MaxAge = metav1.Duration{Duration: 24 * 60 * 60 * 1e9}
-	pool.Spec.Docker.Image = "docker:dind"
+	pool.Spec.Docker.Mode = v1alpha1.DockerModePrivileged
+	pool.Spec.Docker.Image = "docker:dind" // defaulted by the CRD before docker.mode existed
 	pool.Spec.MinRunners = 1
 	pool.Spec.MaxRunners = 10
 }

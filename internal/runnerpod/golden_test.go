@@ -117,6 +117,20 @@ func TestBuildPodGolden(t *testing.T) {
 			}),
 			runner: newRunner(),
 		},
+		{
+			name:   "docker-rootless",
+			pool:   newPool(func(p *v1alpha1.RunnerPool) { p.Spec.Docker.Mode = v1alpha1.DockerModeRootless }),
+			runner: newRunner(),
+		},
+		{
+			name: "docker-unprivileged-sandboxed",
+			pool: newPool(func(p *v1alpha1.RunnerPool) {
+				p.Spec.Docker.Mode = v1alpha1.DockerModeUnprivileged
+				runtimeClass := "sysbox-runc"
+				p.Spec.Template.RuntimeClassName = &runtimeClass
+			}),
+			runner: newRunner(),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,10 +10,11 @@ import (
 // Defaults the CRD applies. They are applied again here so that a pool built in Go (tests, a
 // pool read before the defaults existed) yields the same pod and the same hash.
 const (
-	defaultDockerImage      = "docker:dind"
-	defaultWorkingDirectory = "/tmp"
-	defaultStepSize         = v1alpha1.StepSize("1x")
-	defaultImagePullPolicy  = corev1.PullAlways
+	defaultDockerImage         = "docker:dind"
+	defaultRootlessDockerImage = "docker:dind-rootless"
+	defaultWorkingDirectory    = "/tmp"
+	defaultStepSize            = v1alpha1.StepSize("1x")
+	defaultImagePullPolicy     = corev1.PullAlways
 )
 
 // podInputs is the part of a pool spec that shapes its pods, with the defaults filled in.
@@ -70,8 +71,14 @@ func inputsOf(pool *v1alpha1.RunnerPool) podInputs {
 	if in.Runner.WorkingDirectory == "" {
 		in.Runner.WorkingDirectory = defaultWorkingDirectory
 	}
+	if in.Docker.Mode == "" {
+		in.Docker.Mode = v1alpha1.DockerModePrivileged
+	}
 	if in.Docker.Image == "" {
 		in.Docker.Image = defaultDockerImage
+		if in.Docker.Mode == v1alpha1.DockerModeRootless {
+			in.Docker.Image = defaultRootlessDockerImage
+		}
 	}
 	return in
 }

@@ -121,6 +121,8 @@ func TestTemplateHash(t *testing.T) {
 		{name: "platform", mutate: func(p *v1alpha1.RunnerPool) { p.Spec.Platform = v1alpha1.PlatformLinuxARM64 }, wantChanged: true},
 		{name: "docker image", mutate: func(p *v1alpha1.RunnerPool) { p.Spec.Docker.Image = "docker:27-dind" }, wantChanged: true},
 		{name: "runner env", mutate: func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Env = []corev1.EnvVar{{Name: "A"}} }, wantChanged: true},
+		{name: "docker mode", mutate: func(p *v1alpha1.RunnerPool) { p.Spec.Docker.Mode = v1alpha1.DockerModeRootless }, wantChanged: true},
+		{name: "docker mode written out", mutate: func(p *v1alpha1.RunnerPool) { p.Spec.Docker.Mode = v1alpha1.DockerModePrivileged }},
 		{
 			name:        "template toleration",
 			mutate:      func(p *v1alpha1.RunnerPool) { p.Spec.Template.Tolerations = []corev1.Toleration{{Key: "ci"}} },

@@ -31,6 +31,26 @@ const (
 	dockerSocketURL      = "unix:///var/run/docker.sock"
 )
 
+// Rootless docker-in-docker (docker:dind-rootless) runs dockerd as user 1000 inside a user
+// namespace set up by rootlesskit. rootlesskit lays a private copy of /run over /run
+// (--copy-up=/run), so a socket created directly in /run would stay invisible to the runner:
+// the daemon listens in its runtime directory instead, where the shared socket volume is
+// mounted, and the runner still finds the socket at /var/run/docker.sock.
+const (
+	rootlessUID        int64 = 1000
+	rootlessRuntimeDir       = "/run/user/1000"
+	rootlessSocketURL        = "unix:///run/user/1000/docker.sock"
+
+	// VolumeOwnerContainerName is the init container that hands the daemon's volumes to the
+	// rootless user before the daemon starts.
+	VolumeOwnerContainerName = "docker-volumes"
+)
+
+var (
+	volumeOwnerCPU    = resource.MustParse("10m")
+	volumeOwnerMemory = resource.MustParse("32Mi")
+)
+
 // Node labels every runner pod is pinned by: runner images are Linux images built per
 // architecture.
 const (
@@ -89,6 +109,9 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	if !ok {
 		return nil, fmt.Errorf("spec.runner.stepSize %q is not one of 1x, 2x, 4x, 8x", in.Runner.StepSize)
 	}
+	if err := checkDockerMode(in.Docker, in.Template.RuntimeClassName); err != nil {
+		return nil, err
+	}
 	runnerResources, err := buildRunnerResources(in.Runner.Memory, in.Runner.Resources)
 	if err != nil {
 		return nil, err
@@ -142,7 +165,7 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 			ImagePullSecrets:              in.Template.ImagePullSecrets,
 			PriorityClassName:             in.Template.PriorityClassName,
 			RuntimeClassName:              in.Template.RuntimeClassName,
-			InitContainers:                []corev1.Container{dockerContainer(in.Docker.Image, workDir, dockerResources)},
+			InitContainers:                dockerContainers(in.Docker, workDir, dockerResources),
 			Containers: []corev1.Container{{
 				Name:                     RunnerContainerName,
 				Image:                    in.Runner.Image,
@@ -161,17 +184,77 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	}, nil
 }
 
-// dockerContainer is docker-in-docker as a native sidecar: an init container that keeps
-// running. The kubelet starts it, and waits for its startup probe, before the runner starts,
-// and stops it after the runner has ended, so the runner never sees a missing daemon.
-func dockerContainer(image, workDir string, resources corev1.ResourceRequirements) corev1.Container {
+// checkDockerMode refuses a mode the daemon cannot start in.
+func checkDockerMode(docker v1alpha1.DockerSpec, runtimeClassName *string) error {
+	switch docker.Mode {
+	case v1alpha1.DockerModePrivileged:
+	case v1alpha1.DockerModeRootless:
+		// The CRD defaulted the image to docker:dind before the mode existed, so a pool
+		// switched to Rootless may still name it; that image has no rootlesskit.
+		if docker.Image == defaultDockerImage || docker.Image == "docker.io/library/"+defaultDockerImage {
+			return fmt.Errorf("spec.docker.image %s cannot run rootless: remove spec.docker.image to use %s, or name another rootless image",
+				docker.Image, defaultRootlessDockerImage)
+		}
+	case v1alpha1.DockerModeUnprivileged:
+		if runtimeClassName == nil || *runtimeClassName == "" {
+			return errors.New("spec.docker.mode Unprivileged needs spec.template.runtimeClassName: " +
+				"dockerd cannot start unprivileged outside a sandboxed runtime")
+		}
+	default:
+		return fmt.Errorf("spec.docker.mode %q is not one of Privileged, Rootless, Unprivileged", docker.Mode)
+	}
+	return nil
+}
+
+// dockerContainers are the pod's init containers: docker-in-docker as a native sidecar, an init
+// container that keeps running. The kubelet starts it, and waits for its startup probe, before
+// the runner starts, and stops it after the runner has ended, so the runner never sees a missing
+// daemon. A rootless daemon first needs its volumes handed to its user.
+func dockerContainers(docker v1alpha1.DockerSpec, workDir string, resources corev1.ResourceRequirements) []corev1.Container {
+	daemon := dockerContainer(docker, workDir, resources)
+	if docker.Mode != v1alpha1.DockerModeRootless {
+		return []corev1.Container{daemon}
+	}
+	return []corev1.Container{volumeOwnerContainer(docker.Image), daemon}
+}
+
+func dockerContainer(docker v1alpha1.DockerSpec, workDir string, resources corev1.ResourceRequirements) corev1.Container {
+	// Naming dockerd keeps the image's entrypoint from adding its default TCP listener, and the
+	// daemon listens only on the socket shared with the runner.
+	args := []string{"dockerd", "--host=" + dockerSocketURL}
+	probe := []string{"docker", "info"}
+	socketDir := dockerRunPath
+	security := &corev1.SecurityContext{
+		// dockerd needs to create namespaces, cgroups and mounts for the build containers.
+		Privileged: ptr(true),
+	}
+	switch docker.Mode {
+	case v1alpha1.DockerModeRootless:
+		// The data root stays at /var/lib/docker, so the build logs are at the same path as in
+		// the runner, which reads them there.
+		args = []string{"dockerd", "--host=" + rootlessSocketURL, "--data-root=" + dockerStoragePath}
+		probe = []string{"docker", "--host=" + rootlessSocketURL, "info"}
+		socketDir = rootlessRuntimeDir
+		security = &corev1.SecurityContext{
+			// Still privileged: Docker documents that rootless docker-in-docker needs it to lift
+			// seccomp, AppArmor and the /proc masks, which a nested user namespace and its own
+			// /proc need. What changes is who the daemon is: user 1000, and the build containers
+			// are subordinate ids of a user namespace, never root on the node.
+			Privileged:   ptr(true),
+			RunAsUser:    ptr(rootlessUID),
+			RunAsGroup:   ptr(rootlessUID),
+			RunAsNonRoot: ptr(true),
+		}
+	case v1alpha1.DockerModeUnprivileged:
+		// The sandboxed runtime of spec.template.runtimeClassName gives dockerd what it needs
+		// inside the sandbox; the node never sees a privileged container.
+		security = &corev1.SecurityContext{Privileged: ptr(false)}
+	}
 	return corev1.Container{
 		Name:          DockerContainerName,
-		Image:         image,
+		Image:         docker.Image,
 		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways),
-		// Naming dockerd keeps the image's entrypoint from adding its default TCP listener,
-		// and the daemon listens only on the socket shared with the runner.
-		Args: []string{"dockerd", "--host=" + dockerSocketURL},
+		Args:          args,
 		Env: []corev1.EnvVar{
 			// An empty cert dir turns off the image's TLS setup, which only serves TCP.
 			{Name: "DOCKER_TLS_CERTDIR", Value: ""},
@@ -181,7 +264,7 @@ func dockerContainer(image, workDir string, resources corev1.ResourceRequirement
 			// The same path as in the runner: the runner asks this daemon to bind-mount
 			// paths under the working directory into the build containers.
 			{Name: workVolumeName, MountPath: workDir},
-			{Name: dockerRunVolumeName, MountPath: dockerRunPath},
+			{Name: dockerRunVolumeName, MountPath: socketDir},
 			{Name: dockerStorageVolumeName, MountPath: dockerStoragePath},
 			{Name: dockerContainersVolumeName, MountPath: dockerContainersPath},
 		},
@@ -190,16 +273,45 @@ func dockerContainer(image, workDir string, resources corev1.ResourceRequirement
 		// probe: a daemon slow under a heavy build must not be killed along with the build.
 		StartupProbe: &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{
-				Exec: &corev1.ExecAction{Command: []string{"docker", "info"}},
+				Exec: &corev1.ExecAction{Command: probe},
 			},
 			PeriodSeconds:    dockerProbePeriodSeconds,
 			TimeoutSeconds:   dockerProbeTimeoutSeconds,
 			FailureThreshold: dockerProbeFailureThreshold,
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext:          security,
+	}
+}
+
+// volumeOwnerContainer gives the daemon's emptyDirs to the rootless user. The kubelet creates
+// them owned by root, and dockerd, root only inside its user namespace, may not chmod a data
+// root it does not own. chown is all it does: root with CAP_CHOWN alone, not privileged.
+func volumeOwnerContainer(image string) corev1.Container {
+	owner := fmt.Sprintf("%d:%d", rootlessUID, rootlessUID)
+	return corev1.Container{
+		Name:    VolumeOwnerContainerName,
+		Image:   image,
+		Command: []string{"chown", owner, rootlessRuntimeDir, dockerStoragePath, dockerContainersPath},
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: volumeOwnerCPU.DeepCopy(), corev1.ResourceMemory: volumeOwnerMemory.DeepCopy()},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: volumeOwnerMemory.DeepCopy()},
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: dockerRunVolumeName, MountPath: rootlessRuntimeDir},
+			{Name: dockerStorageVolumeName, MountPath: dockerStoragePath},
+			{Name: dockerContainersVolumeName, MountPath: dockerContainersPath},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		SecurityContext: &corev1.SecurityContext{
-			// dockerd needs to create namespaces, cgroups and mounts for the build containers.
-			Privileged: ptr(true),
+			Privileged:               ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			RunAsUser:                ptr(int64(0)),
+			RunAsNonRoot:             ptr(false),
+			Capabilities: &corev1.Capabilities{
+				Drop: []corev1.Capability{"ALL"},
+				Add:  []corev1.Capability{"CHOWN"},
+			},
 		},
 	}
 }

@@ -165,6 +165,24 @@ func TestBuildPodRefusesImpossiblePools(t *testing.T) {
 			pool:       func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Env = []corev1.EnvVar{{Value: "x"}} },
 			wantErrHas: "variable without a name",
 		},
+		{
+			name:       "unknown docker mode",
+			pool:       func(p *v1alpha1.RunnerPool) { p.Spec.Docker.Mode = "Sandboxed" },
+			wantErrHas: `spec.docker.mode "Sandboxed"`,
+		},
+		{
+			name:       "unprivileged docker without a sandboxed runtime",
+			pool:       func(p *v1alpha1.RunnerPool) { p.Spec.Docker.Mode = v1alpha1.DockerModeUnprivileged },
+			wantErrHas: "needs spec.template.runtimeClassName",
+		},
+		{
+			name: "rootless docker with the image the CRD used to default",
+			pool: func(p *v1alpha1.RunnerPool) {
+				p.Spec.Docker.Mode = v1alpha1.DockerModeRootless
+				p.Spec.Docker.Image = "docker:dind"
+			},
+			wantErrHas: "docker:dind cannot run rootless",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
