@@ -61,6 +61,25 @@ type Clients struct {
 
 	mu      sync.Mutex
 	clients map[string]BitbucketAPI
+	// byPool remembers the last client each pool used, so its runners can still be unregistered
+	// when its Secret goes first (kubectl delete namespace deletes both at once).
+	byPool map[types.UID]BitbucketAPI
+}
+
+// ForCleanup is For, falling back to the pool's last working client when its credentials
+// Secret is already gone.
+func (c *Clients) ForCleanup(ctx context.Context, pool *v1alpha1.RunnerPool) (BitbucketAPI, error) {
+	cl, err := c.For(ctx, pool)
+	if err == nil {
+		return cl, nil
+	}
+	c.mu.Lock()
+	last, ok := c.byPool[pool.UID]
+	c.mu.Unlock()
+	if ok {
+		return last, nil
+	}
+	return nil, err
 }
 
 // For returns the client for a pool, reading its credentials Secret.
@@ -100,7 +119,11 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.byPool == nil {
+		c.byPool = map[types.UID]BitbucketAPI{}
+	}
 	if cl, ok := c.clients[id]; ok {
+		c.byPool[pool.UID] = cl
 		return cl, nil
 	}
 	newClient := c.New
@@ -115,6 +138,7 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 		c.clients = map[string]BitbucketAPI{}
 	}
 	c.clients[id] = cl
+	c.byPool[pool.UID] = cl
 	return cl, nil
 }
 

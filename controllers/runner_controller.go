@@ -490,7 +490,7 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 }
 
 func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	api, err := r.Clients.For(ctx, pool)
+	api, err := r.Clients.ForCleanup(ctx, pool)
 	if err != nil {
 		if _, msg, ok := credentialsCondition(err); ok {
 			r.event(runner, corev1.EventTypeWarning, ReasonCredentials, "Unregister", "Cannot unregister the Bitbucket runner: %s", msg)

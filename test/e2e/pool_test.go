@@ -137,3 +137,29 @@ func checkRunnerPod(t *testing.T, pod *corev1.Pod, uuids map[string]bool) {
 		t.Errorf("pod %s: working directory %s mounted as %q in runner and %q in docker", pod.Name, workDir, a, b)
 	}
 }
+
+// TestAPoolWhoseSecretWentFirstStillUnregistersItsRunners is what `kubectl delete namespace`
+// does: the credentials Secret and the pool go together.
+func TestAPoolWhoseSecretWentFirstStillUnregistersItsRunners(t *testing.T) {
+	ns := namespace(t)
+	pool := createPool(t, harness.Pool(ns, "secretfirst", 2, 2))
+	prefix := controllers.BitbucketNamePrefix(pool)
+	eventually(t, 60*time.Second, "2 runners ONLINE", func() (bool, string) {
+		online := 0
+		for _, r := range bbRunners(prefix) {
+			if r.Status == "ONLINE" {
+				online++
+			}
+		}
+		return online == 2, fmt.Sprintf("%d ONLINE", online)
+	})
+	secret := &corev1.Secret{}
+	secret.Namespace, secret.Name = ns, pool.Spec.Bitbucket.CredentialsSecretRef.Name
+	if err := sys.Client.Delete(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	deleteAndWaitGone(t, pool, 90*time.Second)
+	if left := bbRunners(prefix); len(left) != 0 {
+		t.Errorf("%d Bitbucket runners left behind", len(left))
+	}
+}
