@@ -46,6 +46,9 @@ type Options struct {
 	Logger logr.Logger
 	// LogDir keeps the control plane's logs.
 	LogDir string
+	// WrapBBSim, when set, wraps bbsim's HTTP handler, so a test can watch (or alter) what the
+	// operator sends to Bitbucket and what it gets back.
+	WrapBBSim func(http.Handler) http.Handler
 }
 
 // System is a running local system.
@@ -58,6 +61,10 @@ type System struct {
 	BBSim     *bbsim.Server
 	BBSimURL  string
 	bbsimHTTP *http.Server
+
+	// Registry holds the Bitbucket client and webhook metrics of the running in-process
+	// operator; each StartManager gets a fresh one.
+	Registry *prometheus.Registry
 
 	// WebhookURL is where the in-process operator receives Bitbucket webhooks.
 	WebhookURL    string
@@ -119,7 +126,11 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 		return sys, fmt.Errorf("listen for bbsim: %w", err)
 	}
 	sys.BBSimURL = "http://" + ln.Addr().String()
-	sys.bbsimHTTP = &http.Server{Handler: sys.BBSim, ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = sys.BBSim
+	if opts.WrapBBSim != nil {
+		handler = opts.WrapBBSim(handler)
+	}
+	sys.bbsimHTTP = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = sys.bbsimHTTP.Serve(ln) }()
 	go func() { _ = sys.BBSim.WatchPods(runCtx, sys.Clientset, "") }()
 
@@ -140,19 +151,21 @@ func (s *System) StartManager(logger logr.Logger) error {
 	if err := s.pickWebhookAddr(); err != nil {
 		return err
 	}
+	registry := prometheus.NewRegistry()
 	mgr, err := operator.New(s.ControlPlane.Config, operator.Options{
 		Logger:             logger,
 		WebhookAddr:        s.webhookAddr,
 		WebhookSecret:      s.webhookSecret,
 		APIURL:             s.BBSimURL,
 		TokenURL:           s.BBSimURL + "/site/oauth2/access_token",
-		Registry:           prometheus.NewRegistry(),
+		Registry:           registry,
 		Timings:            controllers.Timings{OrphanGrace: 3 * time.Second, OfflineGrace: 10 * time.Second},
 		SkipNameValidation: true,
 	})
 	if err != nil {
 		return err
 	}
+	s.Registry = registry
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopManager = cancel
 	s.managerDone = make(chan error, 1)
