@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -55,6 +56,26 @@ func findLeaks(captures map[string]string, needles []needle) []string {
 			}
 			if count := strings.Count(text, n.value); count > 0 {
 				leaks = append(leaks, fmt.Sprintf("%s appears %d times in %s", n.what, count, source))
+			}
+		}
+	}
+	return leaks
+}
+
+// credentialShapes catch an Authorization header or a token field printed anywhere, whatever
+// its value: a leak of a credential the test did not know about.
+var credentialShapes = map[string]*regexp.Regexp{
+	"an Authorization header value": regexp.MustCompile(`\b(Bearer|Basic) [A-Za-z0-9._~+/=-]{16,}`),
+	"a token or secret field":       regexp.MustCompile(`(?i)"?(access_token|refresh_token|client_secret|clientSecret|password)"?[ \t]*[:=][ \t]*"?[A-Za-z0-9._~+/=-]{8,}`),
+}
+
+// findShapes counts the credential shapes in every capture.
+func findShapes(captures map[string]string) []string {
+	var leaks []string
+	for _, source := range slices.Sorted(maps.Keys(captures)) {
+		for _, what := range slices.Sorted(maps.Keys(credentialShapes)) {
+			if count := len(credentialShapes[what].FindAllStringIndex(captures[source], -1)); count > 0 {
+				leaks = append(leaks, fmt.Sprintf("%s appears %d times in %s", what, count, source))
 			}
 		}
 	}
@@ -259,4 +280,35 @@ func readAll(t *testing.T, r io.ReadCloser) string {
 		t.Fatalf("read response: %v", err)
 	}
 	return string(b)
+}
+
+// The scanner itself, on text with and without leaks, so that a passing scan means something.
+func TestScannerFindsLeaks(t *testing.T) {
+	const secret = "s3cr3t-value-0123456789abcdef"
+	needles := append(needlesFor("the secret", secret), basicAuthNeedle("the client", "id", secret))
+	tests := []struct {
+		name       string
+		text       string
+		wantLeaks  bool
+		wantShapes bool
+	}{
+		{name: "clean log line", text: `"level"=0 "msg"="bitbucket request" "endpoint"="runners.list" "status"=200`},
+		{name: "pool named basic", text: "labels:\n  ci.runnerpool.dev/pool: basic\n    ci.runnerpool.dev/runner: basic-x"},
+		{name: "the secret itself", text: "error: invalid client " + secret, wantLeaks: true},
+		{name: "the secret as Secret data", text: "data:\n  clientSecret: " + base64.StdEncoding.EncodeToString([]byte(secret)), wantLeaks: true, wantShapes: true},
+		{name: "a Basic header", text: "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("id:"+secret)), wantLeaks: true, wantShapes: true},
+		{name: "an unknown Bearer token", text: `header "Authorization"="Bearer 9f8e7d6c5b4a39281706f5e4"`, wantShapes: true},
+		{name: "a token field", text: `{"access_token": "9f8e7d6c5b4a3928"}`, wantShapes: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			captures := map[string]string{"capture": tt.text}
+			if got := len(findLeaks(captures, needles)) > 0; got != tt.wantLeaks {
+				t.Errorf("findLeaks found a leak = %v, want %v", got, tt.wantLeaks)
+			}
+			if got := len(findShapes(captures)) > 0; got != tt.wantShapes {
+				t.Errorf("findShapes found a credential shape = %v, want %v", got, tt.wantShapes)
+			}
+		})
+	}
 }

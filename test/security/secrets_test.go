@@ -226,6 +226,9 @@ func TestNoSecretInLogsEventsStatusesOrMetrics(t *testing.T) {
 		t.Fatal("the scan finds no runner OAuth client secret even in the runner Secrets: it would miss a leak")
 	}
 
+	if leaks := findShapes(captures); len(leaks) > 0 {
+		t.Errorf("credential-shaped text in the captures:\n  %s", strings.Join(leaks, "\n  "))
+	}
 	if leaks := findLeaks(captures, needles); len(leaks) > 0 {
 		t.Errorf("secrets leaked (%d of %d needles over %d captures):\n  %s", len(leaks), len(needles), len(captures), strings.Join(leaks, "\n  "))
 	}
