@@ -39,11 +39,7 @@ const chartDir = "charts/runnerpool-operator"
 // knownRefusals are requests the chart's RBAC refuses although the operator makes them, by
 // "verb group/resource", each with its fix. They are logged instead of failing the test; an
 // entry whose request is no longer refused fails it, so that the entry goes with the fix.
-var knownRefusals = map[string]string{
-	"create /events": "controller-runtime's leader election records core v1 Events (\"became leader\") in the " +
-		"release namespace, and config/rbac/leader_election_role.yaml grants only events.k8s.io Events; " +
-		"add core events create and patch there, then make chart-sync",
-}
+var knownRefusals = map[string]string{}
 
 // leaseName is the leader election Lease of internal/operator.
 const leaseName = "runnerpool-operator.ci.runnerpool.dev"
