@@ -87,3 +87,9 @@ docs: ## Regenerate docs/reference.md, the API reference, from the CRDs in confi
 .PHONY: bench
 bench: tools build ## Measure burst, overshoot, API cost, scale and memory; print them and write bench/results.json (BENCH_SCENARIOS=burst,... BENCH_QUICK=1).
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./bench/cmd
+
+## Chaos: the long reliability run (chaos/README.md).
+
+.PHONY: chaos
+chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SEED=n repeats one).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./chaos/cmd
