@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -45,6 +47,7 @@ const (
 	ReasonInvalidCredentials  = "InvalidCredentials"
 	ReasonPermissionDenied    = "PermissionDenied"
 	ReasonCredentialsAccepted = "CredentialsAccepted"
+	ReasonEndpointNotAllowed  = "EndpointNotAllowed"
 )
 
 // Clients builds one Bitbucket client per API URL and credential and reuses it, so the token
@@ -58,6 +61,10 @@ type Clients struct {
 	Logger  logr.Logger
 	// DefaultAPIURL and DefaultTokenURL apply to pools that do not set their own.
 	DefaultAPIURL, DefaultTokenURL string
+	// AllowedHosts are the hosts a pool's own apiURL and tokenURL may name, besides those of
+	// the defaults. Without this, anyone who can write a RunnerPool could send any Secret of
+	// its namespace to a server of their choosing.
+	AllowedHosts []string
 
 	mu      sync.Mutex
 	clients map[string]BitbucketAPI
@@ -84,6 +91,11 @@ func (c *Clients) ForCleanup(ctx context.Context, pool *v1alpha1.RunnerPool) (Bi
 
 // For returns the client for a pool, reading its credentials Secret.
 func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (BitbucketAPI, error) {
+	for _, u := range []string{pool.Spec.Bitbucket.APIURL, pool.Spec.Bitbucket.TokenURL} {
+		if err := c.checkEndpoint(u); err != nil {
+			return nil, &CredentialsError{Reason: ReasonEndpointNotAllowed, Message: err.Error()}
+		}
+	}
 	var secret corev1.Secret
 	key := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Spec.Bitbucket.CredentialsSecretRef.Name}
 	if err := c.Reader.Get(ctx, key, &secret); err != nil {
@@ -140,6 +152,44 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 	c.clients[id] = cl
 	c.byPool[pool.UID] = cl
 	return cl, nil
+}
+
+// checkEndpoint refuses a pool's own endpoint unless its host is one the operator was told to
+// trust, and unless it uses https (plain http only on loopback, for simulators).
+func (c *Clients) checkEndpoint(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Hostname() == "" {
+		return fmt.Errorf("endpoint %q is not a URL", raw)
+	}
+	host := strings.ToLower(u.Hostname())
+	loopback := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil {
+		loopback = ip.IsLoopback()
+	}
+	if u.Scheme != "https" && !loopback {
+		return fmt.Errorf("endpoint %q must use https", raw)
+	}
+	allowed := append([]string{hostOf(c.DefaultAPIURL, bitbucket.DefaultBaseURL), hostOf(c.DefaultTokenURL, bitbucket.DefaultTokenURL)}, c.AllowedHosts...)
+	for _, h := range allowed {
+		if strings.EqualFold(strings.TrimSpace(h), host) {
+			return nil
+		}
+	}
+	return fmt.Errorf("endpoint host %q is not allowed: the operator only sends credentials to %s (its --bitbucket-api-url and --bitbucket-token-url hosts and --allowed-bitbucket-hosts)", host, strings.Join(allowed, ", "))
+}
+
+func hostOf(raw, fallback string) string {
+	if raw == "" {
+		raw = fallback
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Hostname())
 }
 
 // APIURL is the Bitbucket API the pool talks to.

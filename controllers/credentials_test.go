@@ -96,3 +96,28 @@ func TestClientKey(t *testing.T) {
 		}
 	})
 }
+
+func TestAPoolMaySendCredentialsOnlyToHostsTheOperatorTrusts(t *testing.T) {
+	c := &Clients{DefaultAPIURL: "http://127.0.0.1:8089", AllowedHosts: []string{"bitbucket.example.com"}}
+	tests := []struct {
+		url     string
+		allowed bool
+	}{
+		{"", true},
+		{"https://api.bitbucket.org", false}, // not the configured API host, nor allowed
+		{"https://bitbucket.org/site/oauth2/access_token", true},
+		{"http://127.0.0.1:8089", true},
+		{"https://bitbucket.example.com/api", true},
+		{"https://BITBUCKET.example.com", true},
+		{"http://bitbucket.example.com", false}, // plain http off loopback
+		{"https://attacker.example.net", false},
+		{"https://api.bitbucket.org.attacker.net", false},
+		{"not a url", false},
+	}
+	for _, tt := range tests {
+		err := c.checkEndpoint(tt.url)
+		if (err == nil) != tt.allowed {
+			t.Errorf("checkEndpoint(%q) = %v, want allowed=%t", tt.url, err, tt.allowed)
+		}
+	}
+}

@@ -26,6 +26,7 @@ func run() error {
 	var (
 		o                 operator.Options
 		namespaces        string
+		allowedHosts      string
 		webhookSecretFile string
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
@@ -39,6 +40,7 @@ func run() error {
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
 	flag.StringVar(&o.APIURL, "bitbucket-api-url", bitbucket.DefaultBaseURL, "Bitbucket API base URL for pools that do not set spec.bitbucket.apiURL.")
 	flag.StringVar(&o.TokenURL, "bitbucket-token-url", bitbucket.DefaultTokenURL, "OAuth token endpoint for pools that do not set spec.bitbucket.tokenURL.")
+	flag.StringVar(&allowedHosts, "allowed-bitbucket-hosts", "", "Comma-separated hosts a RunnerPool's own spec.bitbucket.apiURL/tokenURL may name, besides those of --bitbucket-api-url and --bitbucket-token-url.")
 	flag.IntVar(&o.RunnerConcurrency, "runner-concurrency", 8, "Runners reconciled in parallel.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -49,6 +51,11 @@ func run() error {
 	for _, ns := range strings.Split(namespaces, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
 			o.Namespaces = append(o.Namespaces, ns)
+		}
+	}
+	for _, h := range strings.Split(allowedHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			o.AllowedHosts = append(o.AllowedHosts, h)
 		}
 	}
 	secret := os.Getenv("BITBUCKET_WEBHOOK_SECRET")

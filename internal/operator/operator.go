@@ -49,7 +49,9 @@ type Options struct {
 	LeaseDuration           time.Duration
 	RenewDeadline           time.Duration
 	// APIURL and TokenURL are the Bitbucket endpoints of pools that do not set their own.
-	APIURL, TokenURL  string
+	APIURL, TokenURL string
+	// AllowedHosts may appear in a pool's own apiURL and tokenURL, besides the hosts above.
+	AllowedHosts      []string
 	RunnerConcurrency int
 	// Registry receives the Bitbucket client and webhook metrics; controller-runtime's when nil.
 	Registry prometheus.Registerer
@@ -125,6 +127,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		Logger:          o.Logger.WithName("bitbucket"),
 		DefaultAPIURL:   o.APIURL,
 		DefaultTokenURL: o.TokenURL,
+		AllowedHosts:    o.AllowedHosts,
 	}
 	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil), RunnerConcurrency: o.RunnerConcurrency, Timings: o.Timings}); err != nil {
 		return nil, err
