@@ -114,25 +114,60 @@ func (r *run) dumpEvents(ctx context.Context) error {
 	return os.WriteFile(filepath.Join(r.tmp, "events.json"), data, 0o644)
 }
 
+// secretIndex finds any of many secret values in a text in one pass: candidates are looked up
+// by their first minSecretLength bytes at every position, then compared in full.
+type secretIndex struct {
+	needles [][]byte
+	kinds   []string
+	byStart map[string][]int
+}
+
+// newSecretIndex indexes every value, as is and base64-encoded (how a Secret's data would show
+// if an object were logged whole).
+func newSecretIndex(secrets map[string]string) *secretIndex {
+	idx := &secretIndex{byStart: map[string][]int{}}
+	add := func(v []byte, kind string) {
+		if len(v) < minSecretLength {
+			return
+		}
+		idx.byStart[string(v[:minSecretLength])] = append(idx.byStart[string(v[:minSecretLength])], len(idx.needles))
+		idx.needles = append(idx.needles, v)
+		idx.kinds = append(idx.kinds, kind)
+	}
+	for v, kind := range secrets {
+		add([]byte(v), kind)
+		add([]byte(base64.StdEncoding.EncodeToString([]byte(v))), kind+" (base64)")
+	}
+	return idx
+}
+
+// find counts the occurrences of each kind of secret in data and the line of the first one.
+func (idx *secretIndex) find(data []byte) (counts, firstLine map[string]int) {
+	counts, firstLine = map[string]int{}, map[string]int{}
+	for i := 0; i+minSecretLength <= len(data); i++ {
+		candidates, ok := idx.byStart[string(data[i:i+minSecretLength])]
+		if !ok {
+			continue
+		}
+		for _, c := range candidates {
+			if bytes.HasPrefix(data[i:], idx.needles[c]) {
+				kind := idx.kinds[c]
+				if counts[kind] == 0 {
+					firstLine[kind] = bytes.Count(data[:i], []byte{'\n'}) + 1
+				}
+				counts[kind]++
+			}
+		}
+	}
+	return counts, firstLine
+}
+
 // scanForSecrets searches everything the operator wrote or showed (its logs, the events, the
 // pool and Runner statuses, its metrics) and this program's own log for every secret value of
-// the run, as is and base64-encoded.
+// the run.
 func (r *run) scanForSecrets() {
 	secrets := r.env.secrets.snapshot()
-	type needle struct {
-		value []byte
-		kind  string
-	}
-	var needles []needle
-	for v, kind := range secrets {
-		needles = append(needles, needle{[]byte(v), kind})
-		needles = append(needles, needle{[]byte(base64.StdEncoding.EncodeToString([]byte(v))), kind + " (base64)"})
-	}
-	index := map[string][]int{}
-	for i, n := range needles {
-		key := string(n.value[:minSecretLength])
-		index[key] = append(index[key], i)
-	}
+	idx := newSecretIndex(secrets)
 	var files []string
 	files = append(files, r.managerLogs()...)
 	metrics, _ := filepath.Glob(filepath.Join(r.tmp, "metrics-*.txt"))
@@ -150,24 +185,8 @@ func (r *run) scanForSecrets() {
 		}
 		scanned++
 		bytesScanned += int64(len(data))
-		found := map[string]int{}
-		firstLine := map[string]int{}
-		for i := 0; i+minSecretLength <= len(data); i++ {
-			candidates, ok := index[string(data[i:i+minSecretLength])]
-			if !ok {
-				continue
-			}
-			for _, c := range candidates {
-				if bytes.HasPrefix(data[i:], needles[c].value) {
-					kind := needles[c].kind
-					if found[kind] == 0 {
-						firstLine[kind] = bytes.Count(data[:i], []byte{'\n'}) + 1
-					}
-					found[kind]++
-				}
-			}
-		}
-		for kind, n := range found {
+		counts, firstLine := idx.find(data)
+		for kind, n := range counts {
 			hits += n
 			r.res.violation(violationSecretInOutput, fmt.Sprintf("%s: %d occurrences of a %s, first on line %d", filepath.Base(path), n, kind, firstLine[kind]))
 		}
