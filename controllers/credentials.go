@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +54,8 @@ const (
 // Clients builds one Bitbucket client per API URL and credential and reuses it, so the token
 // cache and the request budget are shared by every pool using the same credential.
 type Clients struct {
+	// Reader reads credentials Secrets. The manager gives its API reader: the cache holds only
+	// the operator's own Secrets, not every Secret of the cluster.
 	Reader client.Reader
 	// New builds a client; tests may wrap it.
 	New func(bitbucket.Config) (BitbucketAPI, error)
@@ -71,6 +74,44 @@ type Clients struct {
 	// byPool remembers the last client each pool used, so its runners can still be unregistered
 	// when its Secret goes first (kubectl delete namespace deletes both at once).
 	byPool map[types.UID]BitbucketAPI
+	// secrets holds credentials Secrets read recently, so that every reconcile of every runner
+	// does not read its pool's Secret from the API server.
+	secrets map[types.NamespacedName]cachedSecret
+}
+
+type cachedSecret struct {
+	at   time.Time
+	data map[string][]byte
+}
+
+// credentialsSecretTTL bounds how long a rotated credential may go unnoticed.
+const credentialsSecretTTL = 10 * time.Second
+
+// Invalidate forgets the pool's credentials Secret, after Bitbucket rejected what it held.
+func (c *Clients) Invalidate(pool *v1alpha1.RunnerPool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.secrets, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Spec.Bitbucket.CredentialsSecretRef.Name})
+}
+
+func (c *Clients) readSecret(ctx context.Context, key types.NamespacedName) (map[string][]byte, error) {
+	c.mu.Lock()
+	cached, ok := c.secrets[key]
+	c.mu.Unlock()
+	if ok && time.Since(cached.at) < credentialsSecretTTL {
+		return cached.data, nil
+	}
+	var secret corev1.Secret
+	if err := c.Reader.Get(ctx, key, &secret); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.secrets == nil {
+		c.secrets = map[types.NamespacedName]cachedSecret{}
+	}
+	c.secrets[key] = cachedSecret{at: time.Now(), data: secret.Data}
+	c.mu.Unlock()
+	return secret.Data, nil
 }
 
 // ForCleanup is For, falling back to the pool's last working client when its credentials
@@ -96,9 +137,9 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 			return nil, &CredentialsError{Reason: ReasonEndpointNotAllowed, Message: err.Error()}
 		}
 	}
-	var secret corev1.Secret
 	key := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Spec.Bitbucket.CredentialsSecretRef.Name}
-	if err := c.Reader.Get(ctx, key, &secret); err != nil {
+	data, err := c.readSecret(ctx, key)
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, &CredentialsError{Reason: ReasonSecretNotFound, Message: fmt.Sprintf(
 				"Secret %q not found in namespace %q: create it with keys %s and %s (OAuth consumer), or %s, or %s and %s",
@@ -108,11 +149,11 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 		return nil, fmt.Errorf("get credentials secret %s: %w", key, err)
 	}
 	creds := bitbucket.Credentials{
-		OAuthClientID:     string(secret.Data[v1alpha1.SecretKeyClientID]),
-		OAuthClientSecret: string(secret.Data[v1alpha1.SecretKeyClientSecret]),
-		AccessToken:       string(secret.Data[v1alpha1.SecretKeyAccessToken]),
-		Username:          string(secret.Data[v1alpha1.SecretKeyUsername]),
-		Password:          string(secret.Data[v1alpha1.SecretKeyPassword]),
+		OAuthClientID:     string(data[v1alpha1.SecretKeyClientID]),
+		OAuthClientSecret: string(data[v1alpha1.SecretKeyClientSecret]),
+		AccessToken:       string(data[v1alpha1.SecretKeyAccessToken]),
+		Username:          string(data[v1alpha1.SecretKeyUsername]),
+		Password:          string(data[v1alpha1.SecretKeyPassword]),
 	}
 	if err := creds.Validate(); err != nil {
 		return nil, &CredentialsError{Reason: ReasonSecretInvalid, Message: fmt.Sprintf(

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -153,10 +152,12 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		}
 	}
 	if reason, msg, ok := credentialsCondition(err); ok {
+		if reason == ReasonInvalidCredentials || reason == ReasonPermissionDenied {
+			r.Clients.Invalidate(pool) // read the Secret afresh next time: it may be fixed
+		}
 		r.reportCredentials(pool, reason, msg)
 		r.countOnly(pool, runners, nil)
-		// Fixing the Secret wakes the pool through the Secret watch; until then a slow retry.
-		return ctrl.Result{RequeueAfter: max(poll, time.Minute)}, nil
+		return ctrl.Result{RequeueAfter: credentialsRetry}, nil
 	}
 	if res, terr := throttled(ctrl.Result{}, err); terr == nil {
 		// Bitbucket asked us to wait: runners keep running, the pool polls again after the wait.
@@ -631,38 +632,21 @@ func (r *RunnerPoolReconciler) now() time.Time {
 	return time.Now()
 }
 
-// SetupWithManager registers the reconciler. Credentials Secrets are watched so that fixing
-// one brings the pool back at once.
+// SetupWithManager registers the reconciler. Credentials Secrets are not watched (that would
+// cache every Secret of the cluster): a pool with bad credentials looks again every
+// credentialsRetry instead.
 func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.RunnerPool{}, credentialsIndex,
-		func(o client.Object) []string {
-			return []string{o.(*v1alpha1.RunnerPool).Spec.Bitbucket.CredentialsSecretRef.Name}
-		}); err != nil {
-		return fmt.Errorf("index pools by credentials secret: %w", err)
-	}
-	b := ctrl.NewControllerManagedBy(mgr).
+	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&v1alpha1.Runner{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.poolsForSecret)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
-		Named("runnerpool")
-	return b.Complete(r)
+		Named("runnerpool").
+		Complete(r)
 }
 
-const credentialsIndex = "spec.bitbucket.credentialsSecretRef.name"
-
-func (r *RunnerPoolReconciler) poolsForSecret(ctx context.Context, o client.Object) []ctrl.Request {
-	var pools v1alpha1.RunnerPoolList
-	if err := r.List(ctx, &pools, client.InNamespace(o.GetNamespace()), client.MatchingFields{credentialsIndex: o.GetName()}); err != nil {
-		log.FromContext(ctx).Error(err, "list pools for secret", "secret", o.GetName())
-		return nil
-	}
-	reqs := make([]ctrl.Request, 0, len(pools.Items))
-	for _, p := range pools.Items {
-		reqs = append(reqs, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&p)})
-	}
-	return reqs
-}
+// credentialsRetry is how soon a pool whose credentials failed tries again: soon enough that
+// fixing the Secret shows at once, slow enough to cost Bitbucket nothing that matters.
+const credentialsRetry = 15 * time.Second
 
 // runnerName is a fresh Runner name: the pool's name (shortened so pod names and label values
 // stay within 63 characters) and a random suffix.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -20,6 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -84,7 +87,16 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if o.ProbeAddr == "" {
 		o.ProbeAddr = "0"
 	}
-	cacheOpts := cache.Options{}
+	// The operator's pods and Secrets carry the pool label; caching only those keeps memory
+	// flat however many pods and Secrets the cluster has. Credentials Secrets are read directly.
+	owned, err := labels.Parse(v1alpha1.LabelPool)
+	if err != nil {
+		return nil, fmt.Errorf("pool label selector: %w", err)
+	}
+	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:    {Label: owned},
+		&corev1.Secret{}: {Label: owned},
+	}}
 	if len(o.Namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range o.Namespaces {
@@ -122,7 +134,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("register bitbucket metrics: %w", err)
 	}
 	clients := &controllers.Clients{
-		Reader:          mgr.GetClient(),
+		Reader:          mgr.GetAPIReader(),
 		Metrics:         bbMetrics,
 		Logger:          o.Logger.WithName("bitbucket"),
 		DefaultAPIURL:   o.APIURL,
