@@ -43,6 +43,7 @@ func (r *run) finalChecks(ctx context.Context) {
 	res.BusyKilled = stats.busyKilled
 	res.MaxQueueWaitSeconds = round1(stats.maxWait().Seconds())
 	res.APICalls, res.HourlyLimitHits, res.WebhookDelivered = calls, limitHits, webhooks
+	res.CredentialsOverLimit = credentialsOverLimit(snap)
 	res.APIAnswersSeen, res.API429Answers, res.API5xxAnswers = px.Requests, px.TooMany, px.ServerErrors
 	res.API401Answers, res.APIDropped, res.TokenGrants = px.Unauthorized, px.Dropped, px.TokenGrants
 	res.ManagerKills = total

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,16 @@ func operatorCalls(snap bbsim.Snapshot) (calls, limitHits int) {
 		}
 	}
 	return calls, limitHits
+}
+
+func credentialsOverLimit(snap bbsim.Snapshot) int {
+	n := 0
+	for cred, hits := range snap.RateLimitHits {
+		if strings.HasPrefix(cred, "oauth:chaos-consumer-") && hits > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // phaseLoad runs many pools under a steady stream of steps while Bitbucket faults come and go and
@@ -158,6 +169,23 @@ func (r *run) phaseLoad(ctx context.Context) error {
 	return nil
 }
 
+// limitHitsNote says how many calls of which credentials bbsim refused for the hourly limit,
+// the context of a pool that cannot converge or go.
+func (r *run) limitHitsNote() string {
+	snap := r.env.sys.BBSim.State()
+	var parts []string
+	for cred, n := range snap.RateLimitHits {
+		if strings.HasPrefix(cred, "oauth:chaos-consumer-") && n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(cred, "oauth:"), n))
+		}
+	}
+	if len(parts) == 0 {
+		return "no call was refused for Bitbucket's hourly limit"
+	}
+	sort.Strings(parts)
+	return "calls refused for Bitbucket's hourly limit of 1,000 per credential: " + strings.Join(parts, ", ")
+}
+
 // phaseDeleteAll deletes every pool while some runners are busy, killing the leader twice on the
 // way, and waits until they are gone.
 func (r *run) phaseDeleteAll(ctx context.Context) error {
@@ -199,7 +227,19 @@ func (r *run) phaseDeleteAll(ctx context.Context) error {
 	err := r.deletePools(ctx, pools, 5*time.Minute)
 	<-killsDone
 	if err != nil {
-		r.res.fail("%v", err)
+		r.res.violation(violationDeletionStuck, fmt.Sprintf("%v (%s)", err, r.limitHitsNote()))
+		// Tell "waits for Bitbucket's hourly limit" from "stuck for good": lift the limit and
+		// give the operator a few more minutes.
+		r.env.sys.BBSim.SetHourlyLimit(-1)
+		r.say("    pools not gone after 5 minutes; bbsim's hourly limit lifted, waiting 4 more minutes")
+		if err := r.deletePools(ctx, pools, 4*time.Minute); err != nil {
+			sc.note("not gone even after the hourly limit was lifted: %v", err)
+		} else {
+			sc.note("gone only after bbsim's hourly limit was lifted")
+		}
+		r.res.mu.Lock()
+		r.res.HourlyLimitLifted = true
+		r.res.mu.Unlock()
 	}
 	if left := r.leftovers(ctx, pools, time.Minute); left != "" {
 		sc.note("left after deletion: %s", left)

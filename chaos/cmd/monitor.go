@@ -363,14 +363,19 @@ func (m *monitor) final(ctx context.Context) {
 	for _, p := range s.pools {
 		m.r.res.violation(violationPoolLeft, fmt.Sprintf("RunnerPool %s/%s is not gone (finalizers %v)", p.Namespace, p.Name, p.Finalizers))
 	}
+	// A pod or Secret whose Runner is still there is counted with that Runner, not as a leak.
+	runners := map[string]bool{}
+	for _, rn := range s.runners {
+		runners[rn.Namespace+"/"+rn.Name] = true
+	}
 	for _, p := range s.pods {
-		if !m.reported["pod:"+p.Namespace+"/"+p.Name] {
-			m.r.res.violation(violationPodLeak, fmt.Sprintf("pod %s/%s is left after every pool was deleted", p.Namespace, p.Name))
+		if !runners[p.Namespace+"/"+p.Labels[v1alpha1.LabelRunner]] && !m.reported["pod:"+p.Namespace+"/"+p.Name] {
+			m.r.res.violation(violationPodLeak, fmt.Sprintf("pod %s/%s is left after every pool and its Runner were deleted", p.Namespace, p.Name))
 		}
 	}
 	for _, sec := range s.secrets {
-		if !m.reported["secret:"+sec.Namespace+"/"+sec.Name] {
-			m.r.res.violation(violationSecretLeak, fmt.Sprintf("secret %s/%s is left after every pool was deleted", sec.Namespace, sec.Name))
+		if !runners[sec.Namespace+"/"+sec.Labels[v1alpha1.LabelRunner]] && !m.reported["secret:"+sec.Namespace+"/"+sec.Name] {
+			m.r.res.violation(violationSecretLeak, fmt.Sprintf("secret %s/%s is left after every pool and its Runner were deleted", sec.Namespace, sec.Name))
 		}
 	}
 	m.r.res.MonitorSamples = m.samples

@@ -319,7 +319,7 @@ func (r *run) converge(ctx context.Context, sc *scenario, pools []*poolInfo) boo
 			r.res.mu.Lock()
 			r.res.ConvergenceChecks++
 			r.res.mu.Unlock()
-			r.res.violation(violationNotConverged, fmt.Sprintf("%s: not converged %s after the fault ended: %s", sc.name, r.cfg.convergeWithin, last))
+			r.res.violation(violationNotConverged, fmt.Sprintf("%s: not converged %s after the fault ended: %s (%s)", sc.name, r.cfg.convergeWithin, last, r.limitHitsNote()))
 			return false
 		}
 		_ = sleep(ctx, 2*time.Second)

@@ -27,6 +27,7 @@ const (
 	violationBusyKilled           = "busy_runner_killed"
 	violationStepFailedByUs       = "step_failed_by_operator"
 	violationNotConverged         = "not_converged"
+	violationDeletionStuck        = "pools_not_deleted_within_5_minutes"
 	violationSecretInOutput       = "secret_in_output"
 	violationInvalidAccepted      = "invalid_pool_accepted"
 	violationUnclearRejection     = "invalid_pool_unclear_message"
@@ -97,15 +98,18 @@ type results struct {
 	LoadAPICallsPerMinute   float64 `json:"load_api_calls_per_minute"`
 	LoadFaultWindows        int     `json:"load_fault_windows"`
 
-	APICalls         int `json:"api_calls"`
-	APIAnswersSeen   int `json:"api_answers_seen_by_operator"`
-	API429Answers    int `json:"api_429_answers"`
-	API5xxAnswers    int `json:"api_5xx_answers"`
-	API401Answers    int `json:"api_401_answers"`
-	APIDropped       int `json:"api_dropped_connections"`
-	TokenGrants      int `json:"token_grants"`
-	HourlyLimitHits  int `json:"hourly_limit_hits"`
-	WebhookDelivered int `json:"webhooks_delivered"`
+	APICalls        int `json:"api_calls"`
+	APIAnswersSeen  int `json:"api_answers_seen_by_operator"`
+	API429Answers   int `json:"api_429_answers"`
+	API5xxAnswers   int `json:"api_5xx_answers"`
+	API401Answers   int `json:"api_401_answers"`
+	APIDropped      int `json:"api_dropped_connections"`
+	TokenGrants     int `json:"token_grants"`
+	HourlyLimitHits int `json:"hourly_limit_hits"`
+	// CredentialsOverLimit counts the operator's credentials bbsim refused calls for the hourly limit.
+	CredentialsOverLimit int  `json:"credentials_over_hourly_limit"`
+	HourlyLimitLifted    bool `json:"hourly_limit_lifted_to_finish_deletion"`
+	WebhookDelivered     int  `json:"webhooks_delivered"`
 
 	APIServerRestart         string  `json:"apiserver_restart"`
 	APIServerDowntimeSeconds float64 `json:"apiserver_downtime_seconds"`
@@ -261,6 +265,7 @@ func (r *run) printSummary() {
 		{"secret hits in output", fmt.Sprintf("%d (%d secret values searched in %d files, %.1f MB)", res.SecretHitsInOutput, res.SecretsSearched, res.FilesScanned, float64(res.BytesScanned)/1e6)},
 		{"Bitbucket API", fmt.Sprintf("%d calls reached the API; the operator saw %d answers: %d 429, %d 5xx, %d 401, %d dropped; %d token grants; %d hourly-limit hits",
 			res.APICalls, res.APIAnswersSeen, res.API429Answers, res.API5xxAnswers, res.API401Answers, res.APIDropped, res.TokenGrants, res.HourlyLimitHits)},
+		{"credentials over Bitbucket's hourly limit", fmt.Sprintf("%d of %d (limit lifted to finish the deletion: %t)", res.CredentialsOverLimit, namespaceCount, res.HourlyLimitLifted)},
 		{"Kubernetes faults", fmt.Sprintf("apiserver restart: %s (down %.1fs); %d pods deleted, %d evicted, %d nodes removed; %d concurrent writes (%d conflicts), %d conflicts logged by the operator",
 			res.APIServerRestart, res.APIServerDowntimeSeconds, res.PodsDeleted, res.PodsEvicted, res.NodesRemoved, res.ConflictWrites, res.ConflictsHitByWriter, res.OperatorConflictsLogged)},
 		{"runner limit (100) reported", res.RunnerLimitReported},
