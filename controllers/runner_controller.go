@@ -512,6 +512,9 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	}
 	r.Store.Forget(key, runner.Status.UUID)
 	r.event(runner, corev1.EventTypeNormal, "Unregistered", "Unregister", "Deleted Bitbucket runner %s", runner.Status.UUID)
+	// Written with the status before the finalizer goes: if removing the finalizer has to be
+	// retried, the retry does not disable, look up and delete the runner a second time.
+	runner.Status.UUID = ""
 	return ctrl.Result{}, nil
 }
 
