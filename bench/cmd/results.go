@@ -73,6 +73,7 @@ var figures = []figure{
 	{"scale200_apiserver_requests_per_runner", "scale: apiserver requests per runner", "requests", "", nil},
 	{"scale200_apiserver_writes_per_runner", "scale: apiserver writes per runner", "requests", "", nil},
 	{"scale200_bitbucket_calls_per_runner", "scale: Bitbucket calls per runner", "calls", "<= 3", atMost(3)},
+	{"scale200_idle_writes_per_runner_poll", "scale: apiserver writes per idle runner per poll", "requests", "", nil},
 
 	{"rss_runners", "rss: Runner objects", "count", "", nil},
 	{"rss_mib_idle", "rss: manager RSS with no pool", "MiB", "", nil},

@@ -107,6 +107,23 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 		scenario, scaleRunners, took.Seconds(), requestsAfter-requestsBefore, writesAfter-writesBefore, calls)
 	progress("%s: apiserver requests per runner: %s", scenario, kindsDelta(kindsBefore, sys.requests.kinds(), scaleRunners))
 
+	// Steady state: every runner idle and ONLINE, every pool polling. Ideally the operator
+	// writes nothing to the apiserver then.
+	poll := pollIntervalSeconds * time.Second
+	if err := sleep(ctx, poll); err != nil {
+		return safety{}, err
+	}
+	_, idleWritesBefore := sys.requests.snapshot()
+	idleKindsBefore := sys.requests.kinds()
+	idleCallsBefore := callsNow(sys)
+	if err := sleep(ctx, 2*poll); err != nil {
+		return safety{}, err
+	}
+	_, idleWritesAfter := sys.requests.snapshot()
+	res.set("scale200_idle_writes_per_runner_poll", float64(idleWritesAfter-idleWritesBefore)/scaleRunners/2)
+	progress("%s: idle, apiserver requests per runner per poll: %s; Bitbucket calls per scope per poll: %s", scenario,
+		kindsDelta(idleKindsBefore, sys.requests.kinds(), 2*scaleRunners), callsNow(sys).minus(idleCallsBefore).scaled(1.0/(2*scaleTeams)))
+
 	var pods corev1.PodList
 	if err := sys.Client.List(ctx, &pods, client.HasLabels{v1alpha1.LabelRunner}, client.Limit(1)); err != nil || len(pods.Items) == 0 {
 		return safety{}, fmt.Errorf("list a runner pod as the template of the plain loop: %d pods, %w", len(pods.Items), err)
