@@ -444,6 +444,18 @@ type page struct {
 // listPages follows `next` from first until it is absent or maxPages pages
 // were read; it reports whether more pages were left unread. A `next` that
 // was already visited is an error rather than an endless loop.
+// appendDecoded is a listPages callback that decodes each value and appends it to out.
+func appendDecoded[T any](out *[]T, decode func([]byte) (T, error)) func(json.RawMessage) error {
+	return func(raw json.RawMessage) error {
+		v, err := decode(raw)
+		if err != nil {
+			return err
+		}
+		*out = append(*out, v)
+		return nil
+	}
+}
+
 func (c *Client) listPages(ctx context.Context, endpoint string, first *url.URL, maxPages int, each func(json.RawMessage) error) (truncated bool, err error) {
 	seen := map[string]bool{}
 	u := first

@@ -245,14 +245,7 @@ func (c *Client) ListPipelines(ctx context.Context, workspace, repo string, stat
 	}
 	first := c.apiURL(query, "2.0", "repositories", normalizeUUID(workspace), normalizeUUID(repo), "pipelines", "")
 	var pipelines []Pipeline
-	truncated, err := c.listPages(ctx, "pipelines.list", first, c.maxPipelinePages, func(raw json.RawMessage) error {
-		p, err := decodePipeline(raw)
-		if err != nil {
-			return err
-		}
-		pipelines = append(pipelines, p)
-		return nil
-	})
+	truncated, err := c.listPages(ctx, "pipelines.list", first, c.maxPipelinePages, appendDecoded(&pipelines, decodePipeline))
 	if err != nil {
 		return nil, fmt.Errorf("list pipelines of %s/%s: %w", workspace, repo, err)
 	}
@@ -274,14 +267,7 @@ func (c *Client) ListSteps(ctx context.Context, workspace, repo, pipelineUUID st
 	first := c.apiURL(url.Values{"pagelen": {"100"}},
 		"2.0", "repositories", normalizeUUID(workspace), normalizeUUID(repo), "pipelines", normalizeUUID(pipelineUUID), "steps", "")
 	var steps []Step
-	_, err := c.listPages(ctx, "pipelines.steps", first, maxListPages, func(raw json.RawMessage) error {
-		s, err := decodeStep(raw)
-		if err != nil {
-			return err
-		}
-		steps = append(steps, s)
-		return nil
-	})
+	_, err := c.listPages(ctx, "pipelines.steps", first, maxListPages, appendDecoded(&steps, decodeStep))
 	if err != nil {
 		return nil, fmt.Errorf("list steps of pipeline %s in %s/%s: %w", pipelineUUID, workspace, repo, err)
 	}
@@ -407,14 +393,7 @@ func (c *Client) ListRepositories(ctx context.Context, workspace, query string) 
 	}
 	var repos []Repository
 	_, err := c.listPages(ctx, "repositories.list", c.apiURL(params, "2.0", "repositories", normalizeUUID(workspace)), maxListPages,
-		func(raw json.RawMessage) error {
-			r, err := decodeRepository(raw)
-			if err != nil {
-				return err
-			}
-			repos = append(repos, r)
-			return nil
-		})
+		appendDecoded(&repos, decodeRepository))
 	if err != nil {
 		return nil, fmt.Errorf("list repositories of %s: %w", workspace, err)
 	}

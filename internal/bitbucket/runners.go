@@ -268,14 +268,7 @@ func (c *Client) ListRunners(ctx context.Context, s Scope) ([]Runner, error) {
 	}
 	var runners []Runner
 	first := c.apiURL(url.Values{"pagelen": {"100"}}, s.runnersPath()...)
-	_, err := c.listPages(ctx, "runners.list", first, maxListPages, func(raw json.RawMessage) error {
-		r, err := decodeRunner(raw)
-		if err != nil {
-			return err
-		}
-		runners = append(runners, r)
-		return nil
-	})
+	_, err := c.listPages(ctx, "runners.list", first, maxListPages, appendDecoded(&runners, decodeRunner))
 	if err != nil {
 		return nil, fmt.Errorf("list runners in %s: %w", s, err)
 	}
