@@ -4,10 +4,12 @@
 // operator's invariants all along. It prints a summary table, writes chaos/results.json and exits
 // non-zero when an invariant was violated. Everything listens on 127.0.0.1.
 //
-// CHAOS_QUICK=1 runs a short version; CHAOS_SEED=n repeats the random choices of an earlier run.
+// CHAOS_QUICK=1 runs a short version; CHAOS_SEED=n repeats the random choices of an earlier run;
+// CHAOS_OUT=path writes the results elsewhere.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -137,10 +139,11 @@ func runMain() (int, error) {
 	r.res.DurationSeconds = round1(time.Since(r.start).Seconds())
 	r.res.finish()
 	r.printSummary()
-	if err := r.res.write(filepath.Join(root, "chaos", "results.json")); err != nil {
+	out := cmp.Or(os.Getenv("CHAOS_OUT"), filepath.Join(root, "chaos", "results.json"))
+	if err := r.res.write(out, tmp); err != nil {
 		return 2, err
 	}
-	r.say("wrote chaos/results.json; logs and dumps are in chaos/tmp/")
+	r.say("wrote %s; logs and dumps are in chaos/tmp/", out)
 	if !r.res.Passed {
 		return 1, errors.New("invariants violated; see the summary above and chaos/tmp/violations.txt")
 	}

@@ -214,7 +214,7 @@ func (res *results) finish() {
 		res.InvalidPoolsTried > 0 && res.InvalidPoolsRejected == res.InvalidPoolsTried
 }
 
-func (res *results) write(path string) error {
+func (res *results) write(path, tmp string) error {
 	res.mu.Lock()
 	defer res.mu.Unlock()
 	data, err := json.MarshalIndent(res, "", "  ")
@@ -228,7 +228,7 @@ func (res *results) write(path string) error {
 	if details == "" {
 		details = "no violations"
 	}
-	return os.WriteFile(filepath.Join(filepath.Dir(path), "tmp", "violations.txt"), []byte(details+"\n"), 0o644)
+	return os.WriteFile(filepath.Join(tmp, "violations.txt"), []byte(details+"\n"), 0o644)
 }
 
 func (r *run) printSummary() {
