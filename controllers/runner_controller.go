@@ -395,9 +395,15 @@ func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.
 		}
 		return ctrl.Result{}, nil
 	}
+	wasDisabled := runner.Status.DisabledTime != nil
 	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key)
 	if err != nil || !idle {
 		return res, err
+	}
+	if !wasDisabled && runner.Status.UUID != "" {
+		// Save the disable first (this reconcile's status patch): the reconcile that
+		// unregisters then reads it and neither disables nor looks the runner up again.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	r.event(runner, corev1.EventTypeNormal, "Drained", "Drain", "Runner is disabled and idle; removing it")
 	if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
