@@ -2,10 +2,12 @@ package bbsim
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -210,6 +212,57 @@ func (s *Server) CreateRunner(req CreateRunnerRequest) (CreatedRunner, error) {
 	return CreatedRunner{RunnerView: r.view(), ClientID: r.clientID, ClientSecret: r.clientSecret}, nil
 }
 
+// UpdateRunnerRequest renames a runner and/or replaces its labels, as a person
+// editing it in the Bitbucket UI would. A nil Name or Labels leaves that part
+// as it is; Labels replaces the whole set and follows the creation rules.
+type UpdateRunnerRequest struct {
+	Name   *string  `json:"name,omitempty"`
+	Labels []string `json:"labels,omitempty"`
+}
+
+// errRunnerNotFound tells the admin API to answer 404 rather than 400.
+var errRunnerNotFound = errors.New("not found")
+
+// UpdateRunner renames and/or relabels a runner behind the client's back. The
+// runners API in the reference has no update endpoint, so only the admin API
+// offers it. Its UUID, credentials, connection and state stay as they are; a
+// step it runs finishes (labels only matter when a step is handed out), and
+// queued steps are matched against the new labels at once.
+func (s *Server) UpdateRunner(runnerUUID string, req UpdateRunnerRequest) (RunnerView, error) {
+	var labels []string
+	if req.Labels != nil {
+		var err error
+		if labels, err = validateLabels(req.Labels); err != nil {
+			return RunnerView{}, fmt.Errorf("update runner %s: %w", runnerUUID, err)
+		}
+	}
+	var name string
+	if req.Name != nil {
+		name = strings.TrimSpace(*req.Name)
+		if name == "" || len(name) > maxRunnerNameSize {
+			return RunnerView{}, fmt.Errorf("update runner %s: name is required and must be at most %d characters", runnerUUID, maxRunnerNameSize)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.findRunnerLocked(runnerUUID)
+	if r == nil {
+		return RunnerView{}, fmt.Errorf("update runner %s: %w", runnerUUID, errRunnerNotFound)
+	}
+	if req.Name != nil {
+		r.name = name
+	}
+	if labels != nil {
+		r.labels = labels
+	}
+	// updated_on moves, state.updated_on does not: the state did not change.
+	r.updatedOn = s.now()
+	s.needsSchedule = true
+	s.scheduleLocked()
+	s.log.V(1).Info("runner updated by the simulator", "runner", r.uuid, "name", r.name, "labels", r.labels)
+	return r.view(), nil
+}
+
 // Reset returns to the state New built: configured workspaces, no runners, no
 // steps, zero counters, the configured faults and webhooks. OAuth tokens
 // already issued stay valid.
@@ -340,6 +393,21 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 			return
 		}
 		writeJSON(w, http.StatusOK, created)
+	})
+	mux.HandleFunc("PATCH /_sim/runners/{runner}", func(w http.ResponseWriter, r *http.Request) {
+		var body UpdateRunnerRequest
+		if !decodeAdmin(w, r, &body) {
+			return
+		}
+		updated, err := s.UpdateRunner(r.PathValue("runner"), body)
+		switch {
+		case errors.Is(err, errRunnerNotFound):
+			writeError(w, http.StatusNotFound, err.Error())
+		case err != nil:
+			writeError(w, http.StatusBadRequest, err.Error())
+		default:
+			writeJSON(w, http.StatusOK, updated)
+		}
 	})
 	mux.HandleFunc("POST /_sim/runners/{runner}/connect", func(w http.ResponseWriter, r *http.Request) {
 		adminResult(w, s.ConnectRunner(r.PathValue("runner")), http.StatusNotFound)

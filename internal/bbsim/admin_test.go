@@ -3,6 +3,7 @@ package bbsim
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 )
@@ -87,5 +88,86 @@ func TestAdminAPIRejectsBadInput(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", resp.status, tc.want, resp.body)
 			}
 		})
+	}
+}
+
+func TestAdminUpdateRunnerRenamesAndRelabels(t *testing.T) {
+	name := func(s string) *string { return &s }
+	cases := []struct {
+		name       string
+		req        any
+		wantStatus int
+		wantName   string
+		wantLabels []string
+	}{
+		{"rename only", UpdateRunnerRequest{Name: name("  renamed  ")}, http.StatusOK, "renamed", []string{"self.hosted", "linux", "gpu"}},
+		{"relabel only", UpdateRunnerRequest{Labels: []string{"self.hosted", "linux", "other"}}, http.StatusOK, "r", []string{"self.hosted", "linux", "other"}},
+		{"both", UpdateRunnerRequest{Name: name("x"), Labels: []string{"linux", "self.hosted"}}, http.StatusOK, "x", []string{"linux", "self.hosted"}},
+		{"empty body changes nothing", map[string]any{}, http.StatusOK, "r", []string{"self.hosted", "linux", "gpu"}},
+		{"blank name", UpdateRunnerRequest{Name: name(" ")}, http.StatusBadRequest, "r", []string{"self.hosted", "linux", "gpu"}},
+		{"empty label set", map[string]any{"labels": []string{}}, http.StatusBadRequest, "r", []string{"self.hosted", "linux", "gpu"}},
+		{"system label removed", UpdateRunnerRequest{Labels: []string{"linux", "gpu"}}, http.StatusBadRequest, "r", []string{"self.hosted", "linux", "gpu"}},
+		{"upper-case label", UpdateRunnerRequest{Labels: []string{"self.hosted", "linux", "GPU"}}, http.StatusBadRequest, "r", []string{"self.hosted", "linux", "gpu"}},
+		{"unknown field", map[string]any{"colour": "red"}, http.StatusBadRequest, "r", []string{"self.hosted", "linux", "gpu"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, Options{})
+			r := e.createRunner(wsRunnersPath(DefaultWorkspaceUUID), "r", "self.hosted", "linux", "gpu")
+			e.connect(r.UUID)
+			before := e.runner(r.UUID)
+			e.clock.Advance(time.Minute)
+			e.token = ""
+			resp := e.do(http.MethodPatch, "/_sim/runners/"+url.PathEscape(r.UUID), tc.req)
+			if resp.status != tc.wantStatus {
+				t.Fatalf("status %d, want %d: %s", resp.status, tc.wantStatus, resp.body)
+			}
+			e.token = testToken
+			// The runners API shows the change; identity and state stay.
+			var got runnerJSON
+			e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID)+"/"+r.UUID, nil).json(t, &got)
+			if got.UUID != r.UUID || got.Name != tc.wantName || !slices.Equal(got.Labels, tc.wantLabels) || got.State.Status != StatusOnline {
+				t.Fatalf("runner after update: %+v", got)
+			}
+			after := e.runner(r.UUID)
+			if !after.UpdatedOn.Equal(before.UpdatedOn) {
+				t.Fatalf("state.updated_on moved from %s to %s: the state did not change", before.UpdatedOn, after.UpdatedOn)
+			}
+		})
+	}
+}
+
+func TestAdminUpdateRunnerUnknownRunnerIs404(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.token = ""
+	if resp := e.do(http.MethodPatch, "/_sim/runners/nope", UpdateRunnerRequest{Labels: []string{"self.hosted", "linux"}}); resp.status != http.StatusNotFound {
+		t.Fatalf("status %d: %s", resp.status, resp.body)
+	}
+}
+
+// A relabel is what scheduling sees next: the running step finishes on the runner, the next
+// step for the old labels waits, and a step for the new labels starts at once.
+func TestRelabelledRunnerGetsStepsOfItsNewLabels(t *testing.T) {
+	e := newEnv(t, Options{})
+	r := e.createRunner(wsRunnersPath(DefaultWorkspaceUUID), "r", "self.hosted", "linux", "pool.a")
+	e.connect(r.UUID)
+	running := e.enqueue(EnqueueRequest{Count: 1, RunsOn: []string{"self.hosted", "pool.a"}, Duration: time.Minute})
+	if _, err := e.sim.UpdateRunner(r.UUID, UpdateRunnerRequest{Labels: []string{"self.hosted", "linux", "pool.b"}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.step(running[0]); st.Status != "running" || st.Runner != r.UUID {
+		t.Fatalf("the running step was disturbed: %+v", st)
+	}
+	forA := e.enqueue(EnqueueRequest{Count: 1, RunsOn: []string{"self.hosted", "pool.a"}, Duration: time.Minute})
+	forB := e.enqueue(EnqueueRequest{Count: 1, RunsOn: []string{"self.hosted", "pool.b"}, Duration: time.Minute})
+	e.advance(time.Minute)
+	if st := e.step(running[0]); st.Result != ResultSuccessful {
+		t.Fatalf("running step: %+v", st)
+	}
+	if st := e.step(forA[0]); st.Status != "queued" {
+		t.Fatalf("step for the old labels: %+v", st)
+	}
+	if st := e.step(forB[0]); st.Status != "running" || st.Runner != r.UUID {
+		t.Fatalf("step for the new labels: %+v", st)
 	}
 }

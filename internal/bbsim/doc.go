@@ -21,6 +21,7 @@
 //	GET  /_sim/state                         State()
 //	POST /_sim/enqueue                       Enqueue()        {"count","runs_on","duration_seconds","workspace","repository","steps_per_pipeline"}
 //	POST /_sim/runners                       CreateRunner()   {"workspace","repository","name","labels"}
+//	PATCH /_sim/runners/{uuid}               UpdateRunner()   {"name","labels"} (rename/relabel as in the UI)
 //	POST /_sim/runners/{uuid}/connect        ConnectRunner()
 //	POST /_sim/runners/{uuid}/disconnect     DisconnectRunner()
 //	GET|PUT /_sim/faults                     SetFaults()      {"error_rate","error_codes","latency":"250ms","drop_rate","force_429","seed"}
