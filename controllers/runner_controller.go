@@ -187,7 +187,12 @@ func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPo
 		secret = nil
 	}
 
-	if existing, ok := snap.ByName(runner.Spec.BitbucketName); ok {
+	existing, ok := snap.ByName(runner.Spec.BitbucketName)
+	if !ok && secret != nil && secret.Annotations[v1alpha1.AnnotationRunnerUUID] != "" {
+		// Renamed in Bitbucket before the UUID was saved: the Secret still names it.
+		existing, ok = snap.ByUUID(secret.Annotations[v1alpha1.AnnotationRunnerUUID])
+	}
+	if ok {
 		if secret != nil && secret.Annotations[v1alpha1.AnnotationRunnerUUID] == existing.UUID {
 			logger.Info("adopting Bitbucket runner registered before a restart", "uuid", existing.UUID)
 			r.markRegistered(runner, existing.UUID, secret.Name)

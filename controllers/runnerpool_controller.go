@@ -225,7 +225,7 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		byName[runners[i].Name] = &runners[i]
 	}
 	for _, name := range decision.Drain {
-		errs = append(errs, r.setDrain(ctx, pool, byName[name], true, drainReason(in, name)))
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], true, r.relabelDrainReason(pool, byName[name], snap, drainReason(in, name))))
 	}
 	for _, name := range decision.Undrain {
 		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, "needed_again"))
@@ -379,7 +379,8 @@ func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners 
 	hash := runnerpod.TemplateHash(pool)
 	for i := range runners {
 		v := runnerView(pool, &runners[i], snap, now, r.Timings.withDefaults().OfflineGrace)
-		v.Recycle = recycleReason(pool, &runners[i], hash, now) != ""
+		_, relabelled := labelsChangedInBitbucket(&runners[i], snap)
+		v.Recycle = recycleReason(pool, &runners[i], hash, now) != "" || relabelled
 		v.Spent = pool.Spec.Runner.Ephemeral && runners[i].Status.StepsStarted > 0
 		in.Runners = append(in.Runners, v)
 	}
