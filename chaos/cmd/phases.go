@@ -241,12 +241,7 @@ func (r *run) phaseBitbucketFaults(ctx context.Context) error {
 	if err := r.runnerLimit(ctx); err != nil {
 		return err
 	}
-	sc := r.begin("bitbucket runner renamed/relabelled behind our back")
-	reason := "not run: bbsim has no way to rename or relabel a runner (and the runners API in shared/reference has no update endpoint to copy); it needs a bbsim admin call first"
-	sc.note("%s", reason)
-	r.res.RenameRelabel = reason
-	r.end(sc)
-	return nil
+	return r.runnerRenamedAndRelabelled(ctx, pools)
 }
 
 // faultScenario: steps arrive, the fault is on for its window, then off; the pools must
@@ -308,6 +303,97 @@ func (r *run) runnerDeletedBehindOurBack(ctx context.Context, pools []*poolInfo)
 	}
 	r.converge(ctx, sc, pools)
 	return nil
+}
+
+// runnerRenamedAndRelabelled edits runners in Bitbucket as a person in the Bitbucket UI would
+// (bbsim's admin call: the runners API has no update). A runner of f3 is renamed, keeping the
+// pool's marker but with a name no Runner knows, which is what an orphan looks like by name:
+// it must keep its Runner. A busy and an idle runner of f1 get f3's labels: f3's steps may now
+// go to them, and f1 must replace them, the busy one only after its step. The convergence check
+// compares every Bitbucket runner's labels with its Runner's, so the pools converge only once
+// the relabelled runners are replaced.
+func (r *run) runnerRenamedAndRelabelled(ctx context.Context, pools []*poolInfo) error {
+	sc := r.begin("bitbucket runner renamed/relabelled behind our back")
+	defer r.end(sc)
+	sim := r.env.sys.BBSim
+	f1, f3 := pools[0], pools[2]
+	if err := r.enqueue(sc, f1, 2, 20*time.Second); err != nil {
+		return err
+	}
+	var relabel []bbsim.RunnerView
+	if busy := r.waitBusy(ctx, pools[:1], 1, 30*time.Second); len(busy) > 0 {
+		relabel = append(relabel, busy[0])
+	}
+	var rename *bbsim.RunnerView
+	for _, rn := range sim.State().Runners {
+		switch {
+		case strings.HasPrefix(rn.Name, f1.prefix) && rn.Step == "" && len(relabel) == 1:
+			relabel = append(relabel, rn)
+		case strings.HasPrefix(rn.Name, f3.prefix) && rn.Step == "" && rename == nil:
+			rename = &rn
+		}
+	}
+	foreign := []string{"self.hosted", "linux", f3.label}
+	busyRelabelled := false
+	for _, v := range relabel {
+		if _, err := sim.UpdateRunner(v.UUID, bbsim.UpdateRunnerRequest{Labels: foreign}); err != nil {
+			return fmt.Errorf("relabel runner %s: %w", v.UUID, err)
+		}
+		busyRelabelled = busyRelabelled || v.Step != ""
+	}
+	if rename != nil {
+		newName := f3.prefix + "renamed-by-hand"
+		if _, err := sim.UpdateRunner(rename.UUID, bbsim.UpdateRunnerRequest{Name: &newName}); err != nil {
+			return fmt.Errorf("rename runner %s: %w", rename.UUID, err)
+		}
+	}
+	// Steps of f3 may now land on f1's relabelled runners.
+	if err := r.enqueue(sc, f3, 2, r.stepDuration()); err != nil {
+		return err
+	}
+	if err := r.waitSteps(ctx, sc, stepsTimeout); err != nil {
+		r.res.fail("%v", err)
+	}
+	r.converge(ctx, sc, pools)
+
+	replaced, renameKept := 0, rename == nil
+	if s, err := r.takeSample(ctx); err != nil {
+		r.res.fail("rename/relabel: %v", err)
+	} else {
+		inBB := map[string]bool{}
+		for _, b := range s.bb.Runners {
+			inBB[b.UUID] = true
+		}
+		for _, v := range relabel {
+			if !inBB[v.UUID] {
+				replaced++
+			} else {
+				r.res.fail("rename/relabel: relabelled runner %s of %s was not replaced", v.UUID, f1.key())
+			}
+		}
+		if rename != nil {
+			for _, rn := range s.runners {
+				renameKept = renameKept || (rn.Status.UUID == rename.UUID && inBB[rename.UUID])
+			}
+			if !renameKept {
+				r.res.fail("rename/relabel: renamed runner %s of %s lost its Runner or was deleted", rename.UUID, f3.key())
+			}
+		}
+	}
+	outcome := fmt.Sprintf("run: renamed %d (kept with its Runner: %t), relabelled %d (busy one: %t), replaced %d",
+		btoi(rename != nil), renameKept, len(relabel), busyRelabelled, replaced)
+	sc.note("%s", outcome)
+	r.res.mu.Lock()
+	r.res.RenameRelabel = outcome
+	r.res.mu.Unlock()
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // runnerLimit fills a second workspace up to three runners short of Bitbucket's limit of 100 and

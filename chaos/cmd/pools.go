@@ -373,6 +373,7 @@ func (r *run) convergedNow(ctx context.Context, pools []*poolInfo) (bool, string
 			return false, fmt.Sprintf("pool %s has %d Runners (%s), want %d", p.key(), len(owned), phases(owned), want)
 		}
 		uuids := map[string]bool{}
+		labels := map[string][]string{}
 		for _, rn := range owned {
 			if rn.DeletionTimestamp != nil || rn.Spec.Drain || rn.Status.Phase != v1alpha1.RunnerPhaseIdle {
 				return false, fmt.Sprintf("Runner %s/%s is %s (drain %t, deleting %t)", rn.Namespace, rn.Name, rn.Status.Phase, rn.Spec.Drain, rn.DeletionTimestamp != nil)
@@ -385,6 +386,7 @@ func (r *run) convergedNow(ctx context.Context, pools []*poolInfo) (bool, string
 				return false, fmt.Sprintf("Runner %s/%s has no Secret", rn.Namespace, rn.Name)
 			}
 			uuids[rn.Status.UUID] = true
+			labels[rn.Status.UUID] = sortedLabels(rn.Spec.Labels)
 		}
 		bb := s.bbWithPrefix(p.prefix)
 		if len(bb) != want {
@@ -394,6 +396,10 @@ func (r *run) convergedNow(ctx context.Context, pools []*poolInfo) (bool, string
 			if !uuids[b.UUID] || b.Status != bbsim.StatusOnline {
 				return false, fmt.Sprintf("Bitbucket runner %s of pool %s is %s (known to a Runner: %t)", b.UUID, p.key(), b.Status, uuids[b.UUID])
 			}
+			// A runner relabelled in Bitbucket no longer takes the pool's steps: it must be replaced.
+			if have := slices.Sorted(slices.Values(b.Labels)); !slices.Equal(have, labels[b.UUID]) {
+				return false, fmt.Sprintf("Bitbucket runner %s of pool %s has labels %v, its Runner %v", b.UUID, p.key(), have, labels[b.UUID])
+			}
 		}
 		ready := meta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ConditionReady)
 		if ready == nil || ready.Status != metav1.ConditionTrue || obj.Status.ObservedGeneration != obj.Generation || int(obj.Status.Replicas) != want {
@@ -401,6 +407,15 @@ func (r *run) convergedNow(ctx context.Context, pools []*poolInfo) (bool, string
 		}
 	}
 	return true, ""
+}
+
+func sortedLabels(labels []v1alpha1.RunnerLabel) []string {
+	out := make([]string, 0, len(labels))
+	for _, l := range labels {
+		out = append(out, string(l))
+	}
+	slices.Sort(out)
+	return out
 }
 
 func phases(runners []v1alpha1.Runner) string {
