@@ -35,7 +35,10 @@ const (
 
 // labelsChangedInBitbucket returns the labels Bitbucket shows for the runner when they are not
 // the labels it was registered with. A runner not registered, not in the observation or listed
-// without labels is taken as unchanged: only a label set seen to differ replaces a runner.
+// without labels is taken as unchanged: only a label set seen to differ replaces a runner. The
+// comparison is with the Runner's labels, not the pool's, so that it finds edits made in
+// Bitbucket; it relies on Bitbucket keeping the labels a runner is created with as they were
+// sent (as the runners API does), or every replacement would differ again.
 func labelsChangedInBitbucket(runner *v1alpha1.Runner, snap *observe.Snapshot) ([]string, bool) {
 	if runner.Status.UUID == "" || len(runner.Spec.Labels) == 0 {
 		return nil, false
