@@ -155,3 +155,25 @@ func TestARunnerRelabelledInBitbucketIsReplacedOnceIdle(t *testing.T) {
 	}
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
+
+// A runner renamed in the moment between its registration and the status that records its UUID
+// is still adopted: the Runner's Secret names its UUID.
+func TestARunnerRenamedBeforeItsUUIDWasSavedIsAdopted(t *testing.T) {
+	ns := namespace(t)
+	pool := createPool(t, harness.Pool(ns, "renamedcrash", 1, 1))
+	runner := onlyRunner(t, ns, pool)
+	uuid := runner.Status.UUID
+
+	newName := controllers.BitbucketNamePrefix(pool) + "renamed-during-crash"
+	crashBeforeStatus(t, runner, func() {
+		if _, err := sys.BBSim.UpdateRunner(uuid, bbsim.UpdateRunnerRequest{Name: &newName}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	runner = onlyRunner(t, ns, pool)
+	if runner.Status.UUID != uuid {
+		t.Fatalf("the restarted operator registered %s instead of adopting the renamed %s", runner.Status.UUID, uuid)
+	}
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}
