@@ -12,8 +12,9 @@ import (
 // Runners renamed or relabelled in Bitbucket, behind the operator's back (the Bitbucket UI lets
 // a person edit both; the runners API has no update the operator could undo it with).
 //
-// A rename changes nothing: a Runner knows its Bitbucket runner by UUID once registered, so a
-// renamed runner keeps its Runner, is drained, unregistered and deleted by UUID like any other,
+// A rename changes nothing: a Runner knows its Bitbucket runner by UUID once registered (and,
+// in the moment before the UUID is saved, by the UUID its Secret names), so a renamed runner
+// keeps its Runner, is drained, unregistered and deleted by UUID like any other,
 // and is never taken for an orphan (removeOrphans skips every UUID a Runner records, whatever the
 // name). Only a runner with the pool's marker and no Runner is removed as an orphan; a renamed
 // runner that lost the marker and whose Runner is gone is left alone, because nothing proves it
