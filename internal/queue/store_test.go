@@ -508,7 +508,7 @@ func TestAFailedRefreshKeepsTheLastReading(t *testing.T) {
 // not its pipeline's state changes.
 func TestStepsAreReadAgainOnlyWhenTheyMayHaveChanged(t *testing.T) {
 	e := newSimEnv(t, 0)
-	single := e.enqueue(2, 1, dockerSteps)      // two pipelines of one step
+	single := e.enqueue(2, 1, dockerSteps)     // two pipelines of one step
 	sequential := e.enqueue(2, 2, dockerSteps) // one pipeline of two steps
 	ctx := context.Background()
 	connect := func(name string) {
