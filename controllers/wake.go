@@ -216,9 +216,14 @@ func (w *PoolWaker) Wake(ctx context.Context, t WakeTarget) (woken int, deferred
 	}
 	last := r.last
 	for _, p := range pools {
-		// Another replica's round: this one must not follow it within the window either.
+		// Another replica's round: this one must not follow it within the window either. A
+		// time in the future (a clock ahead, a hand-written annotation) counts as now, so it
+		// cannot put events off for longer than a window.
 		if requested := pollRequested(p); requested.After(last) {
 			last = requested
+			if last.After(now) {
+				last = now
+			}
 		}
 	}
 	if len(r.pending) > 0 || now.Sub(last) < w.window() {
@@ -306,13 +311,14 @@ func (w *PoolWaker) listConcerned(ctx context.Context, targets []WakeTarget) ([]
 	return pools, nil
 }
 
-// wake writes stamp into the pools' poll-requested annotation, except where a time at or after
-// since is there already: someone woke that pool after the events arrived.
+// wake writes stamp into the pools' poll-requested annotation, except where a time between
+// since and stamp is there already: someone woke that pool after the events arrived. A time
+// after stamp is not trusted (the reconciler ignores it), so it is overwritten.
 func (w *PoolWaker) wake(ctx context.Context, pools []*v1alpha1.RunnerPool, stamp, since time.Time) (int, error) {
 	woken := 0
 	var errs []error
 	for _, p := range pools {
-		if !pollRequested(p).Before(since) {
+		if requested := pollRequested(p); !requested.Before(since) && !requested.After(stamp) {
 			woken++
 			continue
 		}

@@ -221,3 +221,23 @@ func TestPoolWakerFollowsAnotherReplicasRound(t *testing.T) {
 	}
 	e.assertStamps("two replicas", map[string]string{"queue-a": "2s"})
 }
+
+// A time in the future in the annotation (a clock ahead, a hand-written one) puts events off
+// for one window at most, and is replaced.
+func TestPoolWakerDoesNotTrustATimeInTheFuture(t *testing.T) {
+	future := testPool(poolNamed("queue-a"), readingRepositories(repoA), withPollRequested(now.Add(24*time.Hour).Format(time.RFC3339Nano)))
+	e := newWakeEnv(t, future)
+	ctx := context.Background()
+	if _, deferred, err := e.waker.Wake(ctx, WakeTarget{WorkspaceUUID: wsUUID, RepositoryUUID: repoA}); err != nil || !deferred {
+		t.Fatalf("deferred %t, %v; want deferred by one window", deferred, err)
+	}
+	due, ok := e.waker.NextFlush()
+	if !ok || due.After(now.Add(2*DefaultWakeWindow)) {
+		t.Fatalf("NextFlush = %v, %t; want within a window or so", due, ok)
+	}
+	e.clock = due
+	if n, err := e.waker.Flush(ctx); err != nil || n != 1 {
+		t.Fatalf("Flush = %d, %v; want the pool woken", n, err)
+	}
+	e.assertStamps("a time in the future", map[string]string{"queue-a": due.Sub(now).String()})
+}
