@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +69,7 @@ func (q *QueueReader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, api
 	}
 	var waiting []queue.WaitingStep
 	for _, repo := range repos {
-		steps, err := q.Steps.Waiting(ctx, qr, queue.RepoKey{APIURL: apiURL, Workspace: ws, Repository: repo}, notBefore)
+		steps, err := q.Steps.Waiting(ctx, qr, QueueKey(apiURL, ws, repo), notBefore)
 		if err != nil {
 			return 0, fmt.Errorf("read the queue of repository %s: %w", repo, err)
 		}
@@ -82,6 +83,23 @@ func (q *QueueReader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, api
 	mine := queue.Assign(waiting, pools)[id]
 	q.observeWaits(pool, mine)
 	return len(mine), nil
+}
+
+// QueueKey is the key under which the queue of a repository is read and shared. Every pool that
+// reads the repository in the same round shares one read, whatever its credential: the runner
+// observation is shared per scope the same way, and keying by credential would make pools of
+// different teams on one repository each pay for the same read from their hourly budget. UUIDs
+// are written one way (braces, lower case), so pools spelling them differently share too.
+func QueueKey(apiURL, workspace, repository string) queue.RepoKey {
+	return queue.RepoKey{APIURL: apiURL, Workspace: canonicalID(workspace), Repository: canonicalID(repository)}
+}
+
+// canonicalID writes a UUID with braces in lower case; a slug is left as it is.
+func canonicalID(id string) string {
+	if bare := strings.Trim(id, "{}"); bareUUID.MatchString(bare) {
+		return "{" + strings.ToLower(bare) + "}"
+	}
+	return id
 }
 
 // observeWaits records, for steps that were waiting for the pool at its last read and are not

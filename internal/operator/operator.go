@@ -219,18 +219,34 @@ func (w *webhookReceiver) Start(ctx context.Context) error {
 
 func (w *webhookReceiver) wakeLoop(ctx context.Context) {
 	for {
+		var flush <-chan time.Time
+		if at, ok := w.waker.NextFlush(); ok {
+			// A timer nobody stops is collected once unreachable (Go 1.23).
+			flush = time.NewTimer(time.Until(at)).C
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-w.events:
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n, err := w.waker.Wake(wctx, ev.WorkspaceUUID, ev.RepositoryUUID)
+			n, deferred, err := w.waker.Wake(wctx, controllers.WakeTarget{
+				WorkspaceUUID: ev.WorkspaceUUID, RepositoryUUID: ev.RepositoryUUID, RepositoryFullName: ev.RepositoryFullName,
+			})
 			cancel()
 			if err != nil {
 				w.logger.Error(err, "wake pools", "event", ev.Key, "repository", ev.RepositoryUUID)
 				continue
 			}
-			w.logger.V(1).Info("woke pools", "event", ev.Key, "repository", ev.RepositoryUUID, "pools", n)
+			w.logger.V(1).Info("woke pools", "event", ev.Key, "repository", ev.RepositoryUUID, "pools", n, "deferred", deferred)
+		case <-flush:
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err := w.waker.Flush(wctx)
+			cancel()
+			if err != nil {
+				w.logger.Error(err, "wake pools at the end of the coalescing window")
+				continue
+			}
+			w.logger.V(1).Info("woke pools at the end of the coalescing window", "pools", n)
 		}
 	}
 }

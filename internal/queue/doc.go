@@ -14,7 +14,8 @@
 // better to scale for one step too few than to start runners nobody uses.
 //
 // Store makes reading cheap: one refresh per repository per poll interval,
-// shared by every caller, and each commit's file read once. Assign then hands
+// shared by every caller, the steps of a pipeline read again only when they
+// may have changed, and each commit's file read once. Assign then hands
 // each step to exactly one pool, so pools whose labels overlap do not both
 // scale up for it.
 package queue

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +22,9 @@ const (
 	DefaultMaxPipelines = 20
 	// parallelReads bounds the requests one refresh has in flight at once.
 	parallelReads = 4
+	// StepsReuseTTL bounds how long the steps of an unchanged pipeline are
+	// reused without reading them again (see reusable).
+	StepsReuseTTL = time.Minute
 	pipelineFile  = "bitbucket-pipelines.yml"
 )
 
@@ -64,7 +68,8 @@ func (w WaitingStep) SelfHosted() bool { return len(w.RunsOn) > 0 }
 // One refresh of a repository costs, against the hourly request budget:
 // 1 pipelines list (up to the client's page limit, 2 pages by default;
 // usually 1), plus 1 steps list per running pipeline read (at most
-// MaxPipelines), plus 1 file read per commit not seen before that has a
+// MaxPipelines) whose steps may have changed since the last refresh (see
+// reusable), plus 1 file read per commit not seen before that has a
 // waiting step. All of them are low priority, so they stop before the
 // reserve that runner creates and deletes depend on.
 type Store struct {
@@ -88,6 +93,17 @@ type entry struct {
 	// firstSeen remembers, per running pipeline, when each of its steps was
 	// first seen waiting.
 	firstSeen map[string]map[string]time.Time
+	// steps holds, per running pipeline, its steps as last read, so a
+	// pipeline that cannot have changed is not read again.
+	steps map[string]readSteps
+}
+
+// readSteps is one steps list of a pipeline and the pipeline as it was
+// listed when the steps were read.
+type readSteps struct {
+	at       time.Time
+	pipeline bitbucket.Pipeline
+	steps    []bitbucket.Step
 }
 
 type snapshot struct {
@@ -126,7 +142,7 @@ func (s *Store) Waiting(ctx context.Context, api bitbucket.QueueReader, k RepoKe
 		s.mu.Lock()
 		e := s.entries[k]
 		if e == nil {
-			e = &entry{firstSeen: map[string]map[string]time.Time{}}
+			e = &entry{firstSeen: map[string]map[string]time.Time{}, steps: map[string]readSteps{}}
 			s.entries[k] = e
 		}
 		if e.snap != nil && !e.snap.at.Before(notBefore) {
@@ -152,9 +168,12 @@ func (s *Store) Waiting(ctx context.Context, api bitbucket.QueueReader, k RepoKe
 		}
 		c := &call{started: s.now(), done: make(chan struct{})}
 		e.inflight = c
+		// Only the refresh in flight writes e.steps, so a copy read now is
+		// what that refresh may reuse.
+		known := maps.Clone(e.steps)
 		s.mu.Unlock()
 
-		s.run(ctx, api, k, e, c)
+		s.run(ctx, api, k, e, c, known)
 		if c.err != nil {
 			return nil, c.err
 		}
@@ -186,7 +205,7 @@ func (s *Store) Forget(k RepoKey) {
 }
 
 // run performs one shared refresh and publishes its result.
-func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e *entry, c *call) {
+func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e *entry, c *call, known map[string]readSteps) {
 	var r *reading
 	defer func() {
 		// Runs on panic too, so that callers sharing this refresh never hang.
@@ -205,7 +224,7 @@ func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e
 		close(c.done)
 	}()
 	var err error
-	r, err = s.read(bitbucket.WithPriority(ctx, bitbucket.PriorityLow), api, k)
+	r, err = s.read(bitbucket.WithPriority(ctx, bitbucket.PriorityLow), api, k, c.started, known)
 	if err != nil {
 		c.err = fmt.Errorf("waiting steps of %s: %w", k, err)
 	}
@@ -215,7 +234,8 @@ func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e
 type reading struct {
 	key    RepoKey
 	listed map[string]bool // every running pipeline listed, read or not
-	read   []pipelineSteps // pipelines whose steps were read, oldest first
+	read   []pipelineSteps // pipelines whose steps were read or reused, oldest first
+	steps  map[string]readSteps
 }
 
 type pipelineSteps struct {
@@ -229,9 +249,9 @@ func (ps *pipelineSteps) anyWaiting() bool {
 }
 
 // read lists the running pipelines, the steps of the newest MaxPipelines of
-// them, and the pipeline file of each commit with waiting steps that is not
-// cached yet.
-func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey) (*reading, error) {
+// them (unless known holds steps that cannot have changed), and the pipeline
+// file of each commit with waiting steps that is not cached yet.
+func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, at time.Time, known map[string]readSteps) (*reading, error) {
 	log := s.Logger
 	if log.GetSink() == nil {
 		log = logr.Discard()
@@ -264,16 +284,34 @@ func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey) 
 	}
 
 	read := make([]pipelineSteps, len(candidates))
-	err = forEach(ctx, len(candidates), func(ctx context.Context, i int) error {
-		steps, err := api.ListSteps(ctx, k.Workspace, k.Repository, candidates[i].UUID)
+	var toRead []int
+	r.steps = map[string]readSteps{}
+	for i, p := range candidates {
+		if prev, ok := known[p.UUID]; ok && reusable(prev, p, at) {
+			read[i] = pipelineSteps{pipeline: p, steps: prev.steps}
+			r.steps[p.UUID] = prev
+			continue
+		}
+		toRead = append(toRead, i)
+	}
+	fresh := make([]readSteps, len(toRead))
+	err = forEach(ctx, len(toRead), func(ctx context.Context, j int) error {
+		p := candidates[toRead[j]]
+		steps, err := api.ListSteps(ctx, k.Workspace, k.Repository, p.UUID)
 		if bitbucket.IsNotFound(err) {
 			return nil // deleted since it was listed: nothing waits in it
 		}
-		read[i] = pipelineSteps{pipeline: candidates[i], steps: steps}
+		read[toRead[j]] = pipelineSteps{pipeline: p, steps: steps}
+		fresh[j] = readSteps{at: at, pipeline: p, steps: steps}
 		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, rs := range fresh {
+		if rs.pipeline.UUID != "" {
+			r.steps[rs.pipeline.UUID] = rs
+		}
 	}
 	read = slices.DeleteFunc(read, func(ps pipelineSteps) bool { return ps.pipeline.UUID == "" })
 
@@ -376,6 +414,8 @@ func fileKey(k RepoKey, p bitbucket.Pipeline) (commitKey, bool) {
 // publish turns a reading into waiting steps, remembering when each step was
 // first seen. Called with the store locked.
 func (r *reading) publish(e *entry, at time.Time) []WaitingStep {
+	// Pipelines not listed any more finished: their steps are never reused.
+	e.steps = r.steps
 	for uuid := range e.firstSeen {
 		if !r.listed[uuid] {
 			delete(e.firstSeen, uuid)
@@ -407,6 +447,53 @@ func (r *reading) publish(e *entry, at time.Time) []WaitingStep {
 		}
 	}
 	return out
+}
+
+// reusable reports whether the steps of pipeline p, read earlier as prev,
+// are still what a new read would return, so the read can be skipped.
+//
+// The rule must never hide a step that started: a waiting step counted after
+// a runner took it makes the pool start a runner nobody uses. Bitbucket has
+// no field that changes whenever a step of a pipeline changes, but the
+// pipeline's state tells enough in two cases, as long as the pipeline (UUID,
+// build number) and its state (name, stage) are the same as at the read:
+//
+//   - The pipeline is PENDING: none of its steps has started, since the first
+//     step to start turns it IN_PROGRESS. Its steps wait as they did.
+//   - Every step had started or finished at the read: a started step never
+//     waits again within the same run, and a rerun goes through COMPLETED,
+//     which drops the pipeline from the running list and from known.
+//
+// Anything else (an IN_PROGRESS pipeline with a step still waiting, the
+// usual case of sequential steps) is read at every refresh: a step may start
+// without the pipeline's state changing. StepsReuseTTL bounds the reuse in
+// case Bitbucket ever changes steps in a way these rules do not foresee.
+func reusable(prev readSteps, p bitbucket.Pipeline, at time.Time) bool {
+	if at.Sub(prev.at) >= StepsReuseTTL || at.Before(prev.at) {
+		return false
+	}
+	if prev.pipeline.BuildNumber != p.BuildNumber || !sameState(prev.pipeline.State, p.State) {
+		return false
+	}
+	if p.State.Name == bitbucket.StatePending {
+		return true
+	}
+	for _, st := range prev.steps {
+		if st.StartedOn.IsZero() && st.State.Name != bitbucket.StateCompleted {
+			return false
+		}
+	}
+	return true
+}
+
+func sameState(a, b bitbucket.PipelineState) bool {
+	name := func(n *bitbucket.NamedState) string {
+		if n == nil {
+			return ""
+		}
+		return n.Name
+	}
+	return a.Name == b.Name && name(a.Stage) == name(b.Stage) && name(a.Result) == name(b.Result)
 }
 
 // paused reports a pipeline stopped at a manual step or halted: none of its

@@ -502,3 +502,56 @@ func TestAFailedRefreshKeepsTheLastReading(t *testing.T) {
 		t.Errorf("Peek = %v at %v (%v); want the reading of %v", steps, at, ok, t0)
 	}
 }
+
+// A pipeline whose steps cannot have changed since the last refresh is not
+// read again, but a step that starts is seen at the next refresh, whether or
+// not its pipeline's state changes.
+func TestStepsAreReadAgainOnlyWhenTheyMayHaveChanged(t *testing.T) {
+	e := newSimEnv(t, 0)
+	single := e.enqueue(2, 1, dockerSteps)     // two pipelines of one step
+	sequential := e.enqueue(2, 2, dockerSteps) // one pipeline of two steps
+	ctx := context.Background()
+	connect := func(name string) {
+		t.Helper()
+		runner, err := e.client.CreateRunner(ctx, bitbucket.Scope{Workspace: bbsim.DefaultWorkspaceUUID}, name, dockerSteps)
+		if err != nil {
+			t.Fatalf("create runner: %v", err)
+		}
+		if err := e.sim.ConnectRunner(runner.UUID); err != nil {
+			t.Fatalf("connect runner: %v", err)
+		}
+	}
+	refresh := func(wantWaiting []string, wantSteps int, why string) {
+		t.Helper()
+		e.clock.Advance(5 * time.Second)
+		if got := e.waiting(); !slices.Equal(uuids(got), wantWaiting) {
+			t.Fatalf("%s: waiting steps %v, want %v", why, uuids(got), wantWaiting)
+		}
+		if got := e.calls()[callSteps]; got != wantSteps {
+			t.Errorf("%s: %d steps lists in all, want %d", why, got, wantSteps)
+		}
+	}
+	all := append(slices.Clone(single), sequential...)
+
+	refresh(all, 3, "first refresh: every pipeline is read")
+	refresh(all, 3, "nothing started: the PENDING pipelines are not read again")
+
+	connect("docker-1") // takes the oldest step, the only one of the first pipeline
+	refresh(all[1:], 4, "the pipeline whose step started turned IN_PROGRESS and is read again")
+	refresh(all[1:], 4, "every step of that pipeline started: it is not read again")
+
+	connect("docker-2") // takes the second single step
+	connect("docker-3") // takes the first step of the sequential pipeline
+	refresh(sequential[1:], 6, "both changed pipelines are read")
+	refresh(sequential[1:], 7, "a pipeline with a step still waiting is read at every refresh")
+
+	connect("docker-4") // takes the last waiting step; its pipeline's state does not change
+	refresh(nil, 8, "the step that started without its pipeline changing state is seen at once")
+	refresh(nil, 8, "every step of every pipeline started: nothing is read again")
+
+	e.clock.Advance(StepsReuseTTL)
+	refresh(nil, 11, "steps older than StepsReuseTTL are read again")
+	if files := e.calls()[callFile]; files != 3 {
+		t.Errorf("%d file reads, want 3: one per commit", files)
+	}
+}

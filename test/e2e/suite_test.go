@@ -30,6 +30,12 @@ var sys *harness.System
 // readOnlyToken is an access token bbsim accepts for reads and refuses (403) for writes.
 const readOnlyToken = "read-only-token"
 
+// The second repository of the default workspace.
+const (
+	secondRepositoryUUID = "{7d1c5e9a-3b2f-4c6d-8e0a-1f2b3c4d5e6f}"
+	secondRepositorySlug = "tools"
+)
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -48,7 +54,14 @@ func run(m *testing.M) int {
 	logger := testLogger()
 	ctrllog.SetLogger(logger)
 	var err error
-	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{ConnectDelay: 500 * time.Millisecond, ReadOnlyTokens: []string{readOnlyToken}}})
+	// The default workspace gets a second repository, for webhooks that concern one and not the other.
+	workspaces := []bbsim.Workspace{{UUID: bbsim.DefaultWorkspaceUUID, Slug: bbsim.DefaultWorkspaceSlug, Repositories: []bbsim.Repository{
+		{UUID: bbsim.DefaultRepositoryUUID, Slug: bbsim.DefaultRepositorySlug},
+		{UUID: secondRepositoryUUID, Slug: secondRepositorySlug},
+	}}}
+	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{
+		Workspaces: workspaces, ConnectDelay: 500 * time.Millisecond, ReadOnlyTokens: []string{readOnlyToken},
+	}})
 	if err != nil {
 		if os.Getenv(framework.SkipEnv) == "1" {
 			fmt.Fprintln(os.Stderr, "skipping e2e:", err)
