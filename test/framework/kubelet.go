@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,8 +71,9 @@ type Kubelet struct {
 	informer cache.SharedIndexInformer
 	wg       sync.WaitGroup
 
-	mu   sync.Mutex
-	pods map[types.UID]*podRun
+	mu      sync.Mutex
+	pods    map[types.UID]*podRun
+	started []string
 }
 
 // podRun is one pod's processes and their state.
@@ -180,6 +182,13 @@ func (k *Kubelet) Ports(namespace, name string) (map[string]int, bool) {
 	return nil, false
 }
 
+// StartedPods names, as namespace/name, every pod this kubelet took on, in order.
+func (k *Kubelet) StartedPods() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return slices.Clone(k.started)
+}
+
 // LogTail returns the last lines of the logs of every container this kubelet ran, for a
 // failing test to show.
 func (k *Kubelet) LogTail(lines int) string {
@@ -265,6 +274,7 @@ func (k *Kubelet) sync(ctx context.Context, obj any) {
 		podCtx, cancel := context.WithCancel(ctx)
 		run = &podRun{pod: pod.DeepCopy(), dir: filepath.Join(k.workDir, string(pod.UID)), cancel: cancel, done: make(chan struct{})}
 		k.pods[pod.UID] = run
+		k.started = append(k.started, pod.Namespace+"/"+pod.Name)
 		k.wg.Go(func() {
 			defer close(run.done)
 			k.runPod(podCtx, run)
