@@ -159,10 +159,11 @@ func (r *running) helmLifecycle(t *testing.T) {
 	pool := r.applySamplePool(t, team)
 	r.waitServed(t, pool, 1)
 
-	// A changed value rolls the manager pod: the old process goes, a new one takes over the
-	// lease and keeps serving the pool.
+	// Narrowing the operator to the pool's namespace rolls the manager pod and swaps its
+	// ClusterRole for a Role there: the old process goes, a new one takes over the lease and
+	// keeps serving the pool, and the uninstall below runs the namespaced cleanup hook.
 	r.mustRunLong(t, r.helm, "upgrade", release, chartDir, "--namespace", namespace, "--reuse-values",
-		"--set", "logLevel=debug", "--wait", "--timeout", "2m")
+		"--set", "watchNamespaces={"+team+"}", "--set", "logLevel=debug", "--wait", "--timeout", "2m")
 	second := r.managerPod(t, namespace, release)
 	if second == first {
 		t.Fatalf("manager pod %s was not replaced by the upgrade", first)
@@ -191,8 +192,8 @@ func (r *running) helmLifecycle(t *testing.T) {
 			_, err := r.clientset.CoreV1().ServiceAccounts(namespace).Get(ctx, fullname+"-cleanup", metav1.GetOptions{})
 			return err
 		},
-		"cleanup ClusterRole": func() error {
-			_, err := r.clientset.RbacV1().ClusterRoles().Get(ctx, fullname+"-cleanup", metav1.GetOptions{})
+		"cleanup Role": func() error {
+			_, err := r.clientset.RbacV1().Roles(team).Get(ctx, fullname+"-cleanup", metav1.GetOptions{})
 			return err
 		},
 	} {
