@@ -404,7 +404,7 @@ func (k *Kubelet) prepare(ctx context.Context, run *podRun) ([]*container, error
 	if err != nil {
 		return nil, err
 	}
-	run.ports = map[string]int{}
+	ports := map[string]int{}
 	byContainerPort := map[int32]int{}
 	for _, c := range pod.Spec.Containers {
 		for _, p := range c.Ports {
@@ -413,12 +413,15 @@ func (k *Kubelet) prepare(ctx context.Context, run *podRun) ([]*container, error
 				return nil, err
 			}
 			byContainerPort[p.ContainerPort] = local
-			run.ports[strconv.Itoa(int(p.ContainerPort))] = local
+			ports[strconv.Itoa(int(p.ContainerPort))] = local
 			if p.Name != "" {
-				run.ports[p.Name] = local
+				ports[p.Name] = local
 			}
 		}
 	}
+	k.mu.Lock()
+	run.ports = ports
+	k.mu.Unlock()
 	var containers []*container
 	for _, spec := range pod.Spec.Containers {
 		program, ok := k.opts.Programs[imageName(spec.Image)]
