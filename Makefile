@@ -41,11 +41,16 @@ test: tools tools-extra vet ## Every test: unit, integration and end-to-end agai
 
 CONTROLLER_GEN_ARGS := crd rbac:roleName=runnerpool-operator paths=./api/... paths=./controllers/... \
 	output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+# The secure metrics endpoint's TokenReview and SubjectAccessReview rights: a ClusterRole of
+# their own, since an install that watches some namespaces grants the rules above in Roles.
+METRICS_AUTH_GEN_ARGS := rbac:roleName=runnerpool-operator-metrics-auth paths=./internal/operator/... \
+	output:rbac:artifacts:config=config/rbac/metrics_auth
 
 .PHONY: generate
 generate: tools tools-extra ## Regenerate deepcopy, CRDs and RBAC (controller-gen), then the chart's copies and dist/install.yaml.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(BIN)/controller-gen $(CONTROLLER_GEN_ARGS)
+	$(BIN)/controller-gen $(METRICS_AUTH_GEN_ARGS)
 	$(MAKE) packaging docs
 
 .PHONY: manifests
@@ -60,6 +65,7 @@ chart-sync: ## Copy the CRDs and RBAC rules from config/ into the chart and rege
 	rm -f $(CHART_DIR)/crds/*.yaml
 	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
 	cp config/rbac/role.yaml config/rbac/leader_election_role.yaml $(CHART_DIR)/files/rbac/
+	cp config/rbac/metrics_auth/role.yaml $(CHART_DIR)/files/rbac/metrics_auth_role.yaml
 	$(GO) run ./hack/chart -chart $(CHART_DIR)
 
 .PHONY: build-installer

@@ -152,6 +152,8 @@ func startManagerProcess(ctx context.Context, sys *system) (*managerProcess, err
 		"--bitbucket-api-url", sys.BBSimURL,
 		"--bitbucket-token-url", sys.BBSimURL+"/site/oauth2/access_token",
 		"--metrics-bind-address="+metricsAddr,
+		// Plain HTTP on loopback: the scenario scrapes without a token.
+		"--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address=0",
 	)

@@ -127,6 +127,8 @@ func (m *managers) start(rep *replica) error {
 		"--bitbucket-api-url", m.apiURL,
 		"--bitbucket-token-url", m.apiURL+"/site/oauth2/access_token",
 		"--metrics-bind-address", rep.metricsAddr,
+		// Plain HTTP on loopback: the run scrapes without a token.
+		"--metrics-secure=false",
 		"--health-probe-bind-address", rep.probeAddr,
 		"--webhook-bind-address", rep.webhookAddr,
 		"--webhook-secret-file", m.secretFile,

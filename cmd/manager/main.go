@@ -30,6 +30,8 @@ func run() error {
 		webhookSecretFile string
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.BoolVar(&o.MetricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview); false serves plain HTTP to anyone.")
+	flag.StringVar(&o.MetricsCertDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for the secure metrics endpoint, reloaded when they change; empty or missing files: a self-signed certificate made at start.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.StringVar(&o.WebhookAddr, "webhook-bind-address", ":8082", "Address of the Bitbucket webhook receiver (path /webhooks/bitbucket); 0 disables it.")
 	flag.StringVar(&webhookSecretFile, "webhook-secret-file", "", "File holding the webhook secret; deliveries must then carry a valid X-Hub-Signature. Also read from $BITBUCKET_WEBHOOK_SECRET.")
@@ -72,6 +74,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	o.Logger.Info("starting manager", "namespaces", o.Namespaces, "bitbucketAPI", o.APIURL, "leaderElection", o.LeaderElect)
+	o.Logger.Info("starting manager", "namespaces", o.Namespaces, "bitbucketAPI", o.APIURL, "leaderElection", o.LeaderElect, "metricsSecure", o.MetricsSecure)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

@@ -108,6 +108,8 @@ func run() error {
 		"--bitbucket-api-url", sys.BBSimURL,
 		"--bitbucket-token-url", sys.BBSimURL+"/site/oauth2/access_token",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort),
+		// Plain HTTP on loopback, so the metrics line below works with curl as it is.
+		"--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
 		fmt.Sprintf("--webhook-bind-address=127.0.0.1:%d", webhookPort),
 	)

@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
@@ -42,6 +41,10 @@ type Options struct {
 	Logger logr.Logger
 	// MetricsAddr, ProbeAddr and WebhookAddr are listen addresses; "" or "0" turns one off.
 	MetricsAddr, ProbeAddr, WebhookAddr string
+	// MetricsSecure serves metrics over HTTPS to authenticated and authorized callers only,
+	// with the certificate in MetricsCertDir (self-signed when empty); see metrics.go.
+	MetricsSecure  bool
+	MetricsCertDir string
 	// WebhookSecret, when set, is required as the HMAC signature of every webhook delivery.
 	WebhookSecret []byte
 	// Namespaces to watch; empty watches all.
@@ -107,7 +110,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		Scheme:                  Scheme(),
 		Logger:                  o.Logger,
 		Cache:                   cacheOpts,
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                 metricsServerOptions(o),
 		HealthProbeBindAddress:  o.ProbeAddr,
 		LeaderElection:          o.LeaderElect,
 		LeaderElectionID:        "runnerpool-operator.ci.runnerpool.dev",

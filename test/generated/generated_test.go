@@ -33,6 +33,8 @@ func TestGeneratedFilesAreUpToDate(t *testing.T) {
 	}
 	run("crd", "rbac:roleName=runnerpool-operator", "paths=./api/...", "paths=./controllers/...",
 		"output:crd:artifacts:config="+filepath.Join(out, "crd"), "output:rbac:artifacts:config="+filepath.Join(out, "rbac"))
+	run("rbac:roleName=runnerpool-operator-metrics-auth", "paths=./internal/operator/...",
+		"output:rbac:artifacts:config="+filepath.Join(out, "metrics_auth"))
 	deepcopy := run("object:headerFile=hack/boilerplate.go.txt", "paths=./api/...", "output:object:stdout")
 	if err := os.WriteFile(filepath.Join(out, "zz_generated.deepcopy.go"), deepcopy, 0o644); err != nil {
 		t.Fatal(err)
@@ -60,5 +62,6 @@ func TestGeneratedFilesAreUpToDate(t *testing.T) {
 		compare(f, filepath.Join("config", "crd", "bases", filepath.Base(f)))
 	}
 	compare(filepath.Join(out, "rbac", "role.yaml"), filepath.Join("config", "rbac", "role.yaml"))
+	compare(filepath.Join(out, "metrics_auth", "role.yaml"), filepath.Join("config", "rbac", "metrics_auth", "role.yaml"))
 	compare(filepath.Join(out, "zz_generated.deepcopy.go"), filepath.Join("api", "v1alpha1", "zz_generated.deepcopy.go"))
 }

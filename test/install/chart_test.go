@@ -26,7 +26,7 @@ const (
 
 // renderCases are the value sets of the golden files: testdata/NAME.yaml is the
 // chart rendered with testdata/NAME.values.yaml (none for defaults).
-var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring"}
+var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring", "plain-metrics-no-cleanup"}
 
 func valuesFile(name string) string {
 	path := filepath.Join("testdata", name+".values.yaml")
@@ -131,7 +131,15 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"selector with braces", []string{"--set-json", `prometheusRule.selector="{job=\"x\"}"`}, "at '/prometheusRule/selector': '{job=\"x\"}' does not match pattern"},
 		{"dashboard namespace that is no DNS label", []string{"--set", "grafanaDashboard.namespace=Monitoring"}, "at '/grafanaDashboard/namespace'"},
 
+		{"cleanup timeout of zero", []string{"--set", "cleanup.timeoutSeconds=0"}, "at '/cleanup/timeoutSeconds'"},
+		{"cleanup timeout as a duration", []string{"--set", "cleanup.timeoutSeconds=5m"}, "at '/cleanup/timeoutSeconds'"},
+		{"cleanup image without tag", []string{"--set", "cleanup.image.tag="}, "at '/cleanup/image/tag'"},
+		{"metrics secure not a boolean", []string{"--set-string", "metrics.secure=yes"}, "at '/metrics/secure'"},
+
 		{"two replicas", []string{"--set", "replicas=2"}, ""},
+		{"plain HTTP metrics", []string{"--set", "metrics.secure=false"}, ""},
+		{"metrics certificate", []string{"--set", "metrics.certSecret=metrics-tls"}, ""},
+		{"no cleanup on uninstall", []string{"--set", "cleanupOnUninstall=false"}, ""},
 		{"numeric log level", []string{"--set", "logLevel=3"}, ""},
 		{"numeric image tag as a string", []string{"--set-string", "image.tag=123"}, ""},
 		{"existing webhook secret", []string{"--set", "webhook.enabled=true,webhook.secret.existingSecret=bitbucket-webhook"}, ""},
@@ -159,6 +167,7 @@ func TestChartRBACMatchesGeneratedRole(t *testing.T) {
 	helm := tool(t, "helm")
 	generated := rulesOf(t, readRepoFile(t, "config/rbac/role.yaml"))
 	leaderElection := rulesOf(t, readRepoFile(t, "config/rbac/leader_election_role.yaml"))
+	metricsAuth := rulesOf(t, readRepoFile(t, "config/rbac/metrics_auth/role.yaml"))
 
 	tests := []struct {
 		name          string
@@ -176,7 +185,7 @@ func TestChartRBACMatchesGeneratedRole(t *testing.T) {
 			}
 			var clusterRoles []rbacv1.ClusterRole
 			var managerRoleNamespaces []string
-			leaderElectionRoles := 0
+			leaderElectionRoles, metricsAuthRoles := 0, 0
 			for _, doc := range splitDocuments(t, []byte(r.stdout)) {
 				var meta struct{ Kind string }
 				if err := yaml.Unmarshal(doc, &meta); err != nil {
@@ -188,11 +197,24 @@ func TestChartRBACMatchesGeneratedRole(t *testing.T) {
 					if err := yaml.Unmarshal(doc, &role); err != nil {
 						t.Fatal(err)
 					}
+					switch {
+					case strings.HasSuffix(role.Name, "-metrics-auth"):
+						metricsAuthRoles++
+						if !reflect.DeepEqual(role.Rules, metricsAuth) {
+							t.Errorf("metrics auth rules differ from config/rbac/metrics_auth/role.yaml (run make chart-sync):\n%+v", role.Rules)
+						}
+						continue
+					case strings.HasSuffix(role.Name, "-metrics-reader"), strings.HasSuffix(role.Name, "-cleanup"):
+						continue
+					}
 					clusterRoles = append(clusterRoles, role)
 				case "Role":
 					var role rbacv1.Role
 					if err := yaml.Unmarshal(doc, &role); err != nil {
 						t.Fatal(err)
+					}
+					if strings.HasSuffix(role.Name, "-cleanup") {
+						continue
 					}
 					if strings.HasSuffix(role.Name, "-leader-election") {
 						leaderElectionRoles++
@@ -212,6 +234,10 @@ func TestChartRBACMatchesGeneratedRole(t *testing.T) {
 			}
 			if leaderElectionRoles != 1 {
 				t.Errorf("%d leader election Roles, want 1", leaderElectionRoles)
+			}
+			// Secure metrics are the default, in both modes a ClusterRole.
+			if metricsAuthRoles != 1 {
+				t.Errorf("%d metrics auth ClusterRoles, want 1", metricsAuthRoles)
 			}
 			if tt.wantManagerIn == nil {
 				if len(clusterRoles) != 1 || len(managerRoleNamespaces) != 0 {
@@ -279,6 +305,7 @@ func TestChartCopiesAreInSync(t *testing.T) {
 	pairs := map[string]string{
 		"config/rbac/role.yaml":                 chartDir + "/files/rbac/role.yaml",
 		"config/rbac/leader_election_role.yaml": chartDir + "/files/rbac/leader_election_role.yaml",
+		"config/rbac/metrics_auth/role.yaml":    chartDir + "/files/rbac/metrics_auth_role.yaml",
 	}
 	sources, err := filepath.Glob(repoPath("config/crd/bases/*.yaml"))
 	if err != nil || len(sources) == 0 {

@@ -66,6 +66,15 @@ copy keeps the chart from growing its own, drifting list.
 {{- toYaml $role.rules }}
 {{- end }}
 
+{{/* Rules of the secure metrics endpoint, from config/rbac/metrics_auth/role.yaml the same way. */}}
+{{- define "runnerpool-operator.metricsAuthRules" -}}
+{{- $role := .Files.Get "files/rbac/metrics_auth_role.yaml" | fromYaml }}
+{{- if not $role.rules }}
+{{- fail "files/rbac/metrics_auth_role.yaml has no rules: run make chart-sync" }}
+{{- end }}
+{{- toYaml $role.rules }}
+{{- end }}
+
 {{/* Leader election rules, from config/rbac/leader_election_role.yaml the same way. */}}
 {{- define "runnerpool-operator.leaderElectionRules" -}}
 {{- $role := .Files.Get "files/rbac/leader_election_role.yaml" | fromYaml }}
