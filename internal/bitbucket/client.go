@@ -77,6 +77,7 @@ type Client struct {
 	httpClient       *http.Client
 	auth             authorizer
 	budget           *Budget
+	budgets          *BudgetRegistry
 	log              logr.Logger
 	metrics          *Metrics
 	userAgent        string
@@ -167,6 +168,7 @@ func New(cfg Config) (*Client, error) {
 		registry = DefaultBudgets
 	}
 	key := cfg.Credentials.budgetKey(base.String())
+	c.budgets = registry
 	c.budget = registry.Get(key, limit, c.now)
 	c.metrics.trackBudget(key, c.budget)
 	return c, nil
@@ -243,6 +245,9 @@ type apiResponse struct {
 func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 	priority := priorityFor(ctx, req.method)
 	log := c.log.WithValues("method", req.method, "endpoint", req.endpoint)
+	if err := c.budgets.wait(ctx); err != nil {
+		return nil, fmt.Errorf("bitbucket %s %s: %w", req.method, req.endpoint, err)
+	}
 	var (
 		lastErr     error
 		waited      time.Duration
@@ -302,10 +307,11 @@ func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 				continue
 			case resp.status == http.StatusTooManyRequests:
 				delay = apiErr.RetryAfter
-				if delay <= 0 {
+				announced := delay > 0
+				if !announced {
 					delay = c.backoff(failedTries + 1)
 				}
-				c.budget.blockFor(delay)
+				c.budget.exhausted(delay, announced)
 				reason = "rate_limited"
 			case resp.status >= 500 && idempotent(req.method):
 				delay = apiErr.RetryAfter
@@ -398,6 +404,7 @@ func (c *Client) attempt(ctx context.Context, req apiRequest) (resp *apiResponse
 	}
 	data, err := io.ReadAll(io.LimitReader(httpResp.Body, limit+1))
 	elapsed := time.Since(start)
+	c.budget.observeHeaders(httpResp.Header)
 	c.metrics.observe(req.endpoint, req.method, statusCode(httpResp.StatusCode), elapsed)
 	c.log.V(1).Info("bitbucket request", "method", req.method, "endpoint", req.endpoint, "path", req.url.EscapedPath(),
 		"status", httpResp.StatusCode, "duration", elapsed)
