@@ -78,6 +78,7 @@ type Client struct {
 	auth             authorizer
 	budget           *Budget
 	budgets          *BudgetRegistry
+	budgetKey        string
 	log              logr.Logger
 	metrics          *Metrics
 	userAgent        string
@@ -168,7 +169,7 @@ func New(cfg Config) (*Client, error) {
 		registry = DefaultBudgets
 	}
 	key := cfg.Credentials.budgetKey(base.String())
-	c.budgets = registry
+	c.budgets, c.budgetKey = registry, key
 	c.budget = registry.Get(key, limit, c.now)
 	c.metrics.trackBudget(key, c.budget)
 	return c, nil
@@ -202,6 +203,10 @@ func orDefault(d, def time.Duration) time.Duration {
 // Budget is the hourly request budget this client shares with every other
 // client for the same credential and Bitbucket endpoint.
 func (c *Client) Budget() *Budget { return c.budget }
+
+// BudgetKey names the budget in its registry: a SHA-256 of the endpoint and the credential's
+// identity, never the secret.
+func (c *Client) BudgetKey() string { return c.budgetKey }
 
 // redact removes the client's own secrets from text that came from elsewhere
 // (an error body, a transport error) before it goes into an error or a log.

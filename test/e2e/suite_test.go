@@ -30,6 +30,13 @@ var sys *harness.System
 // readOnlyToken is an access token bbsim accepts for reads and refuses (403) for writes.
 const readOnlyToken = "read-only-token"
 
+// budgetToken is an access token of its own for the budget test, whose requests would
+// otherwise eat into the hourly limit of the credential every other test shares.
+const budgetToken = "budget-test-token"
+
+// operatorNamespace is where the in-process operator saves its request budgets.
+const operatorNamespace = "runnerpool-system"
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -48,7 +55,11 @@ func run(m *testing.M) int {
 	logger := testLogger()
 	ctrllog.SetLogger(logger)
 	var err error
-	sys, err = harness.Start(ctx, harness.Options{Logger: logger, BBSim: bbsim.Options{ConnectDelay: 500 * time.Millisecond, ReadOnlyTokens: []string{readOnlyToken}}})
+	sys, err = harness.Start(ctx, harness.Options{
+		Logger:          logger,
+		BBSim:           bbsim.Options{ConnectDelay: 500 * time.Millisecond, ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken}},
+		BudgetNamespace: operatorNamespace,
+	})
 	if err != nil {
 		if os.Getenv(framework.SkipEnv) == "1" {
 			fmt.Fprintln(os.Stderr, "skipping e2e:", err)
