@@ -248,8 +248,13 @@ func (b *Budget) exhausted(wait time.Duration, announced bool) {
 		return
 	}
 	b.prune(now)
+	if end := now.Add(budgetWindow); freeAt.After(end) {
+		// A wait beyond the window is the block's business; guessed requests
+		// sent in the future would not fit a saved state.
+		freeAt = end
+	}
 	span := now.Add(budgetWindow).Sub(freeAt)
-	if announced || span < 0 {
+	if announced {
 		span = 0
 	}
 	b.fill(limit, freeAt, span)

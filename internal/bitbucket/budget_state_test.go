@@ -241,6 +241,24 @@ func fits(b *Budget, p Priority) bool {
 	return ok
 }
 
+// A Retry-After longer than the window still gives a state that saves.
+func TestBudgetExhaustedBeyondTheWindow(t *testing.T) {
+	clock := newFakeClock()
+	b := NewBudget(10, clock.Now)
+	b.exhausted(3*time.Hour, true)
+	if _, err := ParseBudgetState(b.State().String()); err != nil {
+		t.Fatalf("state after a 3h Retry-After: %v", err)
+	}
+	clock.Advance(2 * time.Hour)
+	if fits(b, PriorityHigh) {
+		t.Error("sent during the Retry-After")
+	}
+	clock.Advance(time.Hour)
+	if !fits(b, PriorityLow) {
+		t.Error("still refused after the Retry-After")
+	}
+}
+
 func TestObserveHeaders(t *testing.T) {
 	tests := []struct {
 		name      string
