@@ -318,3 +318,29 @@ func TestBudgetRegistryRestoreAndHold(t *testing.T) {
 		t.Fatalf("wait after Release: %v", err)
 	}
 }
+
+// FuzzParseBudgetState: a Lease anyone with access to the namespace could edit must never
+// crash the leader, and whatever parses encodes back to something that parses the same.
+func FuzzParseBudgetState(f *testing.F) {
+	f.Add("v1;start=2026-11-27T12:01:00Z;counts=3,0,12;blocked=2026-11-27T12:30:05Z")
+	f.Add("v1;start=2026-11-27T12:01:00Z;counts=")
+	f.Add("v1;counts=1;start=2026-11-27T12:01:00+02:00")
+	f.Fuzz(func(t *testing.T, text string) {
+		s, err := ParseBudgetState(text)
+		if err != nil {
+			return
+		}
+		again, err := ParseBudgetState(s.String())
+		if err != nil {
+			t.Fatalf("re-encoding %q gave %q: %v", text, s.String(), err)
+		}
+		if again.String() != s.String() {
+			t.Fatalf("round trip changed %q to %q", s.String(), again.String())
+		}
+		b := NewBudget(100, nil)
+		b.Restore(s)
+		if b.Used() > 100 {
+			t.Fatalf("restored %d requests into a budget of 100", b.Used())
+		}
+	})
+}
