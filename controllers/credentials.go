@@ -61,6 +61,9 @@ type Clients struct {
 	New func(bitbucket.Config) (BitbucketAPI, error)
 	// Metrics is shared by every client built.
 	Metrics *bitbucket.Metrics
+	// Budgets is the request budget registry of every client built; bitbucket.DefaultBudgets
+	// when nil.
+	Budgets *bitbucket.BudgetRegistry
 	Logger  logr.Logger
 	// DefaultAPIURL and DefaultTokenURL apply to pools that do not set their own.
 	DefaultAPIURL, DefaultTokenURL string
@@ -167,6 +170,7 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 		Credentials: creds,
 		Logger:      c.Logger,
 		Metrics:     c.Metrics,
+		Budgets:     c.Budgets,
 	}
 	id := clientKey(cfg)
 

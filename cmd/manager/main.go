@@ -39,6 +39,8 @@ func run() error {
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	flag.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader holds the lease without renewing it.")
 	flag.DurationVar(&o.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader tries to renew before giving up.")
+	flag.StringVar(&o.BudgetNamespace, "budget-namespace", "", "Namespace of the Leases that carry each Bitbucket credential's request count of the last hour over restarts (default: the leader election namespace).")
+	flag.DurationVar(&o.BudgetSaveInterval, "budget-save-interval", 5*time.Second, "How often the leader saves the request counts that changed.")
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all namespaces.")
 	flag.StringVar(&o.APIURL, "bitbucket-api-url", bitbucket.DefaultBaseURL, "Bitbucket API base URL for pools that do not set spec.bitbucket.apiURL.")
 	flag.StringVar(&o.TokenURL, "bitbucket-token-url", bitbucket.DefaultTokenURL, "OAuth token endpoint for pools that do not set spec.bitbucket.tokenURL.")

@@ -66,10 +66,15 @@ func priorityFor(ctx context.Context, method string) Priority {
 type Budget struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	limit   int
-	sent    []time.Time // ascending
-	blocked time.Time   // server said 429: send nothing before this
+	mu    sync.Mutex
+	limit int
+	// serverLimit is the limit Bitbucket announced in X-RateLimit-Limit (0:
+	// none seen); the lower of the two applies.
+	serverLimit int
+	sent        []time.Time // ascending
+	blocked     time.Time   // server said 429: send nothing before this
+	// version counts changes, so a persister writes only budgets that moved.
+	version uint64
 }
 
 // NewBudget returns a budget of limit requests per rolling hour. limit <= 0
@@ -81,10 +86,18 @@ func NewBudget(limit int, now func() time.Time) *Budget {
 	return &Budget{limit: limit, now: now}
 }
 
-// Limit is the number of requests allowed per rolling hour (<= 0: unlimited).
+// Limit is the number of requests allowed per rolling hour (<= 0: unlimited):
+// the configured limit, or the one Bitbucket announced when that is lower.
 func (b *Budget) Limit() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.effectiveLimit()
+}
+
+func (b *Budget) effectiveLimit() int {
+	if b.limit > 0 && b.serverLimit > 0 && b.serverLimit < b.limit {
+		return b.serverLimit
+	}
 	return b.limit
 }
 
@@ -101,11 +114,12 @@ func (b *Budget) Used() int {
 func (b *Budget) Remaining() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.limit <= 0 {
+	limit := b.effectiveLimit()
+	if limit <= 0 {
 		return -1
 	}
 	b.prune(b.now())
-	if r := b.limit - len(b.sent); r > 0 {
+	if r := limit - len(b.sent); r > 0 {
 		return r
 	}
 	return 0
@@ -119,10 +133,11 @@ func (b *Budget) Reserve() int {
 }
 
 func (b *Budget) reserve() int {
-	if b.limit < 2 {
+	limit := b.effectiveLimit()
+	if limit < 2 {
 		return 0
 	}
-	r := int(float64(b.limit) * reserveFraction)
+	r := int(float64(limit) * reserveFraction)
 	if r < 1 {
 		r = 1
 	}
@@ -147,8 +162,9 @@ func (b *Budget) takeStamped(p Priority, honourBlock bool) (time.Time, time.Dura
 		return time.Time{}, b.blocked.Sub(now), false
 	}
 	b.prune(now)
-	if b.limit > 0 {
-		allowed := b.limit
+	limit := b.effectiveLimit()
+	if limit > 0 {
+		allowed := limit
 		if p != PriorityHigh {
 			allowed -= b.reserve()
 		}
@@ -163,8 +179,9 @@ func (b *Budget) takeStamped(p Priority, honourBlock bool) (time.Time, time.Dura
 			return time.Time{}, wait, false
 		}
 	}
-	if b.limit > 0 {
+	if limit > 0 {
 		b.sent = append(b.sent, now)
+		b.version++
 	}
 	return now, 0, true
 }
@@ -178,6 +195,7 @@ func (b *Budget) refund(stamp time.Time) {
 	for i := len(b.sent) - 1; i >= 0; i-- {
 		if b.sent[i].Equal(stamp) {
 			b.sent = append(b.sent[:i], b.sent[i+1:]...)
+			b.version++
 			return
 		}
 	}
@@ -189,9 +207,13 @@ func (b *Budget) refund(stamp time.Time) {
 func (b *Budget) blockFor(d time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	until := b.now().Add(d)
+	b.blockUntil(b.now().Add(d))
+}
+
+func (b *Budget) blockUntil(until time.Time) {
 	if until.After(b.blocked) {
 		b.blocked = until
+		b.version++
 	}
 }
 
@@ -199,6 +221,13 @@ func (b *Budget) setLimit(limit int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.limit = limit
+}
+
+// configuredLimit is the limit the clients asked for, before Bitbucket's.
+func (b *Budget) configuredLimit() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.limit
 }
 
 func (b *Budget) prune(now time.Time) {
@@ -216,12 +245,18 @@ func (b *Budget) prune(now time.Time) {
 type BudgetRegistry struct {
 	mu      sync.Mutex
 	budgets map[string]*Budget
+	// pending holds restored states of credentials no client asked for yet;
+	// Get applies them when the first one does.
+	pending map[string]BudgetState
+	// ready, when not nil, is closed once the saved states are restored;
+	// clients send nothing before (see Hold).
+	ready chan struct{}
 }
 
 // NewBudgetRegistry returns an empty registry; tests use their own so they do
 // not share counters.
 func NewBudgetRegistry() *BudgetRegistry {
-	return &BudgetRegistry{budgets: map[string]*Budget{}}
+	return &BudgetRegistry{budgets: map[string]*Budget{}, pending: map[string]BudgetState{}}
 }
 
 // DefaultBudgets is the process-wide registry that New uses unless
@@ -236,12 +271,16 @@ func (r *BudgetRegistry) Get(key string, limit int, now func() time.Time) *Budge
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if b, ok := r.budgets[key]; ok {
-		if b.Limit() != limit {
+		if b.configuredLimit() != limit {
 			b.setLimit(limit)
 		}
 		return b
 	}
 	b := NewBudget(limit, now)
+	if st, ok := r.pending[key]; ok {
+		b.Restore(st)
+		delete(r.pending, key)
+	}
 	r.budgets[key] = b
 	return b
 }

@@ -77,6 +77,8 @@ type Client struct {
 	httpClient       *http.Client
 	auth             authorizer
 	budget           *Budget
+	budgets          *BudgetRegistry
+	budgetKey        string
 	log              logr.Logger
 	metrics          *Metrics
 	userAgent        string
@@ -167,6 +169,7 @@ func New(cfg Config) (*Client, error) {
 		registry = DefaultBudgets
 	}
 	key := cfg.Credentials.budgetKey(base.String())
+	c.budgets, c.budgetKey = registry, key
 	c.budget = registry.Get(key, limit, c.now)
 	c.metrics.trackBudget(key, c.budget)
 	return c, nil
@@ -200,6 +203,10 @@ func orDefault(d, def time.Duration) time.Duration {
 // Budget is the hourly request budget this client shares with every other
 // client for the same credential and Bitbucket endpoint.
 func (c *Client) Budget() *Budget { return c.budget }
+
+// BudgetKey names the budget in its registry: a SHA-256 of the endpoint and the credential's
+// identity, never the secret.
+func (c *Client) BudgetKey() string { return c.budgetKey }
 
 // redact removes the client's own secrets from text that came from elsewhere
 // (an error body, a transport error) before it goes into an error or a log.
@@ -243,6 +250,9 @@ type apiResponse struct {
 func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 	priority := priorityFor(ctx, req.method)
 	log := c.log.WithValues("method", req.method, "endpoint", req.endpoint)
+	if err := c.budgets.wait(ctx); err != nil {
+		return nil, fmt.Errorf("bitbucket %s %s: %w", req.method, req.endpoint, err)
+	}
 	var (
 		lastErr     error
 		waited      time.Duration
@@ -302,10 +312,11 @@ func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 				continue
 			case resp.status == http.StatusTooManyRequests:
 				delay = apiErr.RetryAfter
-				if delay <= 0 {
+				announced := delay > 0
+				if !announced {
 					delay = c.backoff(failedTries + 1)
 				}
-				c.budget.blockFor(delay)
+				c.budget.exhausted(delay, announced)
 				reason = "rate_limited"
 			case resp.status >= 500 && idempotent(req.method):
 				delay = apiErr.RetryAfter
@@ -398,6 +409,7 @@ func (c *Client) attempt(ctx context.Context, req apiRequest) (resp *apiResponse
 	}
 	data, err := io.ReadAll(io.LimitReader(httpResp.Body, limit+1))
 	elapsed := time.Since(start)
+	c.budget.observeHeaders(httpResp.Header)
 	c.metrics.observe(req.endpoint, req.method, statusCode(httpResp.StatusCode), elapsed)
 	c.log.V(1).Info("bitbucket request", "method", req.method, "endpoint", req.endpoint, "path", req.url.EscapedPath(),
 		"status", httpResp.StatusCode, "duration", elapsed)

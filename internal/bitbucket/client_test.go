@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -301,20 +302,68 @@ func TestRateLimitLongerThanTheRetryBudgetIsReturned(t *testing.T) {
 	}
 }
 
-func TestRateLimitWithoutRetryAfterBacksOffThenFails(t *testing.T) {
+func TestRateLimitWithoutRetryAfterHoldsPollsBack(t *testing.T) {
 	env := newSimEnv(t, bbsim.Options{HourlyLimit: 1})
 	c := env.client(env.config())
 	ctx := ctxTimeout(t)
 	if _, err := c.ListRunners(ctx, wsScope); err != nil {
 		t.Fatal(err)
 	}
+	// The 429 says Bitbucket's window is full although ours holds one
+	// request: the poll's retry is held back locally rather than sent again.
 	_, err := c.ListRunners(ctx, wsScope)
-	mustErr(t, err, ErrRateLimited)
-	if d, ok := RetryAfter(err); ok {
-		t.Errorf("RetryAfter = %s, want none: bbsim sent no header", d)
+	mustErr(t, err, ErrBudgetExhausted)
+	if d, ok := RetryAfter(err); !ok || d < 5*time.Minute {
+		t.Errorf("RetryAfter = %s, %v; want minutes: polls wait until the reserve is free again", d, ok)
 	}
-	if n := env.rec.count(func(r seenRequest) bool { return r.status == http.StatusTooManyRequests }); n != DefaultMaxAttempts {
-		t.Errorf("429 answers = %d, want %d attempts", n, DefaultMaxAttempts)
+	if n := env.rec.count(func(r seenRequest) bool { return r.status == http.StatusTooManyRequests }); n != 1 {
+		t.Errorf("429 answers = %d, want 1", n)
+	}
+	// The first guessed request leaves the window after the backoff.
+	if got := c.Budget().Remaining(); got > 1 {
+		t.Errorf("Remaining = %d after a 429, want at most 1", got)
+	}
+	// A create still gets the first slot that frees (and earns another 429:
+	// bbsim's limit of 1 is still spent).
+	sent := env.rec.count(apiCalls)
+	if _, err = c.CreateRunner(ctx, wsScope, "x", defaultLabels); err == nil {
+		t.Fatal("CreateRunner succeeded past bbsim's limit")
+	}
+	if env.rec.count(apiCalls) == sent {
+		t.Error("a high priority call was not sent after the 429")
+	}
+}
+
+func TestRateLimitHeadersCorrectTheBudget(t *testing.T) {
+	env := newSimEnv(t, bbsim.Options{HourlyLimit: 50, AccessTokens: []string{"token-for-headers"}})
+	cfg := env.config()
+	cfg.Credentials = Credentials{AccessToken: "token-for-headers"}
+	c := env.client(cfg)
+	ctx := ctxTimeout(t)
+	if _, err := c.ListRunners(ctx, wsScope); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Budget().Limit(); got != 50 {
+		t.Errorf("Limit = %d, want Bitbucket's announced 50", got)
+	}
+	if got := c.Budget().Used(); got != 1 {
+		t.Errorf("Used = %d, want 1 while Bitbucket is not near its limit", got)
+	}
+	// Another tool spends the credential behind our back; the header tells.
+	for i := 0; i < 40; i++ {
+		req := httptest.NewRequest(http.MethodGet, "/internal/workspaces/"+url.PathEscape(wsScope.Workspace)+"/pipelines-config/runners", nil)
+		req.Header.Set("Authorization", "Bearer token-for-headers")
+		rec := httptest.NewRecorder()
+		env.sim.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("request behind the client's back: %d %s", rec.Code, rec.Body)
+		}
+	}
+	if _, err := c.ListRunners(ctx, wsScope); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Budget().Used(); got < 41 {
+		t.Errorf("Used = %d after X-RateLimit-NearLimit, want more than 80%% of 50", got)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,6 +33,7 @@ import (
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/budgetstore"
 	"github.com/runnerpool/runnerpool-operator/internal/observe"
 	"github.com/runnerpool/runnerpool-operator/internal/webhook"
 )
@@ -66,6 +69,35 @@ type Options struct {
 	// SkipNameValidation lets one process build the manager more than once (tests that
 	// restart it, as a crash would).
 	SkipNameValidation bool
+
+	// BudgetNamespace holds one Lease per Bitbucket credential with the requests of the last
+	// hour, so that a new leader resumes the budget (docs/adr/0009-request-budget-state.md).
+	// Default: LeaderElectionNamespace, else the pod's own namespace when running in a
+	// cluster; with neither, the budget lives in memory only.
+	BudgetNamespace string
+	// BudgetSaveInterval is how often the leader saves budgets that changed; default 5s.
+	BudgetSaveInterval time.Duration
+	// Budgets is the registry the Bitbucket clients draw from; default a new one, as a new
+	// process has.
+	Budgets *bitbucket.BudgetRegistry
+}
+
+// inClusterNamespaceFile is where Kubernetes mounts the pod's namespace.
+const inClusterNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// budgetNamespace picks where the budget Leases live: the namespace asked for, the leader
+// election's, or the pod's own (the namespace leader election defaults to as well).
+func budgetNamespace(o Options) string {
+	if o.BudgetNamespace != "" {
+		return o.BudgetNamespace
+	}
+	if o.LeaderElectionNamespace != "" {
+		return o.LeaderElectionNamespace
+	}
+	if b, err := os.ReadFile(inClusterNamespaceFile); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return ""
 }
 
 // Scheme has the built-in types and the operator's.
@@ -136,8 +168,31 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("register bitbucket metrics: %w", err)
 	}
+	if o.Budgets == nil {
+		o.Budgets = bitbucket.NewBudgetRegistry()
+	}
+	if ns := budgetNamespace(o); ns != "" {
+		direct, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme()})
+		if err != nil {
+			return nil, fmt.Errorf("budget store client: %w", err)
+		}
+		identity, _ := os.Hostname()
+		store := &budgetstore.Store{
+			Client: direct, Namespace: ns, Registry: o.Budgets, Identity: identity,
+			Interval: o.BudgetSaveInterval, Logger: o.Logger.WithName("budget"),
+		}
+		// Held until the store has loaded, which happens only on the leader, right when the
+		// controllers start: their first Bitbucket call waits for the last leader's count.
+		o.Budgets.Hold()
+		if err := mgr.Add(store); err != nil {
+			return nil, fmt.Errorf("add budget store: %w", err)
+		}
+	} else {
+		o.Logger.Info("no namespace for the saved Bitbucket request budgets; a restart starts them empty")
+	}
 	clients := &controllers.Clients{
 		Reader:          mgr.GetAPIReader(),
+		Budgets:         o.Budgets,
 		Metrics:         bbMetrics,
 		Logger:          o.Logger.WithName("bitbucket"),
 		DefaultAPIURL:   o.APIURL,

@@ -25,6 +25,7 @@ import (
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 	"github.com/runnerpool/runnerpool-operator/internal/operator"
 	"github.com/runnerpool/runnerpool-operator/test/framework"
 )
@@ -49,6 +50,9 @@ type Options struct {
 	// WrapBBSim, when set, wraps bbsim's HTTP handler, so a test can watch (or alter) what the
 	// operator sends to Bitbucket and what it gets back.
 	WrapBBSim func(http.Handler) http.Handler
+	// BudgetNamespace, when set, is created and holds the operator's saved request budgets, as
+	// the operator's own namespace does in a cluster.
+	BudgetNamespace string
 }
 
 // System is a running local system.
@@ -65,6 +69,11 @@ type System struct {
 	// Registry holds the Bitbucket client and webhook metrics of the running in-process
 	// operator; each StartManager gets a fresh one.
 	Registry *prometheus.Registry
+	// Budgets is the request budget registry of the running in-process operator; each
+	// StartManager gets a fresh one, as a new process would.
+	Budgets *bitbucket.BudgetRegistry
+	// BudgetNamespace is Options.BudgetNamespace.
+	BudgetNamespace string
 
 	// WebhookURL is where the in-process operator receives Bitbucket webhooks.
 	WebhookURL    string
@@ -96,7 +105,7 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	if err != nil {
 		return nil, err
 	}
-	sys = &System{ControlPlane: cp, Scheme: Scheme()}
+	sys = &System{ControlPlane: cp, Scheme: Scheme(), BudgetNamespace: opts.BudgetNamespace}
 	defer func() {
 		if err != nil {
 			sys.Stop()
@@ -107,6 +116,13 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 	}
 	if sys.Clientset, err = kubernetes.NewForConfig(cp.Config); err != nil {
 		return sys, fmt.Errorf("kubernetes clientset: %w", err)
+	}
+
+	if opts.BudgetNamespace != "" {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opts.BudgetNamespace}}
+		if err := sys.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+			return sys, fmt.Errorf("create namespace %s: %w", opts.BudgetNamespace, err)
+		}
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -152,7 +168,11 @@ func (s *System) StartManager(logger logr.Logger) error {
 		return err
 	}
 	registry := prometheus.NewRegistry()
+	budgets := bitbucket.NewBudgetRegistry()
 	mgr, err := operator.New(s.ControlPlane.Config, operator.Options{
+		BudgetNamespace:    s.BudgetNamespace,
+		BudgetSaveInterval: time.Second,
+		Budgets:            budgets,
 		Logger:             logger,
 		WebhookAddr:        s.webhookAddr,
 		WebhookSecret:      s.webhookSecret,
@@ -165,7 +185,7 @@ func (s *System) StartManager(logger logr.Logger) error {
 	if err != nil {
 		return err
 	}
-	s.Registry = registry
+	s.Registry, s.Budgets = registry, budgets
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopManager = cancel
 	s.managerDone = make(chan error, 1)
