@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -399,8 +400,16 @@ func recycleReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, templateH
 		return "maxSteps"
 	case st.PodTemplateHash != "" && st.PodTemplateHash != templateHash:
 		return "template changed"
+	case len(runner.Spec.Labels) > 0 && !slices.Equal(sortedLabels(labelStrings(runner.Spec.Labels)), runnerpod.Labels(pool)):
+		// Bitbucket has no call to change a registered runner's labels, so a pool whose labels
+		// were edited gets runners registered with the new ones, one idle runner at a time.
+		return "labels changed"
 	}
 	return ""
+}
+
+func sortedLabels(labels []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(labels)))
 }
 
 func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time, offlineGrace time.Duration) scaling.Runner {

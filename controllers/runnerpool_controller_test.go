@@ -320,6 +320,18 @@ func TestRecycleReason(t *testing.T) {
 			want:   "template changed",
 		},
 		{
+			name:   "a runner registered with the pool's labels, in any order, is kept",
+			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Labels = []v1alpha1.RunnerLabel{"build", "arm"} },
+			runner: []runnerMod{podStartedAgo(time.Hour), templateHash(current), withLabels("linux", "build", "self.hosted", "arm")},
+			want:   "",
+		},
+		{
+			name:   "a runner registered before the pool's labels were edited is recycled",
+			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Labels = []v1alpha1.RunnerLabel{"build", "gpu"} },
+			runner: []runnerMod{podStartedAgo(time.Hour), templateHash(current), withLabels("self.hosted", "linux", "build")},
+			want:   "labels changed",
+		},
+		{
 			name:   "a runner without a recorded template hash is not recycled for it",
 			runner: []runnerMod{podStartedAgo(time.Hour)},
 			want:   "",

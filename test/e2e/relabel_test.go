@@ -177,3 +177,33 @@ func TestARunnerRenamedBeforeItsUUIDWasSavedIsAdopted(t *testing.T) {
 	}
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
+
+// Editing a pool's labels replaces its runners, one idle runner at a time: Bitbucket cannot
+// change a registered runner's labels, so new runners are registered with the new ones.
+func TestEditingThePoolLabelsReplacesItsRunners(t *testing.T) {
+	ns := namespace(t)
+	pool := createPool(t, harness.Pool(ns, "edited", 2, 3))
+	before := poolRunners(t, pool, 2)
+
+	patch := client.MergeFrom(pool.DeepCopy())
+	pool.Spec.Labels = []v1alpha1.RunnerLabel{"edited", "gpu"}
+	if err := sys.Client.Patch(t.Context(), pool, patch); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"edited", "gpu", "linux", "self.hosted"}
+	eventually(t, 120*time.Second, "every runner registered with the new labels", func() (bool, string) {
+		after := poolRunners(t, pool, 2)
+		for _, rn := range after {
+			bb, _ := bbRunner(rn.Status.UUID)
+			if got := slices.Sorted(slices.Values(bb.Labels)); !slices.Equal(got, want) {
+				return false, fmt.Sprintf("runner %s has labels %v", rn.Name, got)
+			}
+		}
+		return true, ""
+	})
+	for _, rn := range before {
+		if _, ok := bbRunner(rn.Status.UUID); ok {
+			t.Errorf("runner %s with the old labels is still registered", rn.Name)
+		}
+	}
+}
