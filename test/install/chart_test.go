@@ -26,7 +26,7 @@ const (
 
 // renderCases are the value sets of the golden files: testdata/NAME.yaml is the
 // chart rendered with testdata/NAME.values.yaml (none for defaults).
-var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring", "plain-metrics-no-cleanup"}
+var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring", "plain-metrics-no-cleanup", "pool-policy"}
 
 func valuesFile(name string) string {
 	path := filepath.Join("testdata", name+".values.yaml")
@@ -135,6 +135,15 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"cleanup timeout as a duration", []string{"--set", "cleanup.timeoutSeconds=5m"}, "at '/cleanup/timeoutSeconds'"},
 		{"cleanup image without tag", []string{"--set", "cleanup.image.tag="}, "at '/cleanup/image/tag'"},
 		{"metrics secure not a boolean", []string{"--set-string", "metrics.secure=yes"}, "at '/metrics/secure'"},
+		{"policy action Deny with Warn", []string{"--set", "poolPolicy.enabled=true,poolPolicy.validationActions={Deny,Warn}"}, "Deny and Warn cannot go together"},
+		{"unknown policy action", []string{"--set", "poolPolicy.validationActions={Block}"}, "at '/poolPolicy/validationActions/0'"},
+		{"no policy action", []string{"--set-json", "poolPolicy.validationActions=[]"}, "at '/poolPolicy/validationActions'"},
+		{"unknown docker mode", []string{"--set", "poolPolicy.allowedDockerModes={Sandboxed}"}, "at '/poolPolicy/allowedDockerModes/0'"},
+		{"no docker mode", []string{"--set-json", "poolPolicy.allowedDockerModes=[]"}, "at '/poolPolicy/allowedDockerModes'"},
+		{"allowed image with a space", []string{"--set-json", `poolPolicy.allowedImages=["docker: dind"]`}, "at '/poolPolicy/allowedImages/0'"},
+		{"ServiceAccount that is no name", []string{"--set", "poolPolicy.allowedServiceAccounts={Builder}"}, "at '/poolPolicy/allowedServiceAccounts/0'"},
+		{"Bitbucket URL that is no URL", []string{"--set", "poolPolicy.allowedBitbucketURLs={bitbucket.example.com}"}, "at '/poolPolicy/allowedBitbucketURLs/0'"},
+		{"namespace selector with a typo", []string{"--set", "poolPolicy.namespaceSelector.matchLabel.a=b"}, "additional properties 'matchLabel' not allowed"},
 
 		{"two replicas", []string{"--set", "replicas=2"}, ""},
 		{"plain HTTP metrics", []string{"--set", "metrics.secure=false"}, ""},
@@ -143,6 +152,8 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"numeric log level", []string{"--set", "logLevel=3"}, ""},
 		{"numeric image tag as a string", []string{"--set-string", "image.tag=123"}, ""},
 		{"existing webhook secret", []string{"--set", "webhook.enabled=true,webhook.secret.existingSecret=bitbucket-webhook"}, ""},
+		{"policy in Warn and Audit mode", []string{"--set", "poolPolicy.enabled=true,poolPolicy.validationActions={Warn,Audit}"}, ""},
+		{"policy allowing any ServiceAccount and Bitbucket URL", []string{"--set", "poolPolicy.enabled=true,poolPolicy.allowedServiceAccounts={*},poolPolicy.allowedBitbucketURLs={*}"}, ""},
 		{"alerts with one left out", []string{"--set", "prometheusRule.enabled=true,prometheusRule.disabled={RunnerPoolWebhookBadSignatures}"}, ""},
 	}
 	for _, tt := range tests {
