@@ -103,19 +103,7 @@ func namespace(t *testing.T) string {
 // eventually polls cond until it holds or the timeout passes, then fails with the last reason.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		last = why
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, last)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	framework.Eventually(t, timeout, what, cond)
 }
 
 // bbRunners returns the simulator's runners whose name starts with prefix.

@@ -42,3 +42,24 @@ func StartForTest(tb testing.TB, opts Options) *ControlPlane {
 	})
 	return cp
 }
+
+// Eventually polls cond every quarter second until it holds, and fails tb with cond's last
+// reason when timeout passes or the test's context ends first.
+func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s: %s", timeout, what, why)
+		}
+		select {
+		case <-tb.Context().Done():
+			tb.Fatalf("waiting for %s: %v", what, tb.Context().Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

@@ -472,21 +472,7 @@ func (r *running) waitGone(t *testing.T, what string, get func() error) {
 
 func (r *running) eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, why)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("waiting for %s: %v", what, t.Context().Err())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	framework.Eventually(t, timeout, what, cond)
 }
 
 // mustRunLong runs helm or kubectl like mustRun, with room for the waits of a rollout.

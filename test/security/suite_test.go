@@ -168,17 +168,7 @@ func (b *logBuffer) logger() logr.Logger {
 // eventually polls cond until it holds or the timeout passes, then fails with the last reason.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, why)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	framework.Eventually(t, timeout, what, cond)
 }
 
 // onlineRunners counts the simulator's runners whose name starts with prefix, and how many of
