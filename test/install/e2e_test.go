@@ -39,11 +39,8 @@ type cluster struct {
 	dynamic   dynamic.Interface
 }
 
-// Installing, upgrading and removing the operator the way a user does, with the
-// chart and with the bundle, on a real API server with RBAC. There is no image and
-// no deployment controller here: the manager never runs, and this checks only what
-// the install paths create and what they allow.
-func TestInstallOnACluster(t *testing.T) {
+// startCluster starts a control plane without nodes and the clients and tools to install on it.
+func startCluster(t *testing.T) (*cluster, *framework.ControlPlane) {
 	c := &cluster{t: t, helm: tool(t, "helm"), kubectl: tool(t, "kubectl")}
 	cp := framework.StartForTest(t, framework.Options{Nodes: -1})
 	c.env = commandEnv(t, cp.KubeconfigPath)
@@ -54,6 +51,15 @@ func TestInstallOnACluster(t *testing.T) {
 	if c.dynamic, err = dynamic.NewForConfig(cp.Config); err != nil {
 		t.Fatal(err)
 	}
+	return c, cp
+}
+
+// Installing, upgrading and removing the operator the way a user does, with the
+// chart and with the bundle, on a real API server with RBAC. There is no image and
+// no deployment controller here: the manager never runs, and this checks only what
+// the install paths create and what they allow.
+func TestInstallOnACluster(t *testing.T) {
+	c, _ := startCluster(t)
 	for _, ns := range []string{"team-a", "team-b", "elsewhere", helmNamespace} {
 		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
 		if ns == helmNamespace {

@@ -10,13 +10,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/operator"
-	"github.com/runnerpool/runnerpool-operator/test/framework"
 )
 
 const (
@@ -55,13 +53,7 @@ func (w *warnings) take() []string {
 // spec changes of pools created before it, warns instead in Warn mode and goes with the
 // release.
 func TestPoolPolicyOnACluster(t *testing.T) {
-	c := &cluster{t: t, helm: tool(t, "helm"), kubectl: tool(t, "kubectl")}
-	cp := framework.StartForTest(t, framework.Options{Nodes: -1})
-	c.env = commandEnv(t, cp.KubeconfigPath)
-	var err error
-	if c.clientset, err = kubernetes.NewForConfig(cp.Config); err != nil {
-		t.Fatal(err)
-	}
+	c, cp := startCluster(t)
 	warned := &warnings{}
 	config := rest.CopyConfig(cp.Config)
 	config.WarningHandlerWithContext = warned
