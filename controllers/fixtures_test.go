@@ -129,6 +129,12 @@ func deleting() runnerMod {
 	return func(r *v1alpha1.Runner) { r.DeletionTimestamp = metaTime(ago(time.Second)) }
 }
 
+func drainCancelledAgo(d time.Duration) runnerMod {
+	return func(r *v1alpha1.Runner) {
+		r.Annotations = map[string]string{v1alpha1.AnnotationDrainCancelled: ago(d).Format(time.RFC3339Nano)}
+	}
+}
+
 func stepsStarted(n int32) runnerMod { return func(r *v1alpha1.Runner) { r.Status.StepsStarted = n } }
 
 func templateHash(h string) runnerMod {
