@@ -281,7 +281,11 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 		if st.RegisteredTime == nil || !snap.At.After(st.RegisteredTime.Time) {
 			return false // the snapshot predates the registration
 		}
-		r.event(runner, corev1.EventTypeWarning, "RunnerVanished", "Observe", "Bitbucket runner %s no longer exists; registering a new one", st.UUID)
+		next := "registering a new one"
+		if runner.Spec.Drain {
+			next = "removing the Runner"
+		}
+		r.event(runner, corev1.EventTypeWarning, "RunnerVanished", "Observe", "Bitbucket runner %s no longer exists; %s", st.UUID, next)
 		if err := r.deleteOwned(ctx, runner); err != nil {
 			log.FromContext(ctx).Error(err, "clean up after vanished runner")
 		}
@@ -403,8 +407,9 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, poll time.Duration) (ctrl.Result, error) {
 	if !runner.Spec.Drain {
 		if runner.Status.DisabledTime != nil {
-			// A reconcile whose status write the cache does not show yet may have enabled it.
-			if state, ok := r.storedState(key, runner.Status.UUID); !ok || state == bitbucket.RunnerStatusDisabled {
+			// A reconcile whose status write the cache does not show yet may have enabled it:
+			// only an enabled runner shows ONLINE.
+			if state, ok := r.storedState(key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {
 				if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusEnabled); err != nil {
 					return ctrl.Result{}, err
 				}
