@@ -166,8 +166,14 @@ func (l listedRunners) ListRunners(context.Context, bitbucket.Scope) ([]bitbucke
 // snapshotOf is an observation made now that lists exactly these runners.
 func snapshotOf(t *testing.T, runners ...bitbucket.Runner) *observe.Snapshot {
 	t.Helper()
-	store := observe.NewStore(func() time.Time { return now })
-	snap, err := store.Get(context.Background(), observe.Key{APIURL: "http://127.0.0.1"}, listedRunners(runners), now)
+	return snapshotAt(t, now, runners...)
+}
+
+// snapshotAt is an observation started at that lists exactly these runners.
+func snapshotAt(t *testing.T, at time.Time, runners ...bitbucket.Runner) *observe.Snapshot {
+	t.Helper()
+	store := observe.NewStore(func() time.Time { return at })
+	snap, err := store.Get(context.Background(), observe.Key{APIURL: "http://127.0.0.1"}, listedRunners(runners), at)
 	if err != nil {
 		t.Fatalf("observe: %v", err)
 	}

@@ -448,6 +448,13 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 		return true, ctrl.Result{}, nil
 	}
 	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
+	if st.DisabledTime != nil {
+		// Only an enabled runner shows ONLINE: a cancelled drain whose status write the cache
+		// does not show yet enabled it since, and it must be disabled afresh.
+		if state, ok := r.storedState(key, st.UUID); ok && state == bitbucket.RunnerStatusOnline {
+			st.DisabledTime = nil
+		}
+	}
 	if st.DisabledTime == nil {
 		// The snapshot shows DISABLED when a reconcile whose status write the cache does not
 		// show yet already disabled it: DISABLED is sent once.
@@ -460,9 +467,8 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 				return false, ctrl.Result{}, err
 			}
 		}
-		// Taken once the runner is known to be disabled: a list that starts later sees it so.
-		now := metav1.NewTime(r.now())
-		st.DisabledTime = &now
+		disabled := disabledTime(r.now())
+		st.DisabledTime = &disabled
 	}
 	snap := r.Store.Peek(key)
 	if !confirmsIdle(snap, st.UUID, st.DisabledTime.Time) {
@@ -484,20 +490,28 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 	}
 	st.BitbucketState = string(bb.State.Status)
 	st.Step = stepID(bb)
-	if st.Step != "" {
+	if st.Step != "" || bb.State.Status == bitbucket.RunnerStatusOnline {
 		return false, next, nil
 	}
 	return true, ctrl.Result{}, nil
 }
 
+// disabledTime is the DisabledTime of a runner known to be disabled at now: a list that starts
+// later sees it so. It is rounded up to the second, because that is all the status keeps: a time
+// read back rounded down could pass off a list made before the disable as one made after it, and
+// that list may predate a step the runner took just before the disable.
+func disabledTime(now time.Time) metav1.Time {
+	return metav1.NewTime(now.Truncate(time.Second).Add(time.Second))
+}
+
 // confirmsIdle reports a snapshot taken after the runner was disabled that shows it without a
-// step, or without the runner.
+// step and not enabled again, or without the runner.
 func confirmsIdle(snap *observe.Snapshot, uuid string, disabled time.Time) bool {
 	if snap == nil || snap.At.Before(disabled) {
 		return false
 	}
 	bb, ok := snap.ByUUID(uuid)
-	return !ok || stepID(bb) == ""
+	return !ok || (stepID(bb) == "" && bb.State.Status != bitbucket.RunnerStatusOnline)
 }
 
 // storedState is the runner's state in the latest snapshot, which holds the operator's own
