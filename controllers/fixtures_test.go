@@ -129,6 +129,12 @@ func deleting() runnerMod {
 	return func(r *v1alpha1.Runner) { r.DeletionTimestamp = metaTime(ago(time.Second)) }
 }
 
+func drainCancelledAgo(d time.Duration) runnerMod {
+	return func(r *v1alpha1.Runner) {
+		r.Annotations = map[string]string{v1alpha1.AnnotationDrainCancelled: ago(d).Format(time.RFC3339Nano)}
+	}
+}
+
 func stepsStarted(n int32) runnerMod { return func(r *v1alpha1.Runner) { r.Status.StepsStarted = n } }
 
 func templateHash(h string) runnerMod {
@@ -160,8 +166,14 @@ func (l listedRunners) ListRunners(context.Context, bitbucket.Scope) ([]bitbucke
 // snapshotOf is an observation made now that lists exactly these runners.
 func snapshotOf(t *testing.T, runners ...bitbucket.Runner) *observe.Snapshot {
 	t.Helper()
-	store := observe.NewStore(func() time.Time { return now })
-	snap, err := store.Get(context.Background(), observe.Key{APIURL: "http://127.0.0.1"}, listedRunners(runners), now)
+	return snapshotAt(t, now, runners...)
+}
+
+// snapshotAt is an observation started at that lists exactly these runners.
+func snapshotAt(t *testing.T, at time.Time, runners ...bitbucket.Runner) *observe.Snapshot {
+	t.Helper()
+	store := observe.NewStore(func() time.Time { return at })
+	snap, err := store.Get(context.Background(), observe.Key{APIURL: "http://127.0.0.1"}, listedRunners(runners), at)
 	if err != nil {
 		t.Fatalf("observe: %v", err)
 	}

@@ -99,7 +99,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 }
 
 func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	poll := pool.Spec.Scaling.PollInterval.Duration
+	poll := observeInterval(pool)
 	api, err := r.Clients.For(ctx, pool)
 	if err != nil {
 		_, msg, ok := credentialsCondition(err)
@@ -112,7 +112,9 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	}
 	key := r.Clients.ObserveKey(pool)
 
-	if runner.Status.UUID == "" {
+	// A draining runner without a registration (it vanished from Bitbucket) is deleted below,
+	// not registered again.
+	if runner.Status.UUID == "" && !runner.Spec.Drain {
 		if res, err := r.register(ctx, pool, runner, api, key); err != nil || !res.IsZero() {
 			return res, err
 		}
@@ -136,7 +138,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if err := r.reconcilePod(ctx, pool, runner); err != nil {
 		return ctrl.Result{}, err
 	}
-	if res, err := r.reconcileDrain(ctx, runner, api, key); err != nil || !res.IsZero() {
+	if res, err := r.reconcileDrain(ctx, runner, api, key, poll); err != nil || !res.IsZero() {
 		return res, err
 	}
 	if r.awaitingConnection(runner) {
@@ -146,14 +148,23 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 }
 
 const (
-	// drainRecheck is how often a draining runner that is busy is observed again.
-	drainRecheck = 5 * time.Second
 	// connectRecheck is how soon a runner whose pod is ready is observed again.
 	connectRecheck = 2 * time.Second
 	// connectWindow bounds the quick rechecks: a runner that does not connect by then is
 	// observed at the pool's pace, so a broken agent cannot burn the request budget.
 	connectWindow = time.Minute
 )
+
+// observeInterval is how old an observation of the pool's scope may be: the pool's poll
+// interval, stretched like the pool's polls when the request budget runs low, so that its
+// runners do not list at the unstretched pace.
+func observeInterval(pool *v1alpha1.RunnerPool) time.Duration {
+	poll := pool.Spec.Scaling.PollInterval.Duration
+	if p := pool.Status.PollInterval; p != nil && p.Duration > poll {
+		poll = p.Duration
+	}
+	return poll
+}
 
 // awaitingConnection reports a runner whose pod is ready but which Bitbucket does not show
 // ONLINE yet, within connectWindow of the pod becoming ready.
@@ -275,22 +286,31 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 		if st.RegisteredTime == nil || !snap.At.After(st.RegisteredTime.Time) {
 			return false // the snapshot predates the registration
 		}
-		r.event(runner, corev1.EventTypeWarning, "RunnerVanished", "Observe", "Bitbucket runner %s no longer exists; registering a new one", st.UUID)
+		next := "registering a new one"
+		if runner.Spec.Drain {
+			next = "removing the Runner"
+		}
+		r.event(runner, corev1.EventTypeWarning, "RunnerVanished", "Observe", "Bitbucket runner %s no longer exists; %s", st.UUID, next)
 		if err := r.deleteOwned(ctx, runner); err != nil {
 			log.FromContext(ctx).Error(err, "clean up after vanished runner")
 		}
 		*st = v1alpha1.RunnerStatus{}
 		return true
 	}
-	obs := metav1.NewTime(snap.At)
-	st.LastObservedTime = &obs
-	st.BitbucketState = string(bb.State.Status)
 	step := stepID(bb)
+	// Only changes are written: an idle runner's status stays as it is from poll to poll, so
+	// a thousand idle runners cost the API server nothing between changes.
+	if st.LastObservedTime == nil || st.BitbucketState != string(bb.State.Status) || st.Step != step {
+		obs := metav1.NewTime(snap.At)
+		st.LastObservedTime = &obs
+	}
+	st.BitbucketState = string(bb.State.Status)
 	if step != "" && step != st.Step {
 		st.StepsStarted++
 	}
-	if step != "" {
-		// Last seen running a step: the scale-down delay counts from the end of a step.
+	if step != st.Step {
+		// A step started or ended: the scale-down delay counts from the end of the last step,
+		// taken as the first observation without it.
 		seen := metav1.NewTime(snap.At)
 		st.LastStepTime = &seen
 	}
@@ -389,19 +409,23 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 
 // reconcileDrain disables a runner the pool wants gone and deletes the Runner once Bitbucket
 // confirms it took no step; a runner whose drain was cancelled is enabled again.
-func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (ctrl.Result, error) {
+func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, poll time.Duration) (ctrl.Result, error) {
 	if !runner.Spec.Drain {
 		if runner.Status.DisabledTime != nil {
-			if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusEnabled); err != nil {
-				return ctrl.Result{}, err
+			// A reconcile whose status write the cache does not show yet may have enabled it:
+			// only an enabled runner shows ONLINE.
+			if state, ok := r.storedState(key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {
+				if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusEnabled); err != nil {
+					return ctrl.Result{}, err
+				}
+				r.event(runner, corev1.EventTypeNormal, "Reenabled", "Drain", "Drain cancelled; runner enabled again")
 			}
 			runner.Status.DisabledTime = nil
-			r.event(runner, corev1.EventTypeNormal, "Reenabled", "Drain", "Drain cancelled; runner enabled again")
 		}
 		return ctrl.Result{}, nil
 	}
 	wasDisabled := runner.Status.DisabledTime != nil
-	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key)
+	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key, poll)
 	if err != nil || !idle {
 		return res, err
 	}
@@ -417,44 +441,89 @@ func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.
 	return ctrl.Result{}, nil
 }
 
-// disableAndConfirmIdle sets the runner DISABLED and reports true once an observation made
-// after that shows no step on it. Bitbucket gives steps only to enabled runners, so from then on
-// none can start and the runner may be deleted without killing a build.
-func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (bool, ctrl.Result, error) {
-	if runner.Status.UUID == "" {
+// disableAndConfirmIdle sets the runner DISABLED and reports true once an observation that
+// started after that shows no step on it. Bitbucket gives steps only to enabled runners, so from
+// then on none can start and the runner may be deleted without killing a build; an observation
+// that confirmed it stays conclusive however old it gets. The observation is the scope's shared
+// list at its usual pace (the waker brings the runner back right after it): a drain costs one
+// PUT, and no list of its own.
+func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, poll time.Duration) (bool, ctrl.Result, error) {
+	st := &runner.Status
+	if st.UUID == "" {
 		return true, ctrl.Result{}, nil
 	}
-	if runner.Status.DisabledTime == nil {
-		if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusDisabled); err != nil {
-			if bitbucket.IsNotFound(err) {
-				return true, ctrl.Result{}, nil
+	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
+	if st.DisabledTime != nil {
+		// Only an enabled runner shows ONLINE: a cancelled drain whose status write the cache
+		// does not show yet enabled it since, and it must be disabled afresh.
+		if state, ok := r.storedState(key, st.UUID); ok && state == bitbucket.RunnerStatusOnline {
+			st.DisabledTime = nil
+		}
+	}
+	if st.DisabledTime == nil {
+		// The snapshot shows DISABLED when a reconcile whose status write the cache does not
+		// show yet already disabled it: DISABLED is sent once.
+		if state, ok := r.storedState(key, st.UUID); !ok || state != bitbucket.RunnerStatusDisabled {
+			if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusDisabled); err != nil {
+				if bitbucket.IsNotFound(err) {
+					r.Store.Forget(key, st.UUID)
+					return true, ctrl.Result{}, nil
+				}
+				return false, ctrl.Result{}, err
 			}
+		}
+		disabled := disabledTime(r.now())
+		st.DisabledTime = &disabled
+	}
+	snap := r.Store.Peek(key)
+	if !confirmsIdle(snap, st.UUID, st.DisabledTime.Time) {
+		var err error
+		snap, err = r.Store.Get(ctx, key, api, r.now().Add(-poll))
+		if err != nil {
 			return false, ctrl.Result{}, err
 		}
-		now := metav1.NewTime(r.now())
-		runner.Status.DisabledTime = &now
 	}
-	// The first look must come after the disable; later looks (the runner was busy) must be
-	// recent, or a step that ended would never be seen to end.
-	notBefore := runner.Status.DisabledTime.Time
-	if recent := r.now().Add(-drainRecheck); recent.After(notBefore) {
-		notBefore = recent
+	// Not yet observed since the disable, or seen busy (it finishes its step first, and
+	// DISABLED keeps it from taking another): look again at the next shared list.
+	next := ctrl.Result{RequeueAfter: max(snap.At.Add(poll).Sub(r.now()), 0) + time.Second}
+	if snap.At.Before(st.DisabledTime.Time) {
+		return false, next, nil
 	}
-	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, notBefore)
-	if err != nil {
-		return false, ctrl.Result{}, err
-	}
-	bb, ok := snap.ByUUID(runner.Status.UUID)
+	bb, ok := snap.ByUUID(st.UUID)
 	if !ok {
 		return true, ctrl.Result{}, nil
 	}
-	runner.Status.BitbucketState = string(bb.State.Status)
-	runner.Status.Step = stepID(bb)
-	if runner.Status.Step != "" {
-		// Busy: it finishes its step first, and DISABLED keeps it from taking another.
-		return false, ctrl.Result{RequeueAfter: drainRecheck}, nil
+	st.BitbucketState = string(bb.State.Status)
+	st.Step = stepID(bb)
+	if st.Step != "" || bb.State.Status == bitbucket.RunnerStatusOnline {
+		return false, next, nil
 	}
 	return true, ctrl.Result{}, nil
+}
+
+// disabledTime is the DisabledTime of a runner known to be disabled at now: a list that starts
+// later sees it so. It is rounded up to the second, because that is all the status keeps: a time
+// read back rounded down could pass off a list made before the disable as one made after it, and
+// that list may predate a step the runner took just before the disable.
+func disabledTime(now time.Time) metav1.Time {
+	return metav1.NewTime(now.Truncate(time.Second).Add(time.Second))
+}
+
+// confirmsIdle reports a snapshot taken after the runner was disabled that shows it without a
+// step and not enabled again, or without the runner.
+func confirmsIdle(snap *observe.Snapshot, uuid string, disabled time.Time) bool {
+	if snap == nil || snap.At.Before(disabled) {
+		return false
+	}
+	bb, ok := snap.ByUUID(uuid)
+	return !ok || (stepID(bb) == "" && bb.State.Status != bitbucket.RunnerStatusOnline)
+}
+
+// storedState is the runner's state in the latest snapshot, which holds the operator's own
+// state changes as soon as Bitbucket accepted them.
+func (r *RunnerReconciler) storedState(key observe.Key, uuid string) (bitbucket.RunnerStatus, bool) {
+	bb, ok := r.Store.Peek(key).ByUUID(uuid)
+	return bb.State.Status, ok
 }
 
 func (r *RunnerReconciler) setState(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, status bitbucket.RunnerStatus) error {
@@ -493,8 +562,11 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 			}
 		}
 	}
+	// A patch, not an update: whatever else changed the Runner meanwhile, the finalizer goes
+	// without a conflict and a retry.
+	patch := client.MergeFrom(runner.DeepCopy())
 	controllerutil.RemoveFinalizer(runner, v1alpha1.RunnerFinalizer)
-	if err := r.Update(ctx, runner); client.IgnoreNotFound(err) != nil {
+	if err := r.Patch(ctx, runner, patch); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
 	return ctrl.Result{}, nil
@@ -510,7 +582,7 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 		return ctrl.Result{}, err
 	}
 	key := r.Clients.ObserveKey(pool)
-	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key)
+	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key, observeInterval(pool))
 	if err != nil || !idle {
 		return res, err
 	}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/observe"
 )
 
 func TestRunnerPhase(t *testing.T) {
@@ -68,6 +70,47 @@ func TestAwaitingConnection(t *testing.T) {
 			runner := testRunner(tt.runner...)
 			if got := r.awaitingConnection(&runner); got != tt.want {
 				t.Errorf("awaitingConnection = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDisabledTimeIsNeverEarlierThanTheDisableOnceSaved(t *testing.T) {
+	for _, at := range []time.Time{now, now.Add(time.Millisecond), now.Add(999 * time.Millisecond)} {
+		saved := disabledTime(at)
+		raw, err := json.Marshal(saved)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var read metav1.Time
+		if err := json.Unmarshal(raw, &read); err != nil {
+			t.Fatal(err)
+		}
+		if read.Time.Before(at) || !read.Equal(&saved) {
+			t.Errorf("disabled at %s: saved %s, read back %s; want the same time, not before the disable", at.Format(time.RFC3339Nano), saved.Format(time.RFC3339Nano), read.Format(time.RFC3339Nano))
+		}
+	}
+}
+
+func TestConfirmsIdle(t *testing.T) {
+	const uuid = "{11111111-1111-1111-1111-111111111111}"
+	disabled := now.Add(-time.Second)
+	tests := []struct {
+		name string
+		snap *observe.Snapshot
+		want bool
+	}{
+		{"no observation", nil, false},
+		{"an observation from before the disable, idle", snapshotAt(t, disabled.Add(-time.Millisecond), bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Minute)), false},
+		{"an observation from after the disable, idle", snapshotAt(t, disabled, bbRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)), true},
+		{"an observation from after the disable, busy", snapshotAt(t, disabled, bbRunner(uuid, bitbucket.RunnerStatusDisabled, "{step-1}", time.Minute)), false},
+		{"an observation from after the disable without the runner", snapshotAt(t, disabled), true},
+		{"an observation from after the disable that shows it enabled again", snapshotAt(t, disabled, bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Minute)), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := confirmsIdle(tt.snap, uuid, disabled); got != tt.want {
+				t.Errorf("confirmsIdle = %t, want %t", got, tt.want)
 			}
 		})
 	}

@@ -421,10 +421,19 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 	if st.LastStepTime != nil && st.LastStepTime.After(v.IdleSince) {
 		v.IdleSince = st.LastStepTime.Time
 	}
+	// A runner needed again is not drained again before a full scale-down delay: a count that
+	// wobbles for one poll must not disable, enable and disable the same runner.
+	if t, err := time.Parse(time.RFC3339Nano, runner.Annotations[v1alpha1.AnnotationDrainCancelled]); err == nil && t.After(v.IdleSince) {
+		v.IdleSince = t
+	}
 	bbState, step := st.BitbucketState, st.Step
 	var stateSince time.Time
 	if bb, ok := snap.ByUUID(st.UUID); ok && st.UUID != "" {
 		bbState, step, stateSince = string(bb.State.Status), stepID(bb), bb.State.UpdatedOn
+		if st.Step != "" && step == "" && snap.At.After(v.IdleSince) {
+			// The step ended after the Runner's status last saw it: idle since this snapshot.
+			v.IdleSince = snap.At
+		}
 	}
 	startedAt := runner.CreationTimestamp.Time
 	if st.PodStartTime != nil {
@@ -437,6 +446,9 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 		// Runner controller enables it, so the pool does not create one too many meanwhile.
 		v.State = scaling.Draining
 		v.Busy = step != ""
+		if !runner.DeletionTimestamp.IsZero() {
+			v.Drain, v.Deleting = true, true
+		}
 	case step != "":
 		v.State = scaling.Busy
 	case bbState == string(bitbucket.RunnerStatusOnline):
@@ -564,6 +576,12 @@ func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.Runn
 	}
 	patch := client.MergeFrom(runner.DeepCopy())
 	runner.Spec.Drain = drain
+	if !drain {
+		if runner.Annotations == nil {
+			runner.Annotations = map[string]string{}
+		}
+		runner.Annotations[v1alpha1.AnnotationDrainCancelled] = r.now().UTC().Format(time.RFC3339Nano)
+	}
 	if err := r.Patch(ctx, runner, patch); err != nil {
 		return fmt.Errorf("set drain=%t on runner %s: %w", drain, runner.Name, err)
 	}
@@ -603,8 +621,9 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 		}
 		return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
 	}
+	patch := client.MergeFrom(pool.DeepCopy())
 	controllerutil.RemoveFinalizer(pool, v1alpha1.PoolFinalizer)
-	if err := r.Update(ctx, pool); client.IgnoreNotFound(err) != nil {
+	if err := r.Patch(ctx, pool, patch); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
 	metrics.ForgetPool(pool.Namespace, pool.Name)

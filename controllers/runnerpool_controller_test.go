@@ -222,8 +222,11 @@ func TestRunnerViewState(t *testing.T) {
 				t.Errorf("got %s busy=%t pendingTooLong=%t, want %s busy=%t pendingTooLong=%t",
 					stateName(v.State), v.Busy, v.PendingTooLong, stateName(tt.wantState), tt.wantBusy, tt.wantPendingTooLong)
 			}
-			if v.Name != runner.Name || v.Drain != runner.Spec.Drain {
-				t.Errorf("got name %q drain=%t, want the Runner's %q drain=%t", v.Name, v.Drain, runner.Name, runner.Spec.Drain)
+			// A Runner being deleted drains whatever its spec says, and for good.
+			deleting := !runner.DeletionTimestamp.IsZero()
+			if v.Name != runner.Name || v.Drain != (runner.Spec.Drain || deleting) || v.Deleting != deleting {
+				t.Errorf("got name %q drain=%t deleting=%t, want the Runner's %q drain=%t deleting=%t",
+					v.Name, v.Drain, v.Deleting, runner.Name, runner.Spec.Drain || deleting, deleting)
 			}
 		})
 	}
@@ -231,10 +234,13 @@ func TestRunnerViewState(t *testing.T) {
 
 func TestRunnerViewIdleSince(t *testing.T) {
 	created := 3 * time.Hour
+	const uuid = "{11111111-1111-1111-1111-111111111111}"
 	tests := []struct {
 		name   string
 		runner []runnerMod
-		want   time.Time
+		// inBitbucket is what the latest observation (made now) shows; nil passes none.
+		inBitbucket *bitbucket.Runner
+		want        time.Time
 	}{
 		{
 			name:   "a runner that never came online counts as idle since its creation",
@@ -256,11 +262,41 @@ func TestRunnerViewIdleSince(t *testing.T) {
 			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(2 * time.Hour)},
 			want:   ago(time.Hour),
 		},
+		{
+			name: "a runner whose drain was cancelled is idle since then",
+			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(10 * time.Minute),
+				drainCancelledAgo(time.Minute)},
+			want: ago(time.Minute),
+		},
+		{
+			name: "a drain cancelled before the last step does not date the idleness",
+			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(10 * time.Minute),
+				drainCancelledAgo(20 * time.Minute)},
+			want: ago(10 * time.Minute),
+		},
+		{
+			name: "a step that ended after the status last saw it dates the idleness from the observation",
+			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(30 * time.Minute),
+				registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "{step-1}")},
+			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
+			want:        now,
+		},
+		{
+			name: "a step the status saw end keeps its time",
+			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(30 * time.Minute),
+				registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "")},
+			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
+			want:        ago(30 * time.Minute),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			runner := testRunner(tt.runner...)
-			v := runnerView(testPool(), &runner, nil, now, testOfflineGrace)
+			var snap *observe.Snapshot
+			if tt.inBitbucket != nil {
+				snap = snapshotOf(t, *tt.inBitbucket)
+			}
+			v := runnerView(testPool(), &runner, snap, now, testOfflineGrace)
 			if !v.IdleSince.Equal(tt.want) {
 				t.Errorf("IdleSince = %s, want %s", v.IdleSince, tt.want)
 			}

@@ -92,7 +92,8 @@ type RunnerStatus struct {
 	// OnlineTime is when the runner was first seen ONLINE with its current pod.
 	// +optional
 	OnlineTime *metav1.Time `json:"onlineTime,omitempty"`
-	// LastStepTime is when the runner was last observed running a step.
+	// LastStepTime is when a step was last seen to start or to end (the first observation
+	// without it): the scale-down delay counts from there.
 	// +optional
 	LastStepTime *metav1.Time `json:"lastStepTime,omitempty"`
 	// DisabledTime is when the runner was set DISABLED for draining.
@@ -105,7 +106,9 @@ type RunnerStatus struct {
 	// PodStartTime is when the current pod was created, for maxAge.
 	// +optional
 	PodStartTime *metav1.Time `json:"podStartTime,omitempty"`
-	// LastObservedTime is when the Bitbucket state above was observed.
+	// LastObservedTime is the observation that last changed the Bitbucket state above. An
+	// unchanged state is not written again at every poll; the pool's lastObservedTime is when
+	// Bitbucket was last read.
 	// +optional
 	LastObservedTime *metav1.Time `json:"lastObservedTime,omitempty"`
 	// Conditions: Registered, PodReady, Online.

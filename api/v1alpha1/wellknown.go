@@ -15,6 +15,9 @@ const (
 	// AnnotationPollRequested on a RunnerPool asks for an observation of Bitbucket newer than
 	// its RFC 3339 time. The webhook receiver sets it; `kubectl annotate` can too.
 	AnnotationPollRequested = "ci.runnerpool.dev/poll-requested"
+	// AnnotationDrainCancelled on a Runner is the RFC 3339 time the pool last cancelled its
+	// drain: the runner was needed again then, so its scale-down delay starts over.
+	AnnotationDrainCancelled = "ci.runnerpool.dev/drain-cancelled"
 
 	// PoolFinalizer drains and removes a pool's runners before the pool goes.
 	PoolFinalizer = "ci.runnerpool.dev/pool"

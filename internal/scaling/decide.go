@@ -44,6 +44,8 @@ type Runner struct {
 	IdleSince time.Time
 	// Drain is true when the pool has already asked the runner to drain.
 	Drain bool
+	// Deleting is true when the Runner is being deleted: its drain cannot be cancelled.
+	Deleting bool
 	// Busy is true when a draining runner is running a step.
 	Busy bool
 	// Recycle is true when the runner should be replaced once idle (maxAge, maxSteps, a
@@ -180,7 +182,7 @@ func Decide(in Input) Decision {
 			if missing == 0 {
 				break
 			}
-			if r.Drain && r.State != Stuck && !r.Recycle {
+			if r.Drain && r.State != Stuck && !r.Recycle && !r.Deleting {
 				d.Undrain = append(d.Undrain, r.Name)
 				missing--
 			}

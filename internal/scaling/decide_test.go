@@ -56,7 +56,7 @@ func disabledIdle(name string) scaling.Runner {
 // deleting is a runner on its way out without a drain the pool could cancel (the pool or the
 // Runner is being deleted).
 func deleting(name string) scaling.Runner {
-	return scaling.Runner{Name: name, State: scaling.Draining, IdleSince: now.Add(-time.Hour)}
+	return scaling.Runner{Name: name, State: scaling.Draining, Drain: true, Deleting: true, IdleSince: now.Add(-time.Hour)}
 }
 
 func recycle(r scaling.Runner) scaling.Runner {
@@ -419,6 +419,11 @@ func TestUndrain(t *testing.T) {
 			want: want{Desired: 4, Create: 2, Undrain: []string{"d2", "d1"}},
 		},
 		{
+			name: "a Runner being deleted is never un-drained: a new runner is created instead",
+			in:   pool(1, deleting("d1")),
+			want: want{Desired: 1, Create: 1},
+		},
+		{
 			name: "a stuck runner is never un-drained",
 			in:   pool(1, drainRequested(stuck("x1"))),
 			want: want{Desired: 1, Create: 1},
@@ -609,8 +614,8 @@ func TestDecisionInvariants(t *testing.T) {
 			fail("above max by %d but only %d drained", above, len(d.Drain))
 		}
 		for _, name := range d.Undrain {
-			if r := byName[name]; !r.Drain || r.State == scaling.Stuck || r.Recycle {
-				fail("un-drained %s, which was not drained, is stuck or is being recycled", name)
+			if r := byName[name]; !r.Drain || r.State == scaling.Stuck || r.Recycle || r.Deleting {
+				fail("un-drained %s, which was not drained, is stuck, is being recycled or is being deleted", name)
 			}
 		}
 		for _, name := range d.Replace {
@@ -643,6 +648,9 @@ func randomInput(rng *rand.Rand, policy scaling.Policy) scaling.Input {
 		r.Drain = rng.Intn(5) == 0 || (r.State == scaling.Draining && rng.Intn(3) > 0)
 		r.Busy = r.State == scaling.Busy || (r.State == scaling.Draining && rng.Intn(2) == 0)
 		r.PendingTooLong = r.State == scaling.Starting && rng.Intn(3) == 0
+		if r.State == scaling.Draining && rng.Intn(3) == 0 {
+			r.Drain, r.Deleting = true, true
+		}
 		in.Runners = append(in.Runners, r)
 	}
 	return in

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -171,6 +172,70 @@ func TestAnEphemeralRunnerIsReplacedAfterItsStep(t *testing.T) {
 	})
 	if s := stepsOf(label)[0]; s.Result != "SUCCESSFUL" || s.Runner != first.Status.UUID {
 		t.Errorf("step ran on %s with %s; want the first runner %s, SUCCESSFUL", s.Runner, s.Result, first.Status.UUID)
+	}
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}
+
+// stateAndDeleteCalls counts the runner state changes and deletes Bitbucket has received.
+func stateAndDeleteCalls() (states, deletes int) {
+	for endpoint, n := range sys.BBSim.State().Calls {
+		switch {
+		case strings.HasPrefix(endpoint, "PUT ") && strings.HasSuffix(endpoint, "/state"):
+			states += n
+		case strings.HasPrefix(endpoint, "DELETE ") && strings.Contains(endpoint, "/pipelines-config/runners/"):
+			deletes += n
+		}
+	}
+	return states, deletes
+}
+
+func TestScalingDownDisablesAndDeletesEachRunnerOnceAndIdleRunnersAreNotRewritten(t *testing.T) {
+	ns := namespace(t)
+	const label = "scaledown"
+	pool := createPool(t, harness.Pool(ns, label, 3, 3))
+	prefix := controllers.BitbucketNamePrefix(pool)
+	runners := func() []v1alpha1.Runner {
+		var list v1alpha1.RunnerList
+		countObjects(t, ns, &list, client.MatchingLabels{v1alpha1.LabelPool: pool.Name})
+		return list.Items
+	}
+	eventually(t, 60*time.Second, "3 runners ONLINE and idle in their status", func() (bool, string) {
+		idle := 0
+		for _, r := range runners() {
+			if r.Status.Phase == v1alpha1.RunnerPhaseIdle {
+				idle++
+			}
+		}
+		return idle == 3, fmt.Sprintf("%d idle Runners", idle)
+	})
+
+	// Nothing changes for idle runners, so nothing is written: two polls leave them as they are.
+	versions := map[string]string{}
+	for _, r := range runners() {
+		versions[r.Name] = r.ResourceVersion
+	}
+	time.Sleep(2*pool.Spec.Scaling.PollInterval.Duration + time.Second)
+	for _, r := range runners() {
+		if versions[r.Name] != r.ResourceVersion {
+			t.Errorf("idle Runner %s was written while nothing changed (resourceVersion %s -> %s): %+v", r.Name, versions[r.Name], r.ResourceVersion, r.Status)
+		}
+	}
+
+	statesBefore, deletesBefore := stateAndDeleteCalls()
+	current := getPool(t, ns, pool.Name)
+	patch := client.MergeFrom(current.DeepCopy())
+	current.Spec.MinRunners = 1
+	if err := sys.Client.Patch(t.Context(), current, patch); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the pool to scale down to 1", func() (bool, string) {
+		n, bb := len(runners()), len(bbRunners(prefix))
+		return n == 1 && bb == 1, fmt.Sprintf("%d Runners, %d Bitbucket runners", n, bb)
+	})
+	states, deletes := stateAndDeleteCalls()
+	if states-statesBefore != 2 || deletes-deletesBefore != 2 {
+		t.Errorf("removing 2 idle runners sent %d state changes and %d deletes; want one DISABLED and one DELETE each",
+			states-statesBefore, deletes-deletesBefore)
 	}
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
