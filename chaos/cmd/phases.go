@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -375,18 +376,38 @@ func (r *run) runnerRenamedAndRelabelled(ctx context.Context, pools []*poolInfo)
 			for _, rn := range s.runners {
 				renameKept = renameKept || (rn.Status.UUID == rename.UUID && inBB[rename.UUID])
 			}
+			// Scaling down after f3's steps may remove the renamed runner through its Runner,
+			// like any idle runner; what must never happen is its removal as an orphan.
 			if !renameKept {
-				r.res.fail("rename/relabel: renamed runner %s of %s lost its Runner or was deleted", rename.UUID, f3.key())
+				if orphaned, err := r.removedAsOrphan(ctx, f3, rename.UUID); err != nil {
+					r.res.fail("rename/relabel: %v", err)
+				} else if orphaned {
+					r.res.fail("rename/relabel: renamed runner %s of %s was removed as an orphan", rename.UUID, f3.key())
+				}
 			}
 		}
 	}
-	outcome := fmt.Sprintf("run: renamed %d (kept with its Runner: %t), relabelled %d (busy one: %t), replaced %d",
+	outcome := fmt.Sprintf("run: renamed %d (kept with its Runner, or removed by it when scaling down: %t), relabelled %d (busy one: %t), replaced %d",
 		btoi(rename != nil), renameKept, len(relabel), busyRelabelled, replaced)
 	sc.note("%s", outcome)
 	r.res.mu.Lock()
 	r.res.RenameRelabel = outcome
 	r.res.mu.Unlock()
 	return nil
+}
+
+// removedAsOrphan reports whether the pool removed the Bitbucket runner as one without a Runner.
+func (r *run) removedAsOrphan(ctx context.Context, p *poolInfo, uuid string) (bool, error) {
+	var events eventsv1.EventList
+	if err := r.env.c.List(ctx, &events, client.InNamespace(p.namespace)); err != nil {
+		return false, fmt.Errorf("list events of %s: %w", p.namespace, err)
+	}
+	for _, e := range events.Items {
+		if e.Reason == "OrphanRemoved" && strings.Contains(e.Note, uuid) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func btoi(b bool) int {
