@@ -178,11 +178,13 @@ func Decide(in Input) Decision {
 		// Cancelling a drain is cheaper than a new runner; busy ones first, they are in the
 		// race the drain lost. A runner drained to be recycled stays drained: cancelling it
 		// would undo the recycling it was drained for, and the pool would drain the next one.
+		// A spent ephemeral runner stays drained too: it would take a second step on a used pod,
+		// and the next decision would drain it again (disable, enable, disable every poll).
 		for _, r := range sorted(in.Runners, func(a, b Runner) bool { return a.Busy && !b.Busy }) {
 			if missing == 0 {
 				break
 			}
-			if r.Drain && r.State != Stuck && !r.Recycle && !r.Deleting {
+			if r.Drain && r.State != Stuck && !r.Recycle && !r.Spent && !r.Deleting {
 				d.Undrain = append(d.Undrain, r.Name)
 				missing--
 			}
@@ -240,7 +242,8 @@ func pickDrain(in Input, n int) []string {
 	}
 	for _, state := range []State{Idle, Starting, Busy} {
 		for _, r := range in.Runners {
-			if r.State != state || r.Drain || chosen[r.Name] {
+			// A spent runner that is not busy is drained on its own account, not capacity.
+			if r.State != state || r.Drain || chosen[r.Name] || (r.Spent && r.State != Busy) {
 				continue
 			}
 			if !take(r) {

@@ -419,6 +419,11 @@ func TestUndrain(t *testing.T) {
 			want: want{Desired: 4, Create: 2, Undrain: []string{"d2", "d1"}},
 		},
 		{
+			name: "a spent ephemeral runner is never un-drained: its pod is not clean, a new runner is created instead",
+			in:   pool(1, spent(drainRequested(idle("e1", time.Second)))),
+			want: want{Desired: 1, Create: 1},
+		},
+		{
 			name: "a Runner being deleted is never un-drained: a new runner is created instead",
 			in:   pool(1, deleting("d1")),
 			want: want{Desired: 1, Create: 1},
@@ -575,16 +580,19 @@ func TestDecisionInvariants(t *testing.T) {
 		if len(in.Runners)+d.Create > max(in.Max, len(in.Runners)) {
 			fail("never more Runner objects than max: %d runners + %d creates > max %d", len(in.Runners), d.Create, in.Max)
 		}
-		if d.Create > 0 && len(d.Drain) > 0 {
+		// A spent ephemeral runner goes whatever else is decided; the rules below are about the
+		// drains that size the pool.
+		sizing := slices.DeleteFunc(slices.Clone(d.Drain), func(name string) bool { return byName[name].Spent })
+		if d.Create > 0 && len(sizing) > 0 {
 			fail("a decision never creates and drains at once")
 		}
 		if (d.Create > 0 || len(d.Undrain) > 0) && d.Counts.Capacity()+d.Create+len(d.Undrain) > d.Desired {
 			fail("creates and un-drains never overshoot desired")
 		}
-		if len(d.Drain) > 0 && len(d.Undrain) > 0 {
+		if len(sizing) > 0 && len(d.Undrain) > 0 {
 			fail("a decision never drains and un-drains at once")
 		}
-		if d.Counts.Capacity() <= d.Desired && len(d.Drain) > 1 {
+		if d.Counts.Capacity() <= d.Desired && len(sizing) > 1 {
 			fail("recycling drains one runner at a time, drained %v", d.Drain)
 		}
 		seen := map[string]bool{}
@@ -606,7 +614,7 @@ func TestDecisionInvariants(t *testing.T) {
 			if r.State == scaling.Starting && above <= 0 {
 				fail("a starting runner is only drained above max (drained %s)", name)
 			}
-			if r.State == scaling.Idle && above <= 0 && !r.Recycle && in.Now.Sub(r.IdleSince) < in.ScaleDownDelay {
+			if r.State == scaling.Idle && above <= 0 && !r.Recycle && !r.Spent && in.Now.Sub(r.IdleSince) < in.ScaleDownDelay {
 				fail("within max only idle runners past scaleDownDelay are drained (drained %s)", name)
 			}
 		}
@@ -614,8 +622,8 @@ func TestDecisionInvariants(t *testing.T) {
 			fail("above max by %d but only %d drained", above, len(d.Drain))
 		}
 		for _, name := range d.Undrain {
-			if r := byName[name]; !r.Drain || r.State == scaling.Stuck || r.Recycle || r.Deleting {
-				fail("un-drained %s, which was not drained, is stuck, is being recycled or is being deleted", name)
+			if r := byName[name]; !r.Drain || r.State == scaling.Stuck || r.Recycle || r.Spent || r.Deleting {
+				fail("un-drained %s, which was not drained, is stuck, is being recycled, has run its one step or is being deleted", name)
 			}
 		}
 		for _, name := range d.Replace {
@@ -644,6 +652,7 @@ func randomInput(rng *rand.Rand, policy scaling.Policy) scaling.Input {
 			State:     scaling.State(rng.Intn(5)),
 			IdleSince: now.Add(-time.Duration(rng.Intn(30)) * time.Minute),
 			Recycle:   rng.Intn(4) == 0,
+			Spent:     rng.Intn(6) == 0,
 		}
 		r.Drain = rng.Intn(5) == 0 || (r.State == scaling.Draining && rng.Intn(3) > 0)
 		r.Busy = r.State == scaling.Busy || (r.State == scaling.Draining && rng.Intn(2) == 0)
