@@ -54,6 +54,8 @@ type RunnerReconciler struct {
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
 	Now  func() time.Time
+
+	flips stateFlips
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
@@ -416,7 +418,7 @@ func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.
 			// only an enabled runner shows ONLINE.
 			if state, ok := r.storedState(key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {
 				if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusEnabled); err != nil {
-					return ctrl.Result{}, err
+					return retryFlip(ctx, err)
 				}
 				r.event(runner, corev1.EventTypeNormal, "Reenabled", "Drain", "Drain cancelled; runner enabled again")
 			}
@@ -469,7 +471,8 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 					r.Store.Forget(key, st.UUID)
 					return true, ctrl.Result{}, nil
 				}
-				return false, ctrl.Result{}, err
+				res, err := retryFlip(ctx, err)
+				return false, res, err
 			}
 		}
 		disabled := disabledTime(r.now())
@@ -526,10 +529,32 @@ func (r *RunnerReconciler) storedState(key observe.Key, uuid string) (bitbucket.
 	return bb.State.Status, ok
 }
 
+// errFlipTooSoon holds back a state change that would undo one made moments ago; the reconcile
+// is retried once the wait is over (see minStateFlipInterval).
+type errFlipTooSoon struct{ wait time.Duration }
+
+func (e errFlipTooSoon) Error() string {
+	return fmt.Sprintf("runner state changed back within %s; retrying in %s", minStateFlipInterval, e.wait)
+}
+
+// retryFlip turns a held-back state change into a requeue, and passes any other error on.
+func retryFlip(ctx context.Context, err error) (ctrl.Result, error) {
+	var tooSoon errFlipTooSoon
+	if errors.As(err, &tooSoon) {
+		ctrl.LoggerFrom(ctx).Info("Holding back a runner state change that undoes one made moments ago", "wait", tooSoon.wait)
+		return ctrl.Result{RequeueAfter: tooSoon.wait}, nil
+	}
+	return ctrl.Result{}, err
+}
+
 func (r *RunnerReconciler) setState(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, status bitbucket.RunnerStatus) error {
+	if wait := r.flips.wait(runner.Status.UUID, status, r.now()); wait > 0 {
+		return errFlipTooSoon{wait: wait}
+	}
 	if err := api.SetRunnerState(ctx, scopeOf(runner), runner.Status.UUID, status); err != nil {
 		return fmt.Errorf("set runner %s %s: %w", runner.Status.UUID, status, err)
 	}
+	r.flips.record(runner.Status.UUID, status, r.now())
 	if snap := r.Store.Peek(key); snap != nil {
 		if bb, ok := snap.ByUUID(runner.Status.UUID); ok {
 			bb.State.Status = status
