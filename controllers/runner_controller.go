@@ -454,6 +454,10 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 	if st.UUID == "" {
 		return true, ctrl.Result{}, nil
 	}
+	// A pool polling every few minutes (or stretched by a low budget) would keep its draining
+	// runners, and a deleted pool, waiting that long: the confirmation list is shared by every
+	// draining runner of the scope, so looking at least this often costs little.
+	poll = min(poll, maxDrainConfirmWait)
 	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
 	if st.DisabledTime != nil {
 		// Only an enabled runner shows ONLINE: a cancelled drain whose status write the cache
@@ -503,6 +507,9 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 	}
 	return true, ctrl.Result{}, nil
 }
+
+// maxDrainConfirmWait bounds how long a drain waits for the list that confirms it.
+const maxDrainConfirmWait = 30 * time.Second
 
 // disabledTime is the DisabledTime of a runner known to be disabled at now: a list that starts
 // later sees it so. It is rounded up to the second, because that is all the status keeps: a time

@@ -90,6 +90,15 @@ func TestAWebhookForOneRepositoryDoesNotWakeThePoolsOfAnother(t *testing.T) {
 // Two Queue pools reading one repository (spelt two ways) are woken in the same rounds and
 // share one read of the queue per round.
 func TestQueuePoolsOnOneRepositoryReadItOncePerRound(t *testing.T) {
+	// bbsim counts the queue reads of every pool: pools of earlier tests still being deleted
+	// would be woken by this test's webhooks and read the queue too.
+	eventually(t, 2*time.Minute, "the pools of earlier tests to be gone", func() (bool, string) {
+		var all v1alpha1.RunnerPoolList
+		if err := sys.Client.List(t.Context(), &all); err != nil {
+			return false, err.Error()
+		}
+		return len(all.Items) == 0, fmt.Sprintf("%d pools left", len(all.Items))
+	})
 	ns := namespace(t)
 	var pools []*v1alpha1.RunnerPool
 	for name, repo := range map[string]string{
