@@ -40,6 +40,13 @@ const (
 // otherwise eat into the hourly limit of the credential every other test shares.
 const budgetToken = "budget-test-token"
 
+// queueShareToken is the credential of the shared-read test alone, so that its count of queue
+// reads is not mixed with reads of other tests' pools; bbsim names it "access-token:#2".
+const (
+	queueShareToken      = "queue-share-token"
+	queueShareCredential = "access-token:#2"
+)
+
 // operatorNamespace is where the in-process operator saves its request budgets.
 const operatorNamespace = "runnerpool-system"
 
@@ -70,7 +77,7 @@ func run(m *testing.M) int {
 		Logger: logger,
 		BBSim: bbsim.Options{
 			Workspaces: workspaces, ConnectDelay: 500 * time.Millisecond,
-			ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken},
+			ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken, queueShareToken},
 		},
 		BudgetNamespace: operatorNamespace,
 	})
