@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +29,11 @@ func labelStrings(labels []v1alpha1.RunnerLabel) []string {
 		out[i] = string(l)
 	}
 	return out
+}
+
+// sortedLabels is a label set in the one order Bitbucket's and ours are compared in.
+func sortedLabels(labels []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(labels)))
 }
 
 // stepID identifies the step a runner runs, "" when idle.

@@ -48,8 +48,8 @@ func labelsChangedInBitbucket(runner *v1alpha1.Runner, snap *observe.Snapshot) (
 	if !ok || len(bb.Labels) == 0 {
 		return nil, false
 	}
-	have := slices.Compact(slices.Sorted(slices.Values(bb.Labels)))
-	want := slices.Compact(slices.Sorted(slices.Values(labelStrings(runner.Spec.Labels))))
+	have := sortedLabels(bb.Labels)
+	want := sortedLabels(labelStrings(runner.Spec.Labels))
 	if slices.Equal(have, want) {
 		return nil, false
 	}

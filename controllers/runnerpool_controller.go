@@ -408,10 +408,6 @@ func recycleReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, templateH
 	return ""
 }
 
-func sortedLabels(labels []string) []string {
-	return slices.Compact(slices.Sorted(slices.Values(labels)))
-}
-
 func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time, offlineGrace time.Duration) scaling.Runner {
 	st := runner.Status
 	v := scaling.Runner{Name: runner.Name, Drain: runner.Spec.Drain, State: scaling.Starting, IdleSince: runner.CreationTimestamp.Time}
