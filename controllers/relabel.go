@@ -6,7 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 )
 
 // Runners renamed or relabelled in Bitbucket, behind the operator's back (the Bitbucket UI lets
@@ -40,7 +40,7 @@ const (
 // comparison is with the Runner's labels, not the pool's, so that it finds edits made in
 // Bitbucket; it relies on Bitbucket keeping the labels a runner is created with as they were
 // sent (as the runners API does), or every replacement would differ again.
-func labelsChangedInBitbucket(runner *v1alpha1.Runner, snap *observe.Snapshot) ([]string, bool) {
+func labelsChangedInBitbucket(runner *v1alpha1.Runner, snap *runnerlist.Snapshot) ([]string, bool) {
 	if runner.Status.UUID == "" || len(runner.Spec.Labels) == 0 {
 		return nil, false
 	}
@@ -58,7 +58,7 @@ func labelsChangedInBitbucket(runner *v1alpha1.Runner, snap *observe.Snapshot) (
 
 // relabelDrainReason names the recycling of a relabelled runner for what it is (the metric's
 // reason) and tells people with a warning event what Bitbucket shows; any other reason passes.
-func (r *RunnerPoolReconciler) relabelDrainReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, reason string) string {
+func (r *RunnerPoolReconciler) relabelDrainReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot, reason string) string {
 	if reason != "recycle" || runner == nil || runner.Spec.Drain {
 		return reason
 	}

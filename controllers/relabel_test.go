@@ -7,18 +7,10 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/fixture"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/internal/scaling"
 )
-
-func withLabels(labels ...string) runnerMod {
-	return func(r *v1alpha1.Runner) {
-		r.Spec.Labels = nil
-		for _, l := range labels {
-			r.Spec.Labels = append(r.Spec.Labels, v1alpha1.RunnerLabel(l))
-		}
-	}
-}
 
 func bbWith(r bitbucket.Runner, name string, labels ...string) bitbucket.Runner {
 	if name != "" {
@@ -30,11 +22,11 @@ func bbWith(r bitbucket.Runner, name string, labels ...string) bitbucket.Runner 
 
 func TestLabelsChangedInBitbucket(t *testing.T) {
 	const uuid = "{33333333-3333-3333-3333-333333333333}"
-	online := bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour)
-	ours := []runnerMod{registered(uuid), withLabels("self.hosted", "linux", "build")}
+	online := fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour)
+	ours := []fixture.RunnerMod{fixture.Registered(uuid), fixture.WithLabels("self.hosted", "linux", "build")}
 	tests := []struct {
 		name        string
-		runner      []runnerMod
+		runner      []fixture.RunnerMod
 		inBitbucket []bitbucket.Runner
 		wantChanged bool
 		wantLabels  []string
@@ -52,15 +44,15 @@ func TestLabelsChangedInBitbucket(t *testing.T) {
 		{"a runner listed without labels is taken as unchanged", ours,
 			[]bitbucket.Runner{bbWith(online, "")}, false, nil},
 		{"a runner not in the observation is unchanged", ours, nil, false, nil},
-		{"a Runner not registered yet is unchanged", []runnerMod{withLabels("self.hosted", "linux", "build")},
+		{"a Runner not registered yet is unchanged", []fixture.RunnerMod{fixture.WithLabels("self.hosted", "linux", "build")},
 			[]bitbucket.Runner{bbWith(online, "", "self.hosted", "linux", "deploy")}, false, nil},
-		{"a Runner that records no labels is unchanged", []runnerMod{registered(uuid)},
+		{"a Runner that records no labels is unchanged", []fixture.RunnerMod{fixture.Registered(uuid)},
 			[]bitbucket.Runner{bbWith(online, "", "self.hosted", "linux", "deploy")}, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runner := testRunner(tt.runner...)
-			labels, changed := labelsChangedInBitbucket(&runner, snapshotOf(t, tt.inBitbucket...))
+			runner := fixture.Runner(tt.runner...)
+			labels, changed := labelsChangedInBitbucket(&runner, fixture.Snapshot(t, tt.inBitbucket...))
 			if changed != tt.wantChanged || !slices.Equal(labels, tt.wantLabels) {
 				t.Errorf("got %v %t, want %v %t", labels, changed, tt.wantLabels, tt.wantChanged)
 			}
@@ -72,7 +64,7 @@ func TestLabelsChangedInBitbucket(t *testing.T) {
 // drains idle runners for recycling), and the drain is reported as labels_changed.
 func TestRelabelledRunnerIsRecycledAndNamedSo(t *testing.T) {
 	const uuid = "{44444444-4444-4444-4444-444444444444}"
-	base := []runnerMod{registered(uuid), withLabels("self.hosted", "linux"), podStartedAgo(time.Hour), onlineSince(time.Hour), podRunning(time.Hour)}
+	base := []fixture.RunnerMod{fixture.Registered(uuid), fixture.WithLabels("self.hosted", "linux"), fixture.PodStartedAgo(time.Hour), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)}
 	tests := []struct {
 		name        string
 		step        string
@@ -87,14 +79,14 @@ func TestRelabelledRunnerIsRecycledAndNamedSo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := testPool()
-			mods := append(append([]runnerMod{}, base...), templateHash(runnerpod.TemplateHash(pool)), mirrored(bitbucket.RunnerStatusOnline, tt.step))
-			runners := []v1alpha1.Runner{testRunner(mods...)}
-			snap := snapshotOf(t, bbWith(bbRunner(uuid, bitbucket.RunnerStatusOnline, tt.step, time.Hour), "", tt.labels...))
-			r := &RunnerPoolReconciler{Now: func() time.Time { return now }}
+			pool := fixture.Pool()
+			mods := append(append([]fixture.RunnerMod{}, base...), fixture.TemplateHash(runnerpod.TemplateHash(pool)), fixture.Mirrored(bitbucket.RunnerStatusOnline, tt.step))
+			runners := []v1alpha1.Runner{fixture.Runner(mods...)}
+			snap := fixture.Snapshot(t, bbWith(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, tt.step, time.Hour), "", tt.labels...))
+			r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }}
 			in := r.decisionInput(pool, runners, snap)
 			if v := in.Runners[0]; v.State != tt.wantState || v.Recycle != tt.wantRecycle {
-				t.Fatalf("got %s recycle=%t, want %s recycle=%t", stateName(v.State), v.Recycle, stateName(tt.wantState), tt.wantRecycle)
+				t.Fatalf("got %s recycle=%t, want %s recycle=%t", v.State.String(), v.Recycle, tt.wantState.String(), tt.wantRecycle)
 			}
 			if got := r.relabelDrainReason(pool, &runners[0], snap, "recycle"); got != tt.wantReason {
 				t.Errorf("drain reason %q, want %q", got, tt.wantReason)

@@ -25,8 +25,9 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/credentials"
 	"github.com/runnerpool/runnerpool-operator/internal/metrics"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 )
 
@@ -36,9 +37,6 @@ const (
 	ReasonRegistrationFailed = "RegistrationFailed"
 	ReasonRunnerLimitReached = "RunnerLimitReached"
 	ReasonCredentials        = "CredentialsUnavailable"
-	ReasonPodRunning         = "PodRunning"
-	ReasonPodNotReady        = "PodNotReady"
-	ReasonPodFailing         = "PodFailing"
 	ReasonOnline             = "Online"
 	ReasonNotOnline          = "NotOnline"
 )
@@ -49,8 +47,8 @@ const (
 type RunnerReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	Clients  *Clients
-	Store    *observe.Store
+	Clients  *credentials.Clients
+	Store    *runnerlist.Store
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
 	Now  func() time.Time
@@ -104,7 +102,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	poll := observeInterval(pool)
 	api, err := r.Clients.For(ctx, pool)
 	if err != nil {
-		_, msg, ok := credentialsCondition(err)
+		_, msg, ok := credentials.Condition(err)
 		if !ok {
 			return ctrl.Result{}, err
 		}
@@ -112,7 +110,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonCredentials, msg)
 		return ctrl.Result{RequeueAfter: max(poll, time.Minute)}, nil
 	}
-	key := r.Clients.ObserveKey(pool)
+	key := r.Clients.ListKey(pool)
 
 	// A draining runner without a registration (it vanished from Bitbucket) is deleted below,
 	// not registered again.
@@ -180,7 +178,7 @@ func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
-func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key) (ctrl.Result, error) {
+func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	scope := scopeOf(runner)
 	// The look-up guards the create, so it must not be starved by a nearly spent budget.
@@ -234,7 +232,7 @@ func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPo
 			r.event(runner, corev1.EventTypeWarning, ReasonRunnerLimitReached, "Register", "%s", msg)
 			return ctrl.Result{RequeueAfter: time.Minute}, nil
 		}
-		if reason, msg, ok := credentialsCondition(err); ok {
+		if reason, msg, ok := credentials.Condition(err); ok {
 			// The pool reports PermissionDenied and InvalidCredentials from here: a list may
 			// work with credentials that cannot create.
 			setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, reason, msg)
@@ -281,7 +279,7 @@ func (r *RunnerReconciler) saveRegistration(ctx context.Context, runner *v1alpha
 // mirror copies the Bitbucket state of the runner into its status. It reports true when the
 // runner disappeared from Bitbucket behind the operator's back, after resetting the Runner so
 // that it registers again.
-func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, snap *observe.Snapshot) bool {
+func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, snap *runnerlist.Snapshot) bool {
 	st := &runner.Status
 	bb, ok := snap.ByUUID(st.UUID)
 	if !ok {
@@ -299,7 +297,7 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 		*st = v1alpha1.RunnerStatus{}
 		return true
 	}
-	step := stepID(bb)
+	step := bb.StepID()
 	// Only changes are written: an idle runner's status stays as it is from poll to poll, so
 	// a thousand idle runners cost the API server nothing between changes.
 	if st.LastObservedTime == nil || st.BitbucketState != string(bb.State.Status) || st.Step != step {
@@ -356,7 +354,7 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 		return nil
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, podEndReason(pod))
+		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, runnerpod.EndReason(pod))
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
 		}
@@ -364,16 +362,16 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 		return nil
 	}
 	switch {
-	case podReady(pod):
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
-	case podFailing(pod) != "":
-		reason := podFailing(pod)
-		if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c == nil || c.Reason != ReasonPodFailing {
-			r.event(runner, corev1.EventTypeWarning, ReasonPodFailing, "StartPod", "Runner pod %s cannot start: %s", pod.Name, reason)
+	case runnerpod.Ready(pod):
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, runnerpod.ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
+	case runnerpod.Failing(pod) != "":
+		reason := runnerpod.Failing(pod)
+		if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c == nil || c.Reason != runnerpod.ReasonPodFailing {
+			r.event(runner, corev1.EventTypeWarning, runnerpod.ReasonPodFailing, "StartPod", "Runner pod %s cannot start: %s", pod.Name, reason)
 		}
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodFailing, podWaitingMessage(pod))
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodFailing, runnerpod.WaitingMessage(pod))
 	default:
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodNotReady, podWaitingMessage(pod))
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
 	}
 	return nil
 }
@@ -405,13 +403,13 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	runner.Status.PodTemplateHash = pod.Annotations[runnerpod.AnnotationTemplateHash]
 	runner.Status.OnlineTime = nil
 	runner.Status.StepsStarted = 0
-	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodNotReady, "The runner pod was created")
+	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, "The runner pod was created")
 	return nil
 }
 
 // reconcileDrain disables a runner the pool wants gone and deletes the Runner once Bitbucket
 // confirms it took no step; a runner whose drain was cancelled is enabled again.
-func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, poll time.Duration) (ctrl.Result, error) {
+func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key, poll time.Duration) (ctrl.Result, error) {
 	if !runner.Spec.Drain {
 		if runner.Status.DisabledTime != nil {
 			// A reconcile whose status write the cache does not show yet may have enabled it:
@@ -449,7 +447,7 @@ func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.
 // that confirmed it stays conclusive however old it gets. The observation is the scope's shared
 // list at its usual pace (the waker brings the runner back right after it): a drain costs one
 // PUT, and no list of its own.
-func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, poll time.Duration) (bool, ctrl.Result, error) {
+func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key, poll time.Duration) (bool, ctrl.Result, error) {
 	st := &runner.Status
 	if st.UUID == "" {
 		return true, ctrl.Result{}, nil
@@ -501,7 +499,7 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 		return true, ctrl.Result{}, nil
 	}
 	st.BitbucketState = string(bb.State.Status)
-	st.Step = stepID(bb)
+	st.Step = bb.StepID()
 	if st.Step != "" || bb.State.Status == bitbucket.RunnerStatusOnline {
 		return false, next, nil
 	}
@@ -521,17 +519,17 @@ func disabledTime(now time.Time) metav1.Time {
 
 // confirmsIdle reports a snapshot taken after the runner was disabled that shows it without a
 // step and not enabled again, or without the runner.
-func confirmsIdle(snap *observe.Snapshot, uuid string, disabled time.Time) bool {
+func confirmsIdle(snap *runnerlist.Snapshot, uuid string, disabled time.Time) bool {
 	if snap == nil || snap.At.Before(disabled) {
 		return false
 	}
 	bb, ok := snap.ByUUID(uuid)
-	return !ok || (stepID(bb) == "" && bb.State.Status != bitbucket.RunnerStatusOnline)
+	return !ok || (bb.StepID() == "" && bb.State.Status != bitbucket.RunnerStatusOnline)
 }
 
 // storedState is the runner's state in the latest snapshot, which holds the operator's own
 // state changes as soon as Bitbucket accepted them.
-func (r *RunnerReconciler) storedState(key observe.Key, uuid string) (bitbucket.RunnerStatus, bool) {
+func (r *RunnerReconciler) storedState(key runnerlist.Key, uuid string) (bitbucket.RunnerStatus, bool) {
 	bb, ok := r.Store.Peek(key).ByUUID(uuid)
 	return bb.State.Status, ok
 }
@@ -554,7 +552,7 @@ func retryFlip(ctx context.Context, err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-func (r *RunnerReconciler) setState(ctx context.Context, runner *v1alpha1.Runner, api BitbucketAPI, key observe.Key, status bitbucket.RunnerStatus) error {
+func (r *RunnerReconciler) setState(ctx context.Context, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key, status bitbucket.RunnerStatus) error {
 	if wait := r.flips.wait(runner.Status.UUID, status, r.now()); wait > 0 {
 		return errFlipTooSoon{wait: wait}
 	}
@@ -607,13 +605,13 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	api, err := r.Clients.ForCleanup(ctx, pool)
 	if err != nil {
-		if _, msg, ok := credentialsCondition(err); ok {
+		if _, msg, ok := credentials.Condition(err); ok {
 			r.event(runner, corev1.EventTypeWarning, ReasonCredentials, "Unregister", "Cannot unregister the Bitbucket runner: %s", msg)
 			return ctrl.Result{RequeueAfter: time.Minute}, nil
 		}
 		return ctrl.Result{}, err
 	}
-	key := r.Clients.ObserveKey(pool)
+	key := r.Clients.ListKey(pool)
 	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key, observeInterval(pool))
 	if err != nil || !idle {
 		return res, err
@@ -710,7 +708,7 @@ func runnerPhase(runner *v1alpha1.Runner) v1alpha1.RunnerPhase {
 	switch {
 	case !runner.DeletionTimestamp.IsZero():
 		return v1alpha1.RunnerPhaseDeleting
-	case st.UUID != "" && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodFailing:
+	case st.UUID != "" && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == runnerpod.ReasonPodFailing:
 		return v1alpha1.RunnerPhaseFailed
 	case st.UUID == "":
 		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionRegistered); c != nil && c.Status == metav1.ConditionFalse && c.Reason != ReasonRegistrationFailed {

@@ -25,10 +25,12 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/credentials"
 	"github.com/runnerpool/runnerpool-operator/internal/metrics"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/internal/scaling"
+	"github.com/runnerpool/runnerpool-operator/internal/stepqueue"
 )
 
 // Grace periods, see Timings.
@@ -75,9 +77,9 @@ const (
 type RunnerPoolReconciler struct {
 	client.Client
 	Recorder events.EventRecorder
-	Clients  *Clients
-	Store    *observe.Store
-	Queue    *QueueReader
+	Clients  *credentials.Clients
+	Store    *runnerlist.Store
+	Queue    *stepqueue.Reader
 	Timings  Timings
 	Now      func() time.Time
 
@@ -134,14 +136,14 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		notBefore := now.Add(-poll)
 		// A requested poll (webhook, or a user's annotation) needs a list newer than the
 		// request; a request from the future (clock skew between replicas) counts as now.
-		if requested := pollRequested(pool); requested.After(notBefore) {
+		if requested := scaling.PollRequested(pool); requested.After(notBefore) {
 			notBefore = requested
 			if requested.After(now) {
 				notBefore = now
 			}
 		}
-		var snap *observe.Snapshot
-		snap, err = r.Store.Get(ctx, r.Clients.ObserveKey(pool), api, notBefore)
+		var snap *runnerlist.Snapshot
+		snap, err = r.Store.Get(ctx, r.Clients.ListKey(pool), api, notBefore)
 		if err == nil {
 			observed := metav1.NewTime(snap.At)
 			pool.Status.LastObservedTime = &observed
@@ -152,8 +154,8 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 			return res, err
 		}
 	}
-	if reason, msg, ok := credentialsCondition(err); ok {
-		if reason == ReasonInvalidCredentials || reason == ReasonPermissionDenied {
+	if reason, msg, ok := credentials.Condition(err); ok {
+		if reason == credentials.ReasonInvalidCredentials || reason == credentials.ReasonPermissionDenied {
 			r.Clients.Invalidate(pool) // read the Secret afresh next time: it may be fixed
 		}
 		r.reportCredentials(pool, reason, msg)
@@ -178,7 +180,7 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 
 // effectivePoll stretches the poll interval when the request budget of the pool's credential
 // runs low (scaling.PollInterval), and reports it.
-func (r *RunnerPoolReconciler) effectivePoll(pool *v1alpha1.RunnerPool, api BitbucketAPI) time.Duration {
+func (r *RunnerPoolReconciler) effectivePoll(pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI) time.Duration {
 	base := pool.Spec.Scaling.PollInterval.Duration
 	poll := base
 	if b, ok := api.(interface{ Budget() *bitbucket.Budget }); ok && b.Budget() != nil {
@@ -199,11 +201,11 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 }
 
 // scale observes, decides and acts.
-func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI, runners []v1alpha1.Runner, snap *observe.Snapshot) (ctrl.Result, error) {
+func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI, runners []v1alpha1.Runner, snap *runnerlist.Snapshot) (ctrl.Result, error) {
 	if reason, msg := refusedRegistration(runners); reason != "" {
 		r.reportCredentials(pool, reason, msg)
 	} else {
-		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
+		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
 	in := r.decisionInput(pool, runners, snap)
 	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), runners, r.now()) {
@@ -274,7 +276,7 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 func refusedRegistration(runners []v1alpha1.Runner) (reason, message string) {
 	for i := range runners {
 		c := meta.FindStatusCondition(runners[i].Status.Conditions, v1alpha1.ConditionRegistered)
-		if c != nil && c.Status == metav1.ConditionFalse && (c.Reason == ReasonPermissionDenied || c.Reason == ReasonInvalidCredentials) {
+		if c != nil && c.Status == metav1.ConditionFalse && (c.Reason == credentials.ReasonPermissionDenied || c.Reason == credentials.ReasonInvalidCredentials) {
 			return c.Reason, c.Message
 		}
 	}
@@ -295,7 +297,7 @@ func countRegistrationReason(runners []v1alpha1.Runner, reason string) int {
 // removeOrphans deletes Bitbucket runners that carry the pool's marker but have no Runner: what
 // a crash or a hand-deleted Runner leaves behind. Each still counts against Bitbucket's limit of
 // 100. A busy one is only disabled, and goes once idle.
-func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI, runners []v1alpha1.Runner, snap *observe.Snapshot) error {
+func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI, runners []v1alpha1.Runner, snap *runnerlist.Snapshot) error {
 	known := map[string]bool{}
 	for i := range runners {
 		known[runners[i].Spec.BitbucketName] = true
@@ -323,7 +325,7 @@ func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1
 			errs = append(errs, fmt.Errorf("delete orphaned runner %s: %w", bb.UUID, err))
 			continue
 		}
-		r.Store.Forget(r.Clients.ObserveKey(pool), bb.UUID)
+		r.Store.Forget(r.Clients.ListKey(pool), bb.UUID)
 		r.event(pool, corev1.EventTypeNormal, "OrphanRemoved", "Cleanup", "Deleted Bitbucket runner %s (%s): it had no Runner", bb.Name, bb.UUID)
 		metrics.Cleanups.WithLabelValues(pool.Namespace, pool.Name, "bitbucket_runner", "orphan").Inc()
 	}
@@ -332,9 +334,9 @@ func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1
 
 // queued reads the steps waiting for the pool when the policy or a recent webhook asks for it.
 // A queue that cannot be read leaves the pool scaling on its runners alone, and says so.
-func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, api BitbucketAPI) int {
+func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI) int {
 	now := r.now()
-	if r.Queue == nil || !wantsQueue(pool, now) {
+	if r.Queue == nil || !scaling.ReadsQueue(pool, now) {
 		pool.Status.Queued = 0
 		metrics.QueuedSteps.WithLabelValues(pool.Namespace, pool.Name).Set(0)
 		return 0
@@ -344,10 +346,19 @@ func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.Runner
 		poll = pool.Status.PollInterval.Duration
 	}
 	notBefore := now.Add(-poll)
-	if requested := pollRequested(pool); requested.After(notBefore) && !requested.After(now) {
+	if requested := scaling.PollRequested(pool); requested.After(notBefore) && !requested.After(now) {
 		notBefore = requested
 	}
-	n, err := r.Queue.Queued(ctx, pool, r.Clients.APIURL(pool), api, notBefore)
+	var (
+		n   int
+		err error
+	)
+	qr, ok := api.(bitbucket.QueueReader)
+	if !ok {
+		err = errors.New("the Bitbucket client cannot read pipelines")
+	} else {
+		n, err = r.Queue.Queued(ctx, pool, r.Clients.APIURL(pool), qr, notBefore)
+	}
 	if err != nil {
 		log.FromContext(ctx).Info("cannot read the step queue; scaling on runners alone", "error", err.Error())
 		setPoolCondition(pool, v1alpha1.ConditionQueueRead, metav1.ConditionFalse, "QueueUnavailable", truncate(err.Error(), 1024))
@@ -361,7 +372,7 @@ func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.Runner
 
 // decisionInput turns the pool, its Runners and the Bitbucket snapshot into the pure input of
 // the scaling decision. The snapshot wins over Runner status, which may lag one reconcile.
-func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *observe.Snapshot) scaling.Input {
+func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *runnerlist.Snapshot) scaling.Input {
 	now := r.now()
 	in := scaling.Input{
 		Policy:         scaling.Policy(pool.Spec.Scaling.Policy),
@@ -408,7 +419,7 @@ func recycleReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, templateH
 	return ""
 }
 
-func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observe.Snapshot, now time.Time, offlineGrace time.Duration) scaling.Runner {
+func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot, now time.Time, offlineGrace time.Duration) scaling.Runner {
 	st := runner.Status
 	v := scaling.Runner{Name: runner.Name, Drain: runner.Spec.Drain, State: scaling.Starting, IdleSince: runner.CreationTimestamp.Time}
 	if st.OnlineTime != nil {
@@ -425,7 +436,7 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 	bbState, step := st.BitbucketState, st.Step
 	var stateSince time.Time
 	if bb, ok := snap.ByUUID(st.UUID); ok && st.UUID != "" {
-		bbState, step, stateSince = string(bb.State.Status), stepID(bb), bb.State.UpdatedOn
+		bbState, step, stateSince = string(bb.State.Status), bb.StepID(), bb.State.UpdatedOn
 		if st.Step != "" && step == "" && snap.At.After(v.IdleSince) {
 			// The step ended after the Runner's status last saw it: idle since this snapshot.
 			v.IdleSince = snap.At
@@ -457,7 +468,7 @@ func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *observ
 		!stateSince.IsZero() && now.Sub(stateSince) > offlineGrace:
 		// Was connected, lost for longer than a restart takes: replace it.
 		v.State = scaling.Stuck
-	case st.OnlineTime == nil && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodRunning && now.Sub(startedAt) > pendingTimeout:
+	case st.OnlineTime == nil && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == runnerpod.ReasonPodRunning && now.Sub(startedAt) > pendingTimeout:
 		// The pod runs but its agent never connected (UNREGISTERED): replace it. A runner that
 		// did connect is judged by the offline grace above, not by the age of its pod.
 		v.State = scaling.Stuck

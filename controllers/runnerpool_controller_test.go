@@ -12,7 +12,9 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
+	"github.com/runnerpool/runnerpool-operator/internal/credentials"
+	"github.com/runnerpool/runnerpool-operator/internal/fixture"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/internal/scaling"
 )
@@ -22,7 +24,7 @@ func TestRunnerViewState(t *testing.T) {
 	tests := []struct {
 		name string
 		// runner is the Runner as the pool lists it.
-		runner []runnerMod
+		runner []fixture.RunnerMod
 		// inBitbucket is what the latest observation shows; nil leaves the runner out of it.
 		inBitbucket *bitbucket.Runner
 		// unobserved passes no snapshot at all, as counting without Bitbucket does.
@@ -34,193 +36,193 @@ func TestRunnerViewState(t *testing.T) {
 	}{
 		{
 			name:      "a Runner still registering is starting",
-			runner:    []runnerMod{createdAgo(10 * time.Second)},
+			runner:    []fixture.RunnerMod{fixture.CreatedAgo(10 * time.Second)},
 			wantState: scaling.Starting,
 		},
 		{
 			name:               "a Runner still registering past the pending timeout is starting and reported",
-			runner:             []runnerMod{createdAgo(testPendingTimeout + time.Second)},
+			runner:             []fixture.RunnerMod{fixture.CreatedAgo(fixture.PendingTimeout + time.Second)},
 			wantState:          scaling.Starting,
 			wantPendingTooLong: true,
 		},
 		{
 			name:        "a runner the pool drains is draining, and not busy without a step",
-			runner:      []runnerMod{registered(uuid), draining(), mirrored(bitbucket.RunnerStatusDisabled, "")},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(bitbucket.RunnerStatusDisabled, "")},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)),
 			wantState:   scaling.Draining,
 		},
 		{
 			name:        "a draining runner that still runs a step is draining and busy",
-			runner:      []runnerMod{registered(uuid), draining(), mirrored(bitbucket.RunnerStatusOnline, "")},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusDisabled, "{step-1}", time.Minute)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(bitbucket.RunnerStatusOnline, "")},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "{step-1}", time.Minute)),
 			wantState:   scaling.Draining,
 			wantBusy:    true,
 		},
 		{
 			name:        "a draining runner is not busy once Bitbucket shows its step ended, whatever its status says",
-			runner:      []runnerMod{registered(uuid), draining(), mirrored(bitbucket.RunnerStatusDisabled, "{step-1}")},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Second)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(bitbucket.RunnerStatusDisabled, "{step-1}")},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Second)),
 			wantState:   scaling.Draining,
 		},
 		{
 			name:        "a Runner being deleted is draining",
-			runner:      []runnerMod{registered(uuid), deleting(), mirrored(bitbucket.RunnerStatusOnline, "")},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Minute)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Deleting(), fixture.Mirrored(bitbucket.RunnerStatusOnline, "")},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Minute)),
 			wantState:   scaling.Draining,
 		},
 		{
 			name: "a runner whose drain was cancelled is capacity again while Bitbucket still shows it DISABLED",
-			runner: []runnerMod{registered(uuid), disabledAgo(time.Minute), mirrored(bitbucket.RunnerStatusDisabled, ""),
-				podStartedAgo(time.Hour), onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.DisabledAgo(time.Minute), fixture.Mirrored(bitbucket.RunnerStatusDisabled, ""),
+				fixture.PodStartedAgo(time.Hour), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)),
 			wantState:   scaling.Starting,
 		},
 		{
 			name:        "a runner Bitbucket shows on a step is busy before its status catches up",
-			runner:      []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, ""), onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "{step-1}", time.Second)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "{step-1}", time.Second)),
 			wantState:   scaling.Busy,
 			wantBusy:    true,
 		},
 		{
 			name:        "a runner Bitbucket shows idle is idle though its status still names its last step",
-			runner:      []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
 			wantState:   scaling.Idle,
 		},
 		{
 			name:        "a runner on a step is busy even when Bitbucket shows it OFFLINE, so it is never replaced mid-step",
-			runner:      []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOffline, "{step-1}", time.Hour)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "{step-1}", time.Hour)),
 			wantState:   scaling.Busy,
 			wantBusy:    true,
 		},
 		{
 			name:        "an ONLINE runner without a step is idle",
-			runner:      []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, ""), onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour)),
+			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour)),
 			wantState:   scaling.Idle,
 		},
 		{
 			name:      "a runner missing from the observation keeps the step its status mirrors",
-			runner:    []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), onlineSince(time.Hour), podRunning(time.Hour)},
+			runner:    []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
 			wantState: scaling.Busy,
 			wantBusy:  true,
 		},
 		{
 			name:       "without any observation an ONLINE status counts as idle",
-			runner:     []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, ""), onlineSince(time.Hour), podRunning(time.Hour)},
+			runner:     []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
 			unobserved: true,
 			wantState:  scaling.Idle,
 		},
 		{
 			name:       "without any observation an OFFLINE runner is not replaced, as nothing says for how long it is gone",
-			runner:     []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOffline, ""), podStartedAgo(time.Hour), onlineSince(time.Hour), podRunning(time.Hour)},
+			runner:     []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
 			unobserved: true,
 			wantState:  scaling.Starting,
 		},
 		{
 			name:      "a failing pod younger than the pending timeout is not replaced yet",
-			runner:    []runnerMod{registered(uuid), inPhase(v1alpha1.RunnerPhaseFailed), podStartedAgo(time.Minute)},
+			runner:    []fixture.RunnerMod{fixture.Registered(uuid), fixture.InPhase(v1alpha1.RunnerPhaseFailed), fixture.PodStartedAgo(time.Minute)},
 			wantState: scaling.Starting,
 		},
 		{
 			name:      "a failing pod is replaced once older than the pending timeout",
-			runner:    []runnerMod{registered(uuid), inPhase(v1alpha1.RunnerPhaseFailed), podStartedAgo(testPendingTimeout + time.Second)},
+			runner:    []fixture.RunnerMod{fixture.Registered(uuid), fixture.InPhase(v1alpha1.RunnerPhaseFailed), fixture.PodStartedAgo(fixture.PendingTimeout + time.Second)},
 			wantState: scaling.Stuck,
 		},
 		{
 			name:      "a Runner whose registration is refused is replaced once older than the pending timeout",
-			runner:    []runnerMod{createdAgo(testPendingTimeout + time.Second), inPhase(v1alpha1.RunnerPhaseFailed)},
+			runner:    []fixture.RunnerMod{fixture.CreatedAgo(fixture.PendingTimeout + time.Second), fixture.InPhase(v1alpha1.RunnerPhaseFailed)},
 			wantState: scaling.Stuck,
 		},
 		{
 			name: "a runner that was connected and went OFFLINE is replaced after the offline grace",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOffline, ""), podStartedAgo(time.Hour),
-				onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOffline, "", testOfflineGrace+time.Second)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour),
+				fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", fixture.OfflineGrace+time.Second)),
 			wantState:   scaling.Stuck,
 		},
 		{
 			name: "a runner that was connected and is UNHEALTHY is replaced after the offline grace",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusUnhealthy, ""), podStartedAgo(time.Hour),
-				onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusUnhealthy, "", testOfflineGrace+time.Second)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnhealthy, ""), fixture.PodStartedAgo(time.Hour),
+				fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnhealthy, "", fixture.OfflineGrace+time.Second)),
 			wantState:   scaling.Stuck,
 		},
 		{
 			name: "a runner OFFLINE for less than the offline grace is not replaced, however old its pod",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOffline, ""), podStartedAgo(time.Hour),
-				onlineSince(time.Hour), podRunning(time.Hour)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOffline, "", testOfflineGrace-time.Second)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour),
+				fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", fixture.OfflineGrace-time.Second)),
 			wantState:   scaling.Starting,
 		},
 		{
 			name: "an agent restarting within the offline grace is not reported as waiting for a node",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOffline, ""), podStartedAgo(time.Hour),
-				onlineSince(time.Hour), podNotReady()},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOffline, "", 10*time.Second)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour),
+				fixture.OnlineSince(time.Hour), fixture.PodNotReady()},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", 10*time.Second)),
 			wantState:   scaling.Starting,
 		},
 		{
 			name: "an OFFLINE runner that never connected with its pod is judged by the pending timeout, not the offline grace",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOffline, ""), podStartedAgo(time.Minute),
-				podNotReady()},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOffline, "", time.Hour)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Minute),
+				fixture.PodNotReady()},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", time.Hour)),
 			wantState:   scaling.Starting,
 		},
 		{
 			name: "a pod that runs but whose agent never connected is replaced after the pending timeout",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusUnregistered, ""),
-				podStartedAgo(testPendingTimeout + time.Second), podRunning(testPendingTimeout)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
+				fixture.PodStartedAgo(fixture.PendingTimeout + time.Second), fixture.PodRunning(fixture.PendingTimeout)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
 			wantState:   scaling.Stuck,
 		},
 		{
 			name: "a pod that runs and whose agent has not connected yet is starting within the pending timeout",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusUnregistered, ""),
-				podStartedAgo(time.Minute), podRunning(10 * time.Second)},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Minute)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
+				fixture.PodStartedAgo(time.Minute), fixture.PodRunning(10 * time.Second)},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Minute)),
 			wantState:   scaling.Starting,
 		},
 		{
 			name: "a pod Pending past the pending timeout stays starting and is reported",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusUnregistered, ""),
-				podStartedAgo(testPendingTimeout + time.Second), podNotReady()},
-			inBitbucket:        ptr(bbRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
+				fixture.PodStartedAgo(fixture.PendingTimeout + time.Second), fixture.PodNotReady()},
+			inBitbucket:        ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
 			wantState:          scaling.Starting,
 			wantPendingTooLong: true,
 		},
 		{
 			name: "a pod Pending exactly the pending timeout is not reported yet",
-			runner: []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusUnregistered, ""),
-				podStartedAgo(testPendingTimeout), podNotReady()},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
+			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
+				fixture.PodStartedAgo(fixture.PendingTimeout), fixture.PodNotReady()},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
 			wantState:   scaling.Starting,
 		},
 		{
 			name: "the pending timeout counts from the current pod's start, not from the Runner's creation",
-			runner: []runnerMod{createdAgo(time.Hour), registered(uuid), mirrored(bitbucket.RunnerStatusUnregistered, ""),
-				podStartedAgo(time.Minute), podNotReady()},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Minute)),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(time.Hour), fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
+				fixture.PodStartedAgo(time.Minute), fixture.PodNotReady()},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Minute)),
 			wantState:   scaling.Starting,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runner := testRunner(tt.runner...)
-			var snap *observe.Snapshot
+			runner := fixture.Runner(tt.runner...)
+			var snap *runnerlist.Snapshot
 			switch {
 			case tt.unobserved:
 			case tt.inBitbucket != nil:
-				snap = snapshotOf(t, *tt.inBitbucket)
+				snap = fixture.Snapshot(t, *tt.inBitbucket)
 			default:
-				snap = snapshotOf(t)
+				snap = fixture.Snapshot(t)
 			}
-			v := runnerView(testPool(), &runner, snap, now, testOfflineGrace)
+			v := runnerView(fixture.Pool(), &runner, snap, fixture.Now, fixture.OfflineGrace)
 			if v.State != tt.wantState || v.Busy != tt.wantBusy || v.PendingTooLong != tt.wantPendingTooLong {
 				t.Errorf("got %s busy=%t pendingTooLong=%t, want %s busy=%t pendingTooLong=%t",
-					stateName(v.State), v.Busy, v.PendingTooLong, stateName(tt.wantState), tt.wantBusy, tt.wantPendingTooLong)
+					v.State.String(), v.Busy, v.PendingTooLong, tt.wantState.String(), tt.wantBusy, tt.wantPendingTooLong)
 			}
 			// A Runner being deleted drains whatever its spec says, and for good.
 			deleting := !runner.DeletionTimestamp.IsZero()
@@ -237,66 +239,66 @@ func TestRunnerViewIdleSince(t *testing.T) {
 	const uuid = "{11111111-1111-1111-1111-111111111111}"
 	tests := []struct {
 		name   string
-		runner []runnerMod
+		runner []fixture.RunnerMod
 		// inBitbucket is what the latest observation (made now) shows; nil passes none.
 		inBitbucket *bitbucket.Runner
 		want        time.Time
 	}{
 		{
 			name:   "a runner that never came online counts as idle since its creation",
-			runner: []runnerMod{createdAgo(created)},
-			want:   ago(created),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created)},
+			want:   fixture.Ago(created),
 		},
 		{
 			name:   "a runner without steps is idle since it came online",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour)},
-			want:   ago(time.Hour),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour)},
+			want:   fixture.Ago(time.Hour),
 		},
 		{
 			name:   "a runner that ran a step is idle since it was last seen on it",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(10 * time.Minute)},
-			want:   ago(10 * time.Minute),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour), fixture.LastStepAgo(10 * time.Minute)},
+			want:   fixture.Ago(10 * time.Minute),
 		},
 		{
 			name:   "a step of an earlier pod does not date the idleness of the current one",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(2 * time.Hour)},
-			want:   ago(time.Hour),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour), fixture.LastStepAgo(2 * time.Hour)},
+			want:   fixture.Ago(time.Hour),
 		},
 		{
 			name: "a runner whose drain was cancelled is idle since then",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(10 * time.Minute),
-				drainCancelledAgo(time.Minute)},
-			want: ago(time.Minute),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour), fixture.LastStepAgo(10 * time.Minute),
+				fixture.DrainCancelledAgo(time.Minute)},
+			want: fixture.Ago(time.Minute),
 		},
 		{
 			name: "a drain cancelled before the last step does not date the idleness",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(10 * time.Minute),
-				drainCancelledAgo(20 * time.Minute)},
-			want: ago(10 * time.Minute),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour), fixture.LastStepAgo(10 * time.Minute),
+				fixture.DrainCancelledAgo(20 * time.Minute)},
+			want: fixture.Ago(10 * time.Minute),
 		},
 		{
 			name: "a step that ended after the status last saw it dates the idleness from the observation",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(30 * time.Minute),
-				registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "{step-1}")},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
-			want:        now,
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour), fixture.LastStepAgo(30 * time.Minute),
+				fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}")},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
+			want:        fixture.Now,
 		},
 		{
 			name: "a step the status saw end keeps its time",
-			runner: []runnerMod{createdAgo(created), onlineSince(time.Hour), lastStepAgo(30 * time.Minute),
-				registered(uuid), mirrored(bitbucket.RunnerStatusOnline, "")},
-			inBitbucket: ptr(bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
-			want:        ago(30 * time.Minute),
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(created), fixture.OnlineSince(time.Hour), fixture.LastStepAgo(30 * time.Minute),
+				fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "")},
+			inBitbucket: ptr(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
+			want:        fixture.Ago(30 * time.Minute),
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runner := testRunner(tt.runner...)
-			var snap *observe.Snapshot
+			runner := fixture.Runner(tt.runner...)
+			var snap *runnerlist.Snapshot
 			if tt.inBitbucket != nil {
-				snap = snapshotOf(t, *tt.inBitbucket)
+				snap = fixture.Snapshot(t, *tt.inBitbucket)
 			}
-			v := runnerView(testPool(), &runner, snap, now, testOfflineGrace)
+			v := runnerView(fixture.Pool(), &runner, snap, fixture.Now, fixture.OfflineGrace)
 			if !v.IdleSince.Equal(tt.want) {
 				t.Errorf("IdleSince = %s, want %s", v.IdleSince, tt.want)
 			}
@@ -309,78 +311,78 @@ func TestRecycleReason(t *testing.T) {
 	tests := []struct {
 		name   string
 		pool   func(*v1alpha1.RunnerPool)
-		runner []runnerMod
+		runner []fixture.RunnerMod
 		want   string
 	}{
 		{
 			name:   "a young runner of the current template is kept",
-			runner: []runnerMod{podStartedAgo(time.Hour), stepsStarted(3), templateHash(current)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.StepsStarted(3), fixture.TemplateHash(current)},
 			want:   "",
 		},
 		{
 			name:   "a pod that reached maxAge is recycled",
-			runner: []runnerMod{podStartedAgo(24 * time.Hour), templateHash(current)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(24 * time.Hour), fixture.TemplateHash(current)},
 			want:   "maxAge",
 		},
 		{
 			name:   "maxAge 0 never recycles",
 			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Runner.MaxAge.Duration = 0 },
-			runner: []runnerMod{podStartedAgo(1000 * time.Hour), templateHash(current)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(1000 * time.Hour), fixture.TemplateHash(current)},
 			want:   "",
 		},
 		{
 			name:   "a runner without a pod has no age",
-			runner: []runnerMod{createdAgo(1000 * time.Hour)},
+			runner: []fixture.RunnerMod{fixture.CreatedAgo(1000 * time.Hour)},
 			want:   "",
 		},
 		{
 			name:   "a pod that ran maxSteps steps is recycled",
 			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Runner.MaxSteps = 3 },
-			runner: []runnerMod{podStartedAgo(time.Hour), stepsStarted(3), templateHash(current)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.StepsStarted(3), fixture.TemplateHash(current)},
 			want:   "maxSteps",
 		},
 		{
 			name:   "a pod below maxSteps is kept",
 			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Runner.MaxSteps = 3 },
-			runner: []runnerMod{podStartedAgo(time.Hour), stepsStarted(2), templateHash(current)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.StepsStarted(2), fixture.TemplateHash(current)},
 			want:   "",
 		},
 		{
 			name:   "maxSteps 0 never recycles",
-			runner: []runnerMod{podStartedAgo(time.Hour), stepsStarted(10000), templateHash(current)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.StepsStarted(10000), fixture.TemplateHash(current)},
 			want:   "",
 		},
 		{
 			name:   "a pod shaped by an earlier pool spec is recycled",
-			runner: []runnerMod{podStartedAgo(time.Hour), templateHash("hash-before")},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.TemplateHash("hash-before")},
 			want:   "template changed",
 		},
 		{
 			name:   "a runner registered with the pool's labels, in any order, is kept",
 			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Labels = []v1alpha1.RunnerLabel{"build", "arm"} },
-			runner: []runnerMod{podStartedAgo(time.Hour), templateHash(current), withLabels("linux", "build", "self.hosted", "arm")},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.TemplateHash(current), fixture.WithLabels("linux", "build", "self.hosted", "arm")},
 			want:   "",
 		},
 		{
 			name:   "a runner registered before the pool's labels were edited is recycled",
 			pool:   func(p *v1alpha1.RunnerPool) { p.Spec.Labels = []v1alpha1.RunnerLabel{"build", "gpu"} },
-			runner: []runnerMod{podStartedAgo(time.Hour), templateHash(current), withLabels("self.hosted", "linux", "build")},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour), fixture.TemplateHash(current), fixture.WithLabels("self.hosted", "linux", "build")},
 			want:   "labels changed",
 		},
 		{
 			name:   "a runner without a recorded template hash is not recycled for it",
-			runner: []runnerMod{podStartedAgo(time.Hour)},
+			runner: []fixture.RunnerMod{fixture.PodStartedAgo(time.Hour)},
 			want:   "",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := testPool()
+			pool := fixture.Pool()
 			if tt.pool != nil {
 				tt.pool(pool)
 			}
-			runner := testRunner(tt.runner...)
-			if got := recycleReason(pool, &runner, current, now); got != tt.want {
+			runner := fixture.Runner(tt.runner...)
+			if got := recycleReason(pool, &runner, current, fixture.Now); got != tt.want {
 				t.Errorf("recycleReason = %q, want %q", got, tt.want)
 			}
 		})
@@ -388,15 +390,15 @@ func TestRecycleReason(t *testing.T) {
 }
 
 func TestDecisionInputCarriesThePoolSettings(t *testing.T) {
-	pool := testPool(func(p *v1alpha1.RunnerPool) {
+	pool := fixture.Pool(func(p *v1alpha1.RunnerPool) {
 		p.Spec.MinRunners, p.Spec.MaxRunners = 2, 7
 		p.Spec.Scaling.Policy = v1alpha1.ScalingPolicyQueue
 		p.Spec.Scaling.IdleRunners = 3
 		p.Spec.Scaling.ScaleDownDelay.Duration = 90 * time.Second
 	})
-	r := &RunnerPoolReconciler{Now: func() time.Time { return now }}
-	in := r.decisionInput(pool, nil, snapshotOf(t))
-	want := scaling.Input{Policy: scaling.Queue, Min: 2, Max: 7, IdleRunners: 3, ScaleDownDelay: 90 * time.Second, Now: now}
+	r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }}
+	in := r.decisionInput(pool, nil, fixture.Snapshot(t))
+	want := scaling.Input{Policy: scaling.Queue, Min: 2, Max: 7, IdleRunners: 3, ScaleDownDelay: 90 * time.Second, Now: fixture.Now}
 	if in.Policy != want.Policy || in.Min != want.Min || in.Max != want.Max || in.IdleRunners != want.IdleRunners ||
 		in.ScaleDownDelay != want.ScaleDownDelay || !in.Now.Equal(want.Now) || len(in.Runners) != 0 || in.Queued != 0 {
 		t.Errorf("decisionInput = %+v, want %+v", in, want)
@@ -430,12 +432,12 @@ func TestDecisionInputPercentageIdleDefaults(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := tt.spec
-			pool := testPool(func(p *v1alpha1.RunnerPool) {
+			pool := fixture.Pool(func(p *v1alpha1.RunnerPool) {
 				p.Spec.Scaling.Policy = v1alpha1.ScalingPolicyPercentageIdle
 				p.Spec.Scaling.PercentageIdle = &spec
 			})
-			r := &RunnerPoolReconciler{Now: func() time.Time { return now }}
-			in := r.decisionInput(pool, nil, snapshotOf(t))
+			r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }}
+			in := r.decisionInput(pool, nil, fixture.Snapshot(t))
 			if in.Policy != scaling.PercentageIdle || in.Percentage != tt.want {
 				t.Errorf("policy %s params %+v, want %s %+v", in.Policy, in.Percentage, scaling.PercentageIdle, tt.want)
 			}
@@ -445,12 +447,12 @@ func TestDecisionInputPercentageIdleDefaults(t *testing.T) {
 
 func TestDecisionInputRunners(t *testing.T) {
 	const uuid = "{22222222-2222-2222-2222-222222222222}"
-	idleOnline := []runnerMod{registered(uuid), mirrored(bitbucket.RunnerStatusOnline, ""), podStartedAgo(time.Hour), onlineSince(time.Hour), podRunning(time.Hour)}
+	idleOnline := []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.PodStartedAgo(time.Hour), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)}
 	tests := []struct {
 		name        string
 		pool        func(*v1alpha1.RunnerPool)
 		timings     Timings
-		runner      []runnerMod
+		runner      []fixture.RunnerMod
 		inBitbucket bitbucket.Runner
 		// currentHash records the pool's own template hash on the runner.
 		currentHash bool
@@ -461,23 +463,23 @@ func TestDecisionInputRunners(t *testing.T) {
 	}{
 		{
 			name:        "a runner of the current template is neither recycled nor spent",
-			runner:      append(idleOnline, stepsStarted(4)),
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
+			runner:      append(idleOnline, fixture.StepsStarted(4)),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
 			currentHash: true,
 			wantState:   scaling.Idle,
 		},
 		{
 			name:        "a runner whose pod the pool would now shape differently is recycled",
-			runner:      append(idleOnline, templateHash("0000000000")),
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
+			runner:      append(idleOnline, fixture.TemplateHash("0000000000")),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
 			wantState:   scaling.Idle,
 			wantRecycle: true,
 		},
 		{
 			name:        "a runner past maxSteps is recycled",
 			pool:        func(p *v1alpha1.RunnerPool) { p.Spec.Runner.MaxSteps = 2 },
-			runner:      append(idleOnline, stepsStarted(2)),
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
+			runner:      append(idleOnline, fixture.StepsStarted(2)),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
 			currentHash: true,
 			wantState:   scaling.Idle,
 			wantRecycle: true,
@@ -485,8 +487,8 @@ func TestDecisionInputRunners(t *testing.T) {
 		{
 			name:        "an ephemeral runner that started its step is spent",
 			pool:        func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Ephemeral = true },
-			runner:      append(idleOnline, stepsStarted(1)),
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOnline, "{step-1}", time.Minute),
+			runner:      append(idleOnline, fixture.StepsStarted(1)),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "{step-1}", time.Minute),
 			currentHash: true,
 			wantState:   scaling.Busy,
 			wantSpent:   true,
@@ -495,21 +497,21 @@ func TestDecisionInputRunners(t *testing.T) {
 			name:        "an ephemeral runner that has not run a step yet is not spent",
 			pool:        func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Ephemeral = true },
 			runner:      idleOnline,
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
 			currentHash: true,
 			wantState:   scaling.Idle,
 		},
 		{
 			name:        "a runner of a non-ephemeral pool is never spent by its steps",
-			runner:      append(idleOnline, stepsStarted(1)),
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
+			runner:      append(idleOnline, fixture.StepsStarted(1)),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour),
 			currentHash: true,
 			wantState:   scaling.Idle,
 		},
 		{
 			name:        "the default offline grace applies when none is configured",
 			runner:      idleOnline,
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOffline, "", DefaultOfflineGrace+time.Second),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", DefaultOfflineGrace+time.Second),
 			currentHash: true,
 			wantState:   scaling.Stuck,
 		},
@@ -517,31 +519,31 @@ func TestDecisionInputRunners(t *testing.T) {
 			name:        "a configured offline grace is waited for",
 			timings:     Timings{OfflineGrace: 10 * time.Minute},
 			runner:      idleOnline,
-			inBitbucket: bbRunner(uuid, bitbucket.RunnerStatusOffline, "", DefaultOfflineGrace+time.Second),
+			inBitbucket: fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", DefaultOfflineGrace+time.Second),
 			currentHash: true,
 			wantState:   scaling.Starting,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := testPool()
+			pool := fixture.Pool()
 			if tt.pool != nil {
 				tt.pool(pool)
 			}
 			mods := tt.runner
 			if tt.currentHash {
-				mods = append(append([]runnerMod{}, mods...), templateHash(runnerpod.TemplateHash(pool)))
+				mods = append(append([]fixture.RunnerMod{}, mods...), fixture.TemplateHash(runnerpod.TemplateHash(pool)))
 			}
-			runners := []v1alpha1.Runner{testRunner(mods...)}
-			r := &RunnerPoolReconciler{Now: func() time.Time { return now }, Timings: tt.timings}
-			in := r.decisionInput(pool, runners, snapshotOf(t, tt.inBitbucket))
+			runners := []v1alpha1.Runner{fixture.Runner(mods...)}
+			r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }, Timings: tt.timings}
+			in := r.decisionInput(pool, runners, fixture.Snapshot(t, tt.inBitbucket))
 			if len(in.Runners) != 1 {
 				t.Fatalf("got %d runners, want 1", len(in.Runners))
 			}
 			v := in.Runners[0]
 			if v.State != tt.wantState || v.Recycle != tt.wantRecycle || v.Spent != tt.wantSpent {
 				t.Errorf("got %s recycle=%t spent=%t, want %s recycle=%t spent=%t",
-					stateName(v.State), v.Recycle, v.Spent, stateName(tt.wantState), tt.wantRecycle, tt.wantSpent)
+					v.State.String(), v.Recycle, v.Spent, tt.wantState.String(), tt.wantRecycle, tt.wantSpent)
 			}
 		})
 	}
@@ -588,7 +590,7 @@ func TestSetReady(t *testing.T) {
 		{
 			name: "enough ONLINE runners make the pool ready",
 			min:  2, ready: 3, busy: 1, idle: 2,
-			conditions:  []metav1.Condition{cond(v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, ReasonCredentialsAccepted, "")},
+			conditions:  []metav1.Condition{cond(v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "")},
 			wantStatus:  metav1.ConditionTrue,
 			wantReason:  ReasonAsExpected,
 			wantMessage: "3 runners ONLINE (1 busy, 2 idle)",
@@ -603,9 +605,9 @@ func TestSetReady(t *testing.T) {
 		{
 			name: "credentials Bitbucket refuses make the pool not ready, with their fix",
 			min:  1, ready: 1, idle: 1,
-			conditions:  []metav1.Condition{cond(v1alpha1.ConditionCredentialsValid, metav1.ConditionFalse, ReasonSecretNotFound, "Secret \"bitbucket\" not found")},
+			conditions:  []metav1.Condition{cond(v1alpha1.ConditionCredentialsValid, metav1.ConditionFalse, credentials.ReasonSecretNotFound, "Secret \"bitbucket\" not found")},
 			wantStatus:  metav1.ConditionFalse,
-			wantReason:  ReasonSecretNotFound,
+			wantReason:  credentials.ReasonSecretNotFound,
 			wantMessage: "Secret \"bitbucket\" not found",
 		},
 		{
@@ -642,7 +644,7 @@ func TestSetReady(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := testPool(func(p *v1alpha1.RunnerPool) {
+			pool := fixture.Pool(func(p *v1alpha1.RunnerPool) {
 				p.Generation = 4
 				p.Spec.MinRunners = tt.min
 				p.Status.Ready, p.Status.Busy, p.Status.Idle = tt.ready, tt.busy, tt.idle
@@ -686,7 +688,7 @@ func TestDecimal(t *testing.T) {
 
 func TestBitbucketNames(t *testing.T) {
 	withUID := func(uid string) *v1alpha1.RunnerPool {
-		return testPool(func(p *v1alpha1.RunnerPool) { p.UID = types.UID(uid) })
+		return fixture.Pool(func(p *v1alpha1.RunnerPool) { p.UID = types.UID(uid) })
 	}
 	tests := []struct {
 		name       string
@@ -731,7 +733,7 @@ func TestRunnerName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pool := testPool(func(p *v1alpha1.RunnerPool) { p.Name = tt.poolName })
+			pool := fixture.Pool(func(p *v1alpha1.RunnerPool) { p.Name = tt.poolName })
 			got := runnerName(pool)
 			if len(got) > validation.LabelValueMaxLength {
 				t.Errorf("runnerName = %q, %d characters, longer than a label value may be", got, len(got))
@@ -750,7 +752,7 @@ func TestRunnerName(t *testing.T) {
 	}
 
 	t.Run("two runners of a pool get different names", func(t *testing.T) {
-		pool := testPool()
+		pool := fixture.Pool()
 		seen := map[string]bool{}
 		for range 20 {
 			seen[runnerName(pool)] = true

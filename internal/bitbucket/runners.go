@@ -137,6 +137,18 @@ func (r Runner) MarshalLog() any {
 // Busy reports that the runner is running a step (state.step present).
 func (r Runner) Busy() bool { return r.State.Step != nil }
 
+// StepID identifies the step a runner runs: "" when it is idle, "unknown" when Bitbucket shows a
+// step without its UUID.
+func (r Runner) StepID() string {
+	if r.State.Step == nil {
+		return ""
+	}
+	if r.State.Step.UUID != "" {
+		return r.State.Step.UUID
+	}
+	return "unknown"
+}
+
 // Online reports an ONLINE runner, busy or not.
 func (r Runner) Online() bool { return r.State.Status == RunnerStatusOnline }
 

@@ -4,11 +4,7 @@
 package operator
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -32,10 +28,10 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
+	"github.com/runnerpool/runnerpool-operator/internal/bbwebhook"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 	"github.com/runnerpool/runnerpool-operator/internal/budgetstore"
-	"github.com/runnerpool/runnerpool-operator/internal/observe"
-	"github.com/runnerpool/runnerpool-operator/internal/webhook"
+	"github.com/runnerpool/runnerpool-operator/internal/credentials"
 )
 
 // Options configure the manager. Zero values are sensible for tests: no metrics or probe
@@ -190,7 +186,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	} else {
 		o.Logger.Info("no namespace for the saved Bitbucket request budgets; a restart starts them empty")
 	}
-	clients := &controllers.Clients{
+	clients := &credentials.Clients{
 		Reader:          mgr.GetAPIReader(),
 		Budgets:         o.Budgets,
 		Metrics:         bbMetrics,
@@ -199,21 +195,15 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		DefaultTokenURL: o.TokenURL,
 		AllowedHosts:    o.AllowedHosts,
 	}
-	if err := controllers.Setup(mgr, controllers.SetupOptions{Clients: clients, Store: observe.NewStore(nil), RunnerConcurrency: o.RunnerConcurrency, Timings: o.Timings}); err != nil {
+	if err := setupControllers(mgr, clients, o.RunnerConcurrency, o.Timings); err != nil {
 		return nil, err
 	}
 	if o.WebhookAddr != "" && o.WebhookAddr != "0" {
-		whMetrics := webhook.NewMetrics()
+		whMetrics := bbwebhook.NewMetrics()
 		if err := whMetrics.Register(o.Registry); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}
-		receiver := &webhookReceiver{
-			addr:   o.WebhookAddr,
-			waker:  controllers.NewPoolWaker(mgr.GetClient()),
-			logger: o.Logger.WithName("webhook"),
-			events: make(chan webhook.Event, 256),
-		}
-		receiver.handler = &webhook.Handler{Secret: o.WebhookSecret, OnEvent: receiver.enqueue, Metrics: whMetrics, Logger: receiver.logger}
+		receiver := bbwebhook.NewReceiver(o.WebhookAddr, o.WebhookSecret, whMetrics, bbwebhook.NewPoolWaker(mgr.GetClient()), o.Logger.WithName("webhook"))
 		if err := mgr.Add(receiver); err != nil {
 			return nil, fmt.Errorf("add webhook receiver: %w", err)
 		}
@@ -225,86 +215,4 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("add readyz: %w", err)
 	}
 	return mgr, nil
-}
-
-// webhookReceiver serves Bitbucket webhooks on every replica, leader or not: waking a pool is
-// an annotation write the leader's watch picks up.
-type webhookReceiver struct {
-	addr    string
-	handler *webhook.Handler
-	waker   *controllers.PoolWaker
-	logger  logr.Logger
-	events  chan webhook.Event
-}
-
-// NeedLeaderElection is false: followers take deliveries too.
-func (w *webhookReceiver) NeedLeaderElection() bool { return false }
-
-// enqueue hands an event to the waker without blocking the delivery; when the queue is full
-// the pools are being woken already.
-func (w *webhookReceiver) enqueue(_ context.Context, ev webhook.Event) {
-	select {
-	case w.events <- ev:
-	default:
-	}
-}
-
-func (w *webhookReceiver) Start(ctx context.Context) error {
-	mux := http.NewServeMux()
-	mux.Handle("/webhooks/bitbucket", w.handler)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
-	ln, err := net.Listen("tcp", w.addr)
-	if err != nil {
-		return fmt.Errorf("listen for webhooks on %s: %w", w.addr, err)
-	}
-	w.logger.Info("serving Bitbucket webhooks", "address", ln.Addr().String(), "path", "/webhooks/bitbucket", "signed", len(w.handler.Secret) > 0)
-	go w.wakeLoop(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-		return nil
-	case err := <-errc:
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return fmt.Errorf("serve webhooks: %w", err)
-	}
-}
-
-func (w *webhookReceiver) wakeLoop(ctx context.Context) {
-	for {
-		var flush <-chan time.Time
-		if at, ok := w.waker.NextFlush(); ok {
-			// A timer nobody stops is collected once unreachable (Go 1.23).
-			flush = time.NewTimer(time.Until(at)).C
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case ev := <-w.events:
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n, deferred, err := w.waker.Wake(wctx, controllers.WakeTarget{
-				WorkspaceUUID: ev.WorkspaceUUID, RepositoryUUID: ev.RepositoryUUID, RepositoryFullName: ev.RepositoryFullName,
-			})
-			cancel()
-			if err != nil {
-				w.logger.Error(err, "wake pools", "event", ev.Key, "repository", ev.RepositoryUUID)
-				continue
-			}
-			w.logger.V(1).Info("woke pools", "event", ev.Key, "repository", ev.RepositoryUUID, "pools", n, "deferred", deferred)
-		case <-flush:
-			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n, err := w.waker.Flush(wctx)
-			cancel()
-			if err != nil {
-				w.logger.Error(err, "wake pools at the end of the coalescing window")
-				continue
-			}
-			w.logger.V(1).Info("woke pools at the end of the coalescing window", "pools", n)
-		}
-	}
 }

@@ -36,6 +36,16 @@ const (
 	Stuck
 )
 
+var stateNames = [...]string{Starting: "Starting", Idle: "Idle", Busy: "Busy", Draining: "Draining", Stuck: "Stuck"}
+
+// String names the state, for logs and test failures.
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown state"
+}
+
 // Runner is one runner as the decision sees it.
 type Runner struct {
 	Name  string

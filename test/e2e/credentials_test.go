@@ -14,6 +14,7 @@ import (
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/credentials"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
@@ -47,20 +48,20 @@ func TestBadCredentialsShowAConditionAndAnEventNotACrashLoop(t *testing.T) {
 		})
 	}
 
-	expectCondition(controllers.ReasonSecretNotFound, `Secret "later" not found`)
+	expectCondition(credentials.ReasonSecretNotFound, `Secret "later" not found`)
 
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "later", Namespace: ns}, StringData: map[string]string{"token": "x"}}
 	if err := sys.Client.Create(t.Context(), secret); err != nil {
 		t.Fatal(err)
 	}
-	expectCondition(controllers.ReasonSecretInvalid, v1alpha1.SecretKeyClientID)
+	expectCondition(credentials.ReasonSecretInvalid, v1alpha1.SecretKeyClientID)
 
 	const wrongSecret = "definitely-not-the-secret"
 	secret.StringData = map[string]string{v1alpha1.SecretKeyClientID: bbsim.DefaultClientID, v1alpha1.SecretKeyClientSecret: wrongSecret}
 	if err := sys.Client.Update(t.Context(), secret); err != nil {
 		t.Fatal(err)
 	}
-	expectCondition(controllers.ReasonInvalidCredentials, "401")
+	expectCondition(credentials.ReasonInvalidCredentials, "401")
 
 	// No runner was registered or started while the credentials were bad.
 	if n := len(bbRunners(controllers.BitbucketNamePrefix(getPool(t, ns, pool.Name)))); n != 0 {
@@ -104,7 +105,7 @@ func TestCredentialsThatCannotCreateRunnersShowPermissionDenied(t *testing.T) {
 	eventually(t, 60*time.Second, "CredentialsValid PermissionDenied", func() (bool, string) {
 		p := getPool(t, ns, pool.Name)
 		c := condition(p, v1alpha1.ConditionCredentialsValid)
-		return c != nil && c.Status == "False" && c.Reason == controllers.ReasonPermissionDenied && strings.Contains(c.Message, "runner:write"), fmt.Sprintf("%+v", c)
+		return c != nil && c.Status == "False" && c.Reason == credentials.ReasonPermissionDenied && strings.Contains(c.Message, "runner:write"), fmt.Sprintf("%+v", c)
 	})
 	if n := len(bbRunners(controllers.BitbucketNamePrefix(pool))); n != 0 {
 		t.Errorf("%d runners registered with read-only credentials", n)

@@ -22,7 +22,7 @@ import (
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
-	"github.com/runnerpool/runnerpool-operator/internal/webhook"
+	"github.com/runnerpool/runnerpool-operator/internal/bbwebhook"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
@@ -249,13 +249,13 @@ func checkWebhookReceiver(t *testing.T, sys *harness.System, secret []byte) stri
 			"full_name": bbsim.DefaultWorkspaceSlug + "/" + bbsim.DefaultRepositorySlug,
 			"workspace": map[string]any{"uuid": bbsim.DefaultWorkspaceUUID, "slug": bbsim.DefaultWorkspaceSlug},
 		},
-		"commit_status": map[string]any{"state": webhook.StateInProgress},
+		"commit_status": map[string]any{"state": bbwebhook.StateInProgress},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	valid := webhook.Sign(secret, body)
-	tampered := webhook.Sign(append([]byte("not-"), secret...), body)
+	valid := bbwebhook.Sign(secret, body)
+	tampered := bbwebhook.Sign(append([]byte("not-"), secret...), body)
 	outcome := func(event, outcome string) float64 {
 		return counterValue(t, sys.Registry, "runnerpool_webhook_deliveries_total", map[string]string{"event": event, "outcome": outcome})
 	}
@@ -271,10 +271,10 @@ func checkWebhookReceiver(t *testing.T, sys *harness.System, secret []byte) stri
 			t.Fatal(err)
 		}
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(webhook.EventKeyHeader, event)
-		req.Header.Set(webhook.RequestUUIDHeader, fmt.Sprintf("{%08d-0000-4000-8000-000000000000}", answers.Len()))
+		req.Header.Set(bbwebhook.EventKeyHeader, event)
+		req.Header.Set(bbwebhook.RequestUUIDHeader, fmt.Sprintf("{%08d-0000-4000-8000-000000000000}", answers.Len()))
 		if signature != "" {
-			req.Header.Set(webhook.SignatureHeader, signature)
+			req.Header.Set(bbwebhook.SignatureHeader, signature)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -285,8 +285,8 @@ func checkWebhookReceiver(t *testing.T, sys *harness.System, secret []byte) stri
 	}
 
 	before := pollRequested()
-	acceptedBefore := outcome(webhook.EventCommitStatusCreated, webhook.OutcomeAccepted)
-	refusedBefore := outcome(webhook.EventCommitStatusCreated, webhook.OutcomeBadSignature)
+	acceptedBefore := outcome(bbwebhook.EventCommitStatusCreated, bbwebhook.OutcomeAccepted)
+	refusedBefore := outcome(bbwebhook.EventCommitStatusCreated, bbwebhook.OutcomeBadSignature)
 	refusals := []struct {
 		name      string
 		signature string
@@ -297,14 +297,14 @@ func checkWebhookReceiver(t *testing.T, sys *harness.System, secret []byte) stri
 		{"with a truncated signature", valid[:len(valid)-2]},
 	}
 	for _, r := range refusals {
-		if code := deliver(webhook.EventCommitStatusCreated, body, r.signature); code != http.StatusUnauthorized {
+		if code := deliver(bbwebhook.EventCommitStatusCreated, body, r.signature); code != http.StatusUnauthorized {
 			t.Errorf("delivery %s: status %d, want 401", r.name, code)
 		}
 	}
-	if got := outcome(webhook.EventCommitStatusCreated, webhook.OutcomeBadSignature) - refusedBefore; got != float64(len(refusals)) {
+	if got := outcome(bbwebhook.EventCommitStatusCreated, bbwebhook.OutcomeBadSignature) - refusedBefore; got != float64(len(refusals)) {
 		t.Errorf("%v deliveries counted as bad signatures, want %d", got, len(refusals))
 	}
-	if got := outcome(webhook.EventCommitStatusCreated, webhook.OutcomeAccepted); got != acceptedBefore {
+	if got := outcome(bbwebhook.EventCommitStatusCreated, bbwebhook.OutcomeAccepted); got != acceptedBefore {
 		t.Errorf("a delivery with a bad signature was accepted (%v accepted, %v before)", got, acceptedBefore)
 	}
 	// A woken pool gets its poll-requested annotation within milliseconds; give it well over
@@ -314,20 +314,20 @@ func checkWebhookReceiver(t *testing.T, sys *harness.System, secret []byte) stri
 		t.Errorf("a refused delivery woke the pool: poll requested at %q, %q before", after, before)
 	}
 
-	if code := deliver("repo:fork", body, webhook.Sign(secret, body)); code != http.StatusAccepted {
+	if code := deliver("repo:fork", body, bbwebhook.Sign(secret, body)); code != http.StatusAccepted {
 		t.Errorf("signed unknown event: status %d, want 202", code)
 	}
-	if got := outcome("other", webhook.OutcomeIgnored); got != 1 {
+	if got := outcome("other", bbwebhook.OutcomeIgnored); got != 1 {
 		t.Errorf("%v unknown events counted as ignored, want 1", got)
 	}
-	oversized := append(bytes.Repeat([]byte(" "), int(webhook.DefaultMaxBody)), body...)
-	if code := deliver(webhook.EventCommitStatusCreated, oversized, webhook.Sign(secret, oversized)); code != http.StatusRequestEntityTooLarge {
+	oversized := append(bytes.Repeat([]byte(" "), int(bbwebhook.DefaultMaxBody)), body...)
+	if code := deliver(bbwebhook.EventCommitStatusCreated, oversized, bbwebhook.Sign(secret, oversized)); code != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized delivery: status %d, want 413", code)
 	}
 
 	// The same body, correctly signed, does wake the pool: the quiet above was a refusal, not
 	// a receiver that never wakes anything.
-	if code := deliver(webhook.EventCommitStatusCreated, body, valid); code != http.StatusAccepted {
+	if code := deliver(bbwebhook.EventCommitStatusCreated, body, valid); code != http.StatusAccepted {
 		t.Errorf("signed delivery: status %d, want 202", code)
 	}
 	eventually(t, 10*time.Second, "the signed delivery to wake the pool", func() (bool, string) {

@@ -1,0 +1,106 @@
+package stepqueue
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
+	"github.com/runnerpool/runnerpool-operator/internal/fixture"
+)
+
+// Two Queue pools reading one repository (spelt two ways) in the same round share one read,
+// and each still gets only the steps its labels cover.
+func TestPoolsReadingOneRepositoryShareOneQueueRead(t *testing.T) {
+	sim := bbsim.New(bbsim.Options{HourlyLimit: -1})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() {
+		srv.Close()
+		sim.Close()
+	})
+	api, err := bitbucket.New(bitbucket.Config{
+		BaseURL:     srv.URL,
+		TokenURL:    srv.URL + "/site/oauth2/access_token",
+		Credentials: bitbucket.Credentials{OAuthClientID: bbsim.DefaultClientID, OAuthClientSecret: bbsim.DefaultClientSecret},
+		Timeout:     5 * time.Second,
+		HourlyLimit: -1,
+		Budgets:     bitbucket.NewBudgetRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, labels := range [][]string{{"self.hosted", "linux", "docker"}, {"self.hosted", "linux", "gpu"}} {
+		if _, err := sim.Enqueue(bbsim.EnqueueRequest{Count: 2, StepsPerPipeline: 2, RunsOn: labels, Duration: time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	queuePool := func(name, label, repo string) *v1alpha1.RunnerPool {
+		return fixture.Pool(fixture.PoolNamed(name), func(p *v1alpha1.RunnerPool) {
+			p.Spec.Bitbucket.Workspace = bbsim.DefaultWorkspaceUUID
+			p.Spec.Labels = []v1alpha1.RunnerLabel{v1alpha1.RunnerLabel(label)}
+		}, fixture.ReadingRepositories(repo))
+	}
+	docker := queuePool("docker", "docker", bbsim.DefaultRepositoryUUID)
+	gpu := queuePool("gpu", "gpu", strings.ToUpper(strings.Trim(bbsim.DefaultRepositoryUUID, "{}")))
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects([]client.Object{docker, gpu}...).Build()
+	q := NewReader(reader)
+
+	ctx := context.Background()
+	round := func(want map[*v1alpha1.RunnerPool]int) {
+		t.Helper()
+		notBefore := time.Now() // the time a wake round wrote into both pools
+		for pool, n := range want {
+			got, err := q.Queued(ctx, pool, srv.URL, api, notBefore)
+			if err != nil {
+				t.Fatalf("Queued(%s): %v", pool.Name, err)
+			}
+			if got != n {
+				t.Errorf("Queued(%s) = %d, want %d", pool.Name, got, n)
+			}
+		}
+	}
+	calls := func() (pipelines, steps int) {
+		c := sim.State().Calls
+		return c[callPipelines], c[callSteps]
+	}
+
+	round(map[*v1alpha1.RunnerPool]int{docker: 2, gpu: 2})
+	if pipelines, steps := calls(); pipelines != 1 || steps != 2 {
+		t.Errorf("first round: %d pipelines lists and %d steps lists, want 1 and 2 for both pools (2 and 4 read one by one)", pipelines, steps)
+	}
+	time.Sleep(2 * time.Millisecond) // the next round's time is after the first read
+	round(map[*v1alpha1.RunnerPool]int{docker: 2, gpu: 2})
+	if pipelines, steps := calls(); pipelines != 2 || steps != 2 {
+		t.Errorf("second round: %d pipelines lists and %d steps lists in all, want 2 and 2: no step started, the pending pipelines are not read again", pipelines, steps)
+	}
+}
+
+const (
+	wsUUID = "{0b3f8a1e-2c4d-4e5f-8a9b-0c1d2e3f4a5b}"
+	repoA  = "{aaaaaaaa-0000-4000-8000-000000000001}"
+)
+
+func TestKeySharesSpellingsOfOneRepository(t *testing.T) {
+	a := Key("https://api", wsUUID, repoA)
+	for _, spelling := range []string{"aaaaaaaa-0000-4000-8000-000000000001", "{AAAAAAAA-0000-4000-8000-000000000001}"} {
+		if b := Key("https://api", "0B3F8A1E-2c4d-4e5f-8a9b-0c1d2e3f4a5b", spelling); b != a {
+			t.Errorf("Key(%q) = %v, want %v", spelling, b, a)
+		}
+	}
+	if slug := Key("https://api", wsUUID, "service-a"); slug.Repository != "service-a" {
+		t.Errorf("a slug became %q, want it unchanged", slug.Repository)
+	}
+}
