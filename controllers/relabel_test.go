@@ -84,7 +84,7 @@ func TestRelabelledRunnerIsRecycledAndNamedSo(t *testing.T) {
 			runners := []v1alpha1.Runner{fixture.Runner(mods...)}
 			snap := fixture.Snapshot(t, bbWith(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, tt.step, time.Hour), "", tt.labels...))
 			r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }}
-			in := r.decisionInput(pool, runners, snap)
+			in := r.decisionInput(pool, runners, snap, fixture.Now, runnerpod.TemplateHash(pool))
 			if v := in.Runners[0]; v.State != tt.wantState || v.Recycle != tt.wantRecycle {
 				t.Fatalf("got %s recycle=%t, want %s recycle=%t", v.State.String(), v.Recycle, tt.wantState.String(), tt.wantRecycle)
 			}

@@ -29,6 +29,7 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/metrics"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
+	"github.com/runnerpool/runnerpool-operator/internal/scaling"
 )
 
 // Runner condition reasons.
@@ -99,7 +100,6 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 }
 
 func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	poll := observeInterval(pool)
 	api, err := r.Clients.For(ctx, pool)
 	if err != nil {
 		_, msg, ok := credentials.Condition(err)
@@ -108,37 +108,36 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 		}
 		// The pool reports the credentials problem; the runner waits without a hot loop.
 		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonCredentials, msg)
-		return ctrl.Result{RequeueAfter: max(poll, time.Minute)}, nil
+		return ctrl.Result{RequeueAfter: max(scaling.EffectivePoll(pool, nil), time.Minute)}, nil
 	}
-	key := r.Clients.ListKey(pool)
+	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
 
 	// A draining runner without a registration (it vanished from Bitbucket) is deleted below,
 	// not registered again.
 	if runner.Status.UUID == "" && !runner.Spec.Drain {
-		if res, err := r.register(ctx, pool, runner, api, key); err != nil || !res.IsZero() {
+		if res, err := r.register(ctx, scope, runner); err != nil || !res.IsZero() {
 			return res, err
 		}
 	}
 	// A runner whose pod just became ready connects within seconds: look again soon, so the
 	// pool counts it (and the step it takes) long before the next regular poll. The lists are
 	// shared by every runner of the scope, and this stops after connectWindow.
-	requeue := poll
-	notBefore := r.now().Add(-poll)
+	requeue, notBefore := scope.Poll, scope.NotBefore
 	if r.awaitingConnection(runner) {
 		requeue = connectRecheck
-		notBefore = r.now().Add(-connectRecheck)
+		notBefore = scope.Now.Add(-connectRecheck)
 	}
-	snap, err := r.Store.Get(ctx, key, api, notBefore)
+	scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, notBefore)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if vanished := r.mirror(ctx, runner, snap); vanished {
+	if vanished := r.mirror(ctx, runner, scope.Snapshot); vanished {
 		return ctrl.Result{Requeue: true}, nil
 	}
 	if err := r.reconcilePod(ctx, pool, runner); err != nil {
 		return ctrl.Result{}, err
 	}
-	if res, err := r.reconcileDrain(ctx, runner, api, key, poll); err != nil || !res.IsZero() {
+	if res, err := r.reconcileDrain(ctx, scope, runner); err != nil || !res.IsZero() {
 		return res, err
 	}
 	if r.awaitingConnection(runner) {
@@ -155,17 +154,6 @@ const (
 	connectWindow = time.Minute
 )
 
-// observeInterval is how old an observation of the pool's scope may be: the pool's poll
-// interval, stretched like the pool's polls when the request budget runs low, so that its
-// runners do not list at the unstretched pace.
-func observeInterval(pool *v1alpha1.RunnerPool) time.Duration {
-	poll := pool.Spec.Scaling.PollInterval.Duration
-	if p := pool.Status.PollInterval; p != nil && p.Duration > poll {
-		poll = p.Duration
-	}
-	return poll
-}
-
 // awaitingConnection reports a runner whose pod is ready but which Bitbucket does not show
 // ONLINE yet, within connectWindow of the pod becoming ready.
 func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
@@ -178,9 +166,10 @@ func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
-func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key) (ctrl.Result, error) {
+func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	api, key := scope.API, scope.Key
 	logger := log.FromContext(ctx)
-	scope := scopeOf(runner)
+	bbScope := scopeOf(runner)
 	// The look-up guards the create, so it must not be starved by a nearly spent budget.
 	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
 	// A snapshot taken after the Runner existed is needed: an older one cannot show a runner
@@ -212,7 +201,7 @@ func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPo
 		}
 		// Its OAuth secret was only ever returned at creation and is lost: the runner can never
 		// connect, so replace it.
-		if err := api.DeleteRunner(ctx, scope, existing.UUID); err != nil && !bitbucket.IsNotFound(err) {
+		if err := api.DeleteRunner(ctx, bbScope, existing.UUID); err != nil && !bitbucket.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("delete runner %s without credentials: %w", existing.UUID, err)
 		}
 		r.Store.Forget(key, existing.UUID)
@@ -224,7 +213,7 @@ func (r *RunnerReconciler) register(ctx context.Context, pool *v1alpha1.RunnerPo
 		}
 	}
 
-	created, err := api.CreateRunner(ctx, scope, runner.Spec.BitbucketName, labelStrings(runner.Spec.Labels))
+	created, err := api.CreateRunner(ctx, bbScope, runner.Spec.BitbucketName, labelStrings(runner.Spec.Labels))
 	if err != nil {
 		if bitbucket.IsLimitReached(err) {
 			msg := fmt.Sprintf("Bitbucket refused a new runner: the limit of %d runners per workspace or repository is reached", v1alpha1.MaxRunnersPerScope)
@@ -409,13 +398,13 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 
 // reconcileDrain disables a runner the pool wants gone and deletes the Runner once Bitbucket
 // confirms it took no step; a runner whose drain was cancelled is enabled again.
-func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key, poll time.Duration) (ctrl.Result, error) {
+func (r *RunnerReconciler) reconcileDrain(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	if !runner.Spec.Drain {
 		if runner.Status.DisabledTime != nil {
 			// A reconcile whose status write the cache does not show yet may have enabled it:
 			// only an enabled runner shows ONLINE.
-			if state, ok := r.storedState(key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {
-				if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusEnabled); err != nil {
+			if state, ok := r.storedState(scope.Key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {
+				if err := r.setState(ctx, scope, runner, bitbucket.RunnerStatusEnabled); err != nil {
 					return retryFlip(ctx, err)
 				}
 				r.event(runner, corev1.EventTypeNormal, "Reenabled", "Drain", "Drain cancelled; runner enabled again")
@@ -425,7 +414,7 @@ func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.
 		return ctrl.Result{}, nil
 	}
 	wasDisabled := runner.Status.DisabledTime != nil
-	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key, poll)
+	idle, res, err := r.disableAndConfirmIdle(ctx, scope, runner)
 	if err != nil || !idle {
 		return res, err
 	}
@@ -447,7 +436,8 @@ func (r *RunnerReconciler) reconcileDrain(ctx context.Context, runner *v1alpha1.
 // that confirmed it stays conclusive however old it gets. The observation is the scope's shared
 // list at its usual pace (the waker brings the runner back right after it): a drain costs one
 // PUT, and no list of its own.
-func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key, poll time.Duration) (bool, ctrl.Result, error) {
+func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (bool, ctrl.Result, error) {
+	key := scope.Key
 	st := &runner.Status
 	if st.UUID == "" {
 		return true, ctrl.Result{}, nil
@@ -455,7 +445,7 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 	// A pool polling every few minutes (or stretched by a low budget) would keep its draining
 	// runners, and a deleted pool, waiting that long: the confirmation list is shared by every
 	// draining runner of the scope, so looking at least this often costs little.
-	poll = min(poll, maxDrainConfirmWait)
+	poll := min(scope.Poll, maxDrainConfirmWait)
 	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
 	if st.DisabledTime != nil {
 		// Only an enabled runner shows ONLINE: a cancelled drain whose status write the cache
@@ -468,7 +458,7 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 		// The snapshot shows DISABLED when a reconcile whose status write the cache does not
 		// show yet already disabled it: DISABLED is sent once.
 		if state, ok := r.storedState(key, st.UUID); !ok || state != bitbucket.RunnerStatusDisabled {
-			if err := r.setState(ctx, runner, api, key, bitbucket.RunnerStatusDisabled); err != nil {
+			if err := r.setState(ctx, scope, runner, bitbucket.RunnerStatusDisabled); err != nil {
 				if bitbucket.IsNotFound(err) {
 					r.Store.Forget(key, st.UUID)
 					return true, ctrl.Result{}, nil
@@ -483,7 +473,7 @@ func (r *RunnerReconciler) disableAndConfirmIdle(ctx context.Context, runner *v1
 	snap := r.Store.Peek(key)
 	if !confirmsIdle(snap, st.UUID, st.DisabledTime.Time) {
 		var err error
-		snap, err = r.Store.Get(ctx, key, api, r.now().Add(-poll))
+		snap, err = r.Store.Get(ctx, key, scope.API, r.now().Add(-poll))
 		if err != nil {
 			return false, ctrl.Result{}, err
 		}
@@ -552,11 +542,12 @@ func retryFlip(ctx context.Context, err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-func (r *RunnerReconciler) setState(ctx context.Context, runner *v1alpha1.Runner, api credentials.BitbucketAPI, key runnerlist.Key, status bitbucket.RunnerStatus) error {
+func (r *RunnerReconciler) setState(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner, status bitbucket.RunnerStatus) error {
+	key := scope.Key
 	if wait := r.flips.wait(runner.Status.UUID, status, r.now()); wait > 0 {
 		return errFlipTooSoon{wait: wait}
 	}
-	if err := api.SetRunnerState(ctx, scopeOf(runner), runner.Status.UUID, status); err != nil {
+	if err := scope.API.SetRunnerState(ctx, scopeOf(runner), runner.Status.UUID, status); err != nil {
 		return fmt.Errorf("set runner %s %s: %w", runner.Status.UUID, status, err)
 	}
 	r.flips.record(runner.Status.UUID, status, r.now())
@@ -611,8 +602,9 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 		}
 		return ctrl.Result{}, err
 	}
-	key := r.Clients.ListKey(pool)
-	idle, res, err := r.disableAndConfirmIdle(ctx, runner, api, key, observeInterval(pool))
+	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
+	key := scope.Key
+	idle, res, err := r.disableAndConfirmIdle(ctx, scope, runner)
 	if err != nil || !idle {
 		return res, err
 	}

@@ -125,29 +125,20 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 }
 
 func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) (ctrl.Result, error) {
-	now := r.now()
 	poll := pool.Spec.Scaling.PollInterval.Duration
 	pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 
 	api, err := r.Clients.For(ctx, pool)
 	if err == nil {
-		poll = r.effectivePoll(pool, api)
+		scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), scaling.PollRequested(pool))
+		poll = scope.Poll
 		pool.Status.PollInterval = &metav1.Duration{Duration: poll}
-		notBefore := now.Add(-poll)
-		// A requested poll (webhook, or a user's annotation) needs a list newer than the
-		// request; a request from the future (clock skew between replicas) counts as now.
-		if requested := scaling.PollRequested(pool); requested.After(notBefore) {
-			notBefore = requested
-			if requested.After(now) {
-				notBefore = now
-			}
-		}
-		var snap *runnerlist.Snapshot
-		snap, err = r.Store.Get(ctx, r.Clients.ListKey(pool), api, notBefore)
+		metrics.PollIntervalSeconds.WithLabelValues(pool.Namespace, pool.Name).Set(poll.Seconds())
+		scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, scope.NotBefore)
 		if err == nil {
-			observed := metav1.NewTime(snap.At)
+			observed := metav1.NewTime(scope.Snapshot.At)
 			pool.Status.LastObservedTime = &observed
-			res, err := r.scale(ctx, pool, api, runners, snap)
+			res, err := r.scale(ctx, pool, scope, runners)
 			if res.RequeueAfter > poll || res.RequeueAfter == 0 {
 				res.RequeueAfter = poll
 			}
@@ -178,18 +169,6 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	return ctrl.Result{RequeueAfter: poll}, nil
 }
 
-// effectivePoll stretches the poll interval when the request budget of the pool's credential
-// runs low (scaling.PollInterval), and reports it.
-func (r *RunnerPoolReconciler) effectivePoll(pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI) time.Duration {
-	base := pool.Spec.Scaling.PollInterval.Duration
-	poll := base
-	if b, ok := api.(interface{ Budget() *bitbucket.Budget }); ok && b.Budget() != nil {
-		poll = scaling.PollInterval(base, b.Budget().Remaining(), b.Budget().Limit())
-	}
-	metrics.PollIntervalSeconds.WithLabelValues(pool.Namespace, pool.Name).Set(poll.Seconds())
-	return poll
-}
-
 func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reason, msg string) {
 	prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid)
 	if prev == nil || prev.Status != metav1.ConditionFalse || prev.Reason != reason {
@@ -201,17 +180,18 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 }
 
 // scale observes, decides and acts.
-func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI, runners []v1alpha1.Runner, snap *runnerlist.Snapshot) (ctrl.Result, error) {
+func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner) (ctrl.Result, error) {
+	snap := scope.Snapshot
 	if reason, msg := refusedRegistration(runners); reason != "" {
 		r.reportCredentials(pool, reason, msg)
 	} else {
 		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
-	in := r.decisionInput(pool, runners, snap)
-	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), runners, r.now()) {
-		in.Runners = append(in.Runners, scaling.Runner{Name: name, State: scaling.Starting, IdleSince: r.now()})
+	in := r.decisionInput(pool, runners, snap, scope.Now, scope.TemplateHash())
+	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), runners, scope.Now) {
+		in.Runners = append(in.Runners, scaling.Runner{Name: name, State: scaling.Starting, IdleSince: scope.Now})
 	}
-	in.Queued = r.queued(ctx, pool, api)
+	in.Queued = r.queued(ctx, pool, scope)
 	decision := scaling.Decide(in)
 	r.countOnly(pool, runners, &decision)
 
@@ -243,7 +223,7 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "replace", "failed_to_start").Inc()
 	}
 
-	errs = append(errs, r.removeOrphans(ctx, pool, api, runners, snap))
+	errs = append(errs, r.removeOrphans(ctx, pool, scope, runners))
 
 	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid); c != nil && c.Status == metav1.ConditionFalse {
 		setReady(pool)
@@ -251,9 +231,9 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
-	if p := pool.Status.PollInterval; p != nil && p.Duration > pool.Spec.Scaling.PollInterval.Duration {
+	if scope.Poll > pool.Spec.Scaling.PollInterval.Duration {
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonBudgetLow,
-			fmt.Sprintf("Policy %s wants %d runners; polls are stretched to every %s because the Bitbucket request budget of these credentials runs low", pool.Spec.Scaling.Policy, decision.Desired, p.Duration))
+			fmt.Sprintf("Policy %s wants %d runners; polls are stretched to every %s because the Bitbucket request budget of these credentials runs low", pool.Spec.Scaling.Policy, decision.Desired, scope.Poll))
 	}
 	if n := countRegistrationReason(runners, ReasonRunnerLimitReached); n > 0 {
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRunnerLimitReached,
@@ -297,7 +277,8 @@ func countRegistrationReason(runners []v1alpha1.Runner, reason string) int {
 // removeOrphans deletes Bitbucket runners that carry the pool's marker but have no Runner: what
 // a crash or a hand-deleted Runner leaves behind. Each still counts against Bitbucket's limit of
 // 100. A busy one is only disabled, and goes once idle.
-func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI, runners []v1alpha1.Runner, snap *runnerlist.Snapshot) error {
+func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner) error {
+	api := scope.API
 	known := map[string]bool{}
 	for i := range runners {
 		known[runners[i].Spec.BitbucketName] = true
@@ -306,22 +287,22 @@ func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1
 		}
 	}
 	prefix := BitbucketNamePrefix(pool)
-	scope := poolScope(pool)
+	bbScope := poolScope(pool)
 	ctx = bitbucket.WithPriority(ctx, bitbucket.PriorityHigh)
 	var errs []error
-	for _, bb := range snap.Runners() {
-		if !strings.HasPrefix(bb.Name, prefix) || known[bb.UUID] || known[bb.Name] || r.now().Sub(bb.CreatedOn) < r.Timings.withDefaults().OrphanGrace {
+	for _, bb := range scope.Snapshot.Runners() {
+		if !strings.HasPrefix(bb.Name, prefix) || known[bb.UUID] || known[bb.Name] || scope.Now.Sub(bb.CreatedOn) < r.Timings.withDefaults().OrphanGrace {
 			continue
 		}
 		if bb.Busy() {
 			if bb.State.Status != bitbucket.RunnerStatusDisabled {
-				if err := api.SetRunnerState(ctx, scope, bb.UUID, bitbucket.RunnerStatusDisabled); err != nil && !bitbucket.IsNotFound(err) {
+				if err := api.SetRunnerState(ctx, bbScope, bb.UUID, bitbucket.RunnerStatusDisabled); err != nil && !bitbucket.IsNotFound(err) {
 					errs = append(errs, fmt.Errorf("disable orphaned runner %s: %w", bb.UUID, err))
 				}
 			}
 			continue
 		}
-		if err := api.DeleteRunner(ctx, scope, bb.UUID); err != nil && !bitbucket.IsNotFound(err) {
+		if err := api.DeleteRunner(ctx, bbScope, bb.UUID); err != nil && !bitbucket.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete orphaned runner %s: %w", bb.UUID, err))
 			continue
 		}
@@ -334,30 +315,21 @@ func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1
 
 // queued reads the steps waiting for the pool when the policy or a recent webhook asks for it.
 // A queue that cannot be read leaves the pool scaling on its runners alone, and says so.
-func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI) int {
-	now := r.now()
-	if r.Queue == nil || !scaling.ReadsQueue(pool, now) {
+func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope) int {
+	if r.Queue == nil || !scaling.ReadsQueue(pool, scope.Now) {
 		pool.Status.Queued = 0
 		metrics.QueuedSteps.WithLabelValues(pool.Namespace, pool.Name).Set(0)
 		return 0
-	}
-	poll := pool.Spec.Scaling.PollInterval.Duration
-	if pool.Status.PollInterval != nil {
-		poll = pool.Status.PollInterval.Duration
-	}
-	notBefore := now.Add(-poll)
-	if requested := scaling.PollRequested(pool); requested.After(notBefore) && !requested.After(now) {
-		notBefore = requested
 	}
 	var (
 		n   int
 		err error
 	)
-	qr, ok := api.(bitbucket.QueueReader)
+	qr, ok := scope.API.(bitbucket.QueueReader)
 	if !ok {
 		err = errors.New("the Bitbucket client cannot read pipelines")
 	} else {
-		n, err = r.Queue.Queued(ctx, pool, r.Clients.APIURL(pool), qr, notBefore)
+		n, err = r.Queue.Queued(ctx, pool, r.Clients.APIURL(pool), qr, scope.NotBefore)
 	}
 	if err != nil {
 		log.FromContext(ctx).Info("cannot read the step queue; scaling on runners alone", "error", err.Error())
@@ -372,8 +344,7 @@ func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.Runner
 
 // decisionInput turns the pool, its Runners and the Bitbucket snapshot into the pure input of
 // the scaling decision. The snapshot wins over Runner status, which may lag one reconcile.
-func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *runnerlist.Snapshot) scaling.Input {
-	now := r.now()
+func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *runnerlist.Snapshot, now time.Time, hash string) scaling.Input {
 	in := scaling.Input{
 		Policy:         scaling.Policy(pool.Spec.Scaling.Policy),
 		Min:            int(pool.Spec.MinRunners),
@@ -388,7 +359,6 @@ func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners 
 			ScaleUpMultiplier: decimal(p.ScaleUpMultiplier, 1.5), ScaleDownMultiplier: decimal(p.ScaleDownMultiplier, 0.5),
 		}
 	}
-	hash := runnerpod.TemplateHash(pool)
 	for i := range runners {
 		v := runnerView(pool, &runners[i], snap, now, r.Timings.withDefaults().OfflineGrace)
 		_, relabelled := labelsChangedInBitbucket(&runners[i], snap)

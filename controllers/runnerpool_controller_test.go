@@ -397,7 +397,7 @@ func TestDecisionInputCarriesThePoolSettings(t *testing.T) {
 		p.Spec.Scaling.ScaleDownDelay.Duration = 90 * time.Second
 	})
 	r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }}
-	in := r.decisionInput(pool, nil, fixture.Snapshot(t))
+	in := r.decisionInput(pool, nil, fixture.Snapshot(t), fixture.Now, runnerpod.TemplateHash(pool))
 	want := scaling.Input{Policy: scaling.Queue, Min: 2, Max: 7, IdleRunners: 3, ScaleDownDelay: 90 * time.Second, Now: fixture.Now}
 	if in.Policy != want.Policy || in.Min != want.Min || in.Max != want.Max || in.IdleRunners != want.IdleRunners ||
 		in.ScaleDownDelay != want.ScaleDownDelay || !in.Now.Equal(want.Now) || len(in.Runners) != 0 || in.Queued != 0 {
@@ -437,7 +437,7 @@ func TestDecisionInputPercentageIdleDefaults(t *testing.T) {
 				p.Spec.Scaling.PercentageIdle = &spec
 			})
 			r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }}
-			in := r.decisionInput(pool, nil, fixture.Snapshot(t))
+			in := r.decisionInput(pool, nil, fixture.Snapshot(t), fixture.Now, runnerpod.TemplateHash(pool))
 			if in.Policy != scaling.PercentageIdle || in.Percentage != tt.want {
 				t.Errorf("policy %s params %+v, want %s %+v", in.Policy, in.Percentage, scaling.PercentageIdle, tt.want)
 			}
@@ -536,7 +536,7 @@ func TestDecisionInputRunners(t *testing.T) {
 			}
 			runners := []v1alpha1.Runner{fixture.Runner(mods...)}
 			r := &RunnerPoolReconciler{Now: func() time.Time { return fixture.Now }, Timings: tt.timings}
-			in := r.decisionInput(pool, runners, fixture.Snapshot(t, tt.inBitbucket))
+			in := r.decisionInput(pool, runners, fixture.Snapshot(t, tt.inBitbucket), fixture.Now, runnerpod.TemplateHash(pool))
 			if len(in.Runners) != 1 {
 				t.Fatalf("got %d runners, want 1", len(in.Runners))
 			}

@@ -1,6 +1,10 @@
 package scaling
 
-import "time"
+import (
+	"time"
+
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
+)
 
 // MaxPollStretch bounds how far a low budget stretches the poll interval.
 const MaxPollStretch = 20
@@ -22,4 +26,41 @@ func PollInterval(base time.Duration, remaining, limit int) time.Duration {
 		stretch = MaxPollStretch
 	}
 	return time.Duration(float64(base) * stretch)
+}
+
+// Budget is the part of a credential's request budget the poll interval depends on;
+// *bitbucket.Budget implements it.
+type Budget interface {
+	Remaining() int
+	Limit() int
+}
+
+// EffectivePoll is the poll interval a pool and its runners work at: the pool's own, stretched
+// by PollInterval while the request budget of its credential runs low. It is the one rule for
+// how old a runner list or a step-queue read may be; budget is nil when the client keeps none.
+func EffectivePoll(pool *v1alpha1.RunnerPool, budget Budget) time.Duration {
+	base := pool.Spec.Scaling.PollInterval.Duration
+	if budget == nil {
+		return base
+	}
+	return PollInterval(base, budget.Remaining(), budget.Limit())
+}
+
+// FreshnessCutoff is the oldest start a runner list or step-queue read may have to be used now:
+// one effective poll ago, or the time a poll was requested (a webhook, a user's annotation) when
+// that is later, so a requested poll always sees a list made after the request.
+//
+// A request from the future counts as now. Replicas stamp requests with their own clocks, and a
+// clock a little ahead must not turn a webhook's wake into nothing; taking it as now reads afresh
+// once, and the reads that follow within the poll share that read. Ignoring it instead, as the
+// step-queue read once did, served the read from before the event the webhook announced.
+func FreshnessCutoff(now time.Time, poll time.Duration, requested time.Time) time.Time {
+	cutoff := now.Add(-poll)
+	if requested.After(cutoff) {
+		cutoff = requested
+	}
+	if cutoff.After(now) {
+		cutoff = now
+	}
+	return cutoff
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/runnerpool/runnerpool-operator/internal/fixture"
 	"github.com/runnerpool/runnerpool-operator/internal/scaling"
 )
 
@@ -25,6 +26,55 @@ func TestPollIntervalStretchesOnlyWhenTheBudgetRunsLow(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := scaling.PollInterval(base, tt.remaining, tt.limit); got != tt.want {
 				t.Errorf("PollInterval(%s, %d, %d) = %s, want %s", base, tt.remaining, tt.limit, got, tt.want)
+			}
+		})
+	}
+}
+
+// budget is a request budget with this much of its limit left.
+type budget struct{ remaining, limit int }
+
+func (b budget) Remaining() int { return b.remaining }
+func (b budget) Limit() int     { return b.limit }
+
+func TestEffectivePollIsThePoolsIntervalStretchedByTheBudget(t *testing.T) {
+	pool := fixture.Pool() // polls every 15s
+	tests := []struct {
+		name   string
+		budget scaling.Budget
+		want   time.Duration
+	}{
+		{"a client without a budget polls at the pool's pace", nil, 15 * time.Second},
+		{"a budget with plenty left keeps the pace", budget{900, 1000}, 15 * time.Second},
+		{"a budget running low stretches the interval", budget{125, 1000}, 30 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := scaling.EffectivePoll(pool, tt.budget); got != tt.want {
+				t.Errorf("EffectivePoll = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFreshnessCutoff(t *testing.T) {
+	const poll = 15 * time.Second
+	tests := []struct {
+		name      string
+		requested time.Time
+		want      time.Time
+	}{
+		{"without a request a list one poll old will do", time.Time{}, fixture.Ago(poll)},
+		{"a request older than a poll changes nothing", fixture.Ago(time.Minute), fixture.Ago(poll)},
+		{"a recent request needs a list made after it", fixture.Ago(3 * time.Second), fixture.Ago(3 * time.Second)},
+		{"a request made now needs a list from now", fixture.Now, fixture.Now},
+		{"a request from a clock a little ahead counts as now", fixture.Now.Add(2 * time.Second), fixture.Now},
+		{"a request far in the future counts as now too", fixture.Now.Add(24 * time.Hour), fixture.Now},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := scaling.FreshnessCutoff(fixture.Now, poll, tt.requested); !got.Equal(tt.want) {
+				t.Errorf("FreshnessCutoff = %s ago, want %s ago", fixture.Now.Sub(got), fixture.Now.Sub(tt.want))
 			}
 		})
 	}
