@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -21,19 +20,6 @@ func poolScope(pool *v1alpha1.RunnerPool) bitbucket.Scope {
 // scopeOf is the Bitbucket workspace or repository the runner is registered in.
 func scopeOf(runner *v1alpha1.Runner) bitbucket.Scope {
 	return bitbucket.Scope{Workspace: string(runner.Spec.Workspace), Repository: string(runner.Spec.Repository)}
-}
-
-func labelStrings(labels []v1alpha1.RunnerLabel) []string {
-	out := make([]string, len(labels))
-	for i, l := range labels {
-		out[i] = string(l)
-	}
-	return out
-}
-
-// sortedLabels is a label set in the one order Bitbucket's and ours are compared in.
-func sortedLabels(labels []string) []string {
-	return slices.Compact(slices.Sorted(slices.Values(labels)))
 }
 
 func setCondition(runner *v1alpha1.Runner, condType string, status metav1.ConditionStatus, reason, message string) {

@@ -213,7 +213,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 		}
 	}
 
-	created, err := api.CreateRunner(ctx, bbScope, runner.Spec.BitbucketName, labelStrings(runner.Spec.Labels))
+	created, err := api.CreateRunner(ctx, bbScope, runner.Spec.BitbucketName, runnerpod.RunnerLabels(runner))
 	if err != nil {
 		if bitbucket.IsLimitReached(err) {
 			msg := fmt.Sprintf("Bitbucket refused a new runner: the limit of %d runners per workspace or repository is reached", v1alpha1.MaxRunnersPerScope)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,7 +33,7 @@ import (
 
 // Grace periods, see Timings.
 const (
-	DefaultOfflineGrace = 2 * time.Minute
+	DefaultOfflineGrace = scaling.DefaultOfflineGrace
 	DefaultOrphanGrace  = 2 * time.Minute
 )
 
@@ -150,20 +148,20 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 			r.Clients.Invalidate(pool) // read the Secret afresh next time: it may be fixed
 		}
 		r.reportCredentials(pool, reason, msg)
-		r.countOnly(pool, runners, nil)
+		r.countOnly(pool, runners)
 		return ctrl.Result{RequeueAfter: credentialsRetry}, nil
 	}
 	if res, terr := throttled(ctrl.Result{}, err); terr == nil {
 		// Bitbucket asked us to wait: runners keep running, the pool polls again after the wait.
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited,
 			fmt.Sprintf("Bitbucket's request limit is reached for these credentials; polling again in %s", res.RequeueAfter.Round(time.Second)))
-		r.countOnly(pool, runners, nil)
+		r.countOnly(pool, runners)
 		setReady(pool)
 		return ctrl.Result{RequeueAfter: max(res.RequeueAfter, poll)}, nil
 	}
 	// Bitbucket is unreachable or failing: keep what runs, report it, try at the next poll.
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonBitbucketError, truncate(err.Error(), 1024))
-	r.countOnly(pool, runners, nil)
+	r.countOnly(pool, runners)
 	setReady(pool)
 	log.FromContext(ctx).Error(err, "observe Bitbucket")
 	return ctrl.Result{RequeueAfter: poll}, nil
@@ -181,19 +179,25 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 
 // scale observes, decides and acts.
 func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner) (ctrl.Result, error) {
-	snap := scope.Snapshot
 	if reason, msg := refusedRegistration(runners); reason != "" {
 		r.reportCredentials(pool, reason, msg)
 	} else {
 		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
-	in := r.decisionInput(pool, runners, snap, scope.Now, scope.TemplateHash())
-	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), runners, scope.Now) {
-		in.Runners = append(in.Runners, scaling.Runner{Name: name, State: scaling.Starting, IdleSince: scope.Now})
-	}
-	in.Queued = r.queued(ctx, pool, scope)
-	decision := scaling.Decide(in)
-	r.countOnly(pool, runners, &decision)
+	plan := scaling.PlanPool(scaling.Observation{
+		Pool:         pool,
+		Runners:      runners,
+		Snapshot:     scope.Snapshot,
+		Unseen:       r.created.pending(client.ObjectKeyFromObject(pool), runners, scope.Now),
+		Queued:       r.queued(ctx, pool, scope),
+		TemplateHash: scope.TemplateHash(),
+		OfflineGrace: r.Timings.OfflineGrace,
+		Now:          scope.Now,
+	})
+	decision := plan.Decision
+	r.writeCounts(pool, plan.Summary)
+	pool.Status.Desired = int32(decision.Desired)
+	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
 
 	var errs []error
 	for i := 0; i < decision.Create; i++ {
@@ -208,10 +212,14 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		byName[runners[i].Name] = &runners[i]
 	}
 	for _, name := range decision.Drain {
-		errs = append(errs, r.setDrain(ctx, pool, byName[name], true, r.relabelDrainReason(pool, byName[name], snap, drainReason(in, name))))
+		rp := plan.Runners[name]
+		if rp.Reason == scaling.ReasonLabelsChanged {
+			r.warnRelabelled(pool, byName[name], rp.BitbucketLabels)
+		}
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], true, rp.Reason))
 	}
 	for _, name := range decision.Undrain {
-		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, "needed_again"))
+		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, plan.Runners[name].Reason))
 	}
 	for _, name := range decision.Replace {
 		runner := byName[name]
@@ -220,7 +228,7 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 			errs = append(errs, fmt.Errorf("delete failed runner %s: %w", name, err))
 			continue
 		}
-		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "replace", "failed_to_start").Inc()
+		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "replace", plan.Runners[name].Reason).Inc()
 	}
 
 	errs = append(errs, r.removeOrphans(ctx, pool, scope, runners))
@@ -342,142 +350,27 @@ func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.Runner
 	return n
 }
 
-// decisionInput turns the pool, its Runners and the Bitbucket snapshot into the pure input of
-// the scaling decision. The snapshot wins over Runner status, which may lag one reconcile.
-func (r *RunnerPoolReconciler) decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *runnerlist.Snapshot, now time.Time, hash string) scaling.Input {
-	in := scaling.Input{
-		Policy:         scaling.Policy(pool.Spec.Scaling.Policy),
-		Min:            int(pool.Spec.MinRunners),
-		Max:            int(pool.Spec.MaxRunners),
-		IdleRunners:    int(pool.Spec.Scaling.IdleRunners),
-		ScaleDownDelay: pool.Spec.Scaling.ScaleDownDelay.Duration,
-		Now:            now,
-	}
-	if p := pool.Spec.Scaling.PercentageIdle; p != nil {
-		in.Percentage = scaling.PercentageIdleParams{
-			ScaleUpThreshold: decimal(p.ScaleUpThreshold, 0.5), ScaleDownThreshold: decimal(p.ScaleDownThreshold, 0.2),
-			ScaleUpMultiplier: decimal(p.ScaleUpMultiplier, 1.5), ScaleDownMultiplier: decimal(p.ScaleDownMultiplier, 0.5),
-		}
-	}
-	for i := range runners {
-		v := runnerView(pool, &runners[i], snap, now, r.Timings.withDefaults().OfflineGrace)
-		_, relabelled := labelsChangedInBitbucket(&runners[i], snap)
-		v.Recycle = recycleReason(pool, &runners[i], hash, now) != "" || relabelled
-		v.Spent = pool.Spec.Runner.Ephemeral && runners[i].Status.StepsStarted > 0
-		in.Runners = append(in.Runners, v)
-	}
-	return in
+// countOnly writes the population counts into the status when the pool cannot decide
+// (Bitbucket cannot be read, the credentials fail, the pool is being deleted).
+func (r *RunnerPoolReconciler) countOnly(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) {
+	r.writeCounts(pool, scaling.Summarize(pool, runners, r.now(), r.Timings.OfflineGrace))
+	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
 }
 
-// recycleReason says why a runner's pod should be replaced once idle, "" if it should not:
-// fresh docker storage after maxAge or maxSteps (the weekly `docker system prune -af` of a
-// hand-run runner), or a pool change that shapes pods differently.
-func recycleReason(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, templateHash string, now time.Time) string {
-	st, spec := runner.Status, pool.Spec.Runner
-	switch {
-	case st.PodStartTime != nil && spec.MaxAge.Duration > 0 && now.Sub(st.PodStartTime.Time) >= spec.MaxAge.Duration:
-		return "maxAge"
-	case spec.MaxSteps > 0 && st.StepsStarted >= spec.MaxSteps:
-		return "maxSteps"
-	case st.PodTemplateHash != "" && st.PodTemplateHash != templateHash:
-		return "template changed"
-	case len(runner.Spec.Labels) > 0 && !slices.Equal(sortedLabels(labelStrings(runner.Spec.Labels)), runnerpod.Labels(pool)):
-		// Bitbucket has no call to change a registered runner's labels, so a pool whose labels
-		// were edited gets runners registered with the new ones, one idle runner at a time.
-		return "labels changed"
-	}
-	return ""
-}
+// writeCounts writes the pool's population into its status and metrics.
+func (r *RunnerPoolReconciler) writeCounts(pool *v1alpha1.RunnerPool, s scaling.Summary) {
+	pool.Status.Replicas = int32(s.Replicas)
+	pool.Status.Busy = int32(s.Busy)
+	pool.Status.Idle = int32(s.Idle)
+	pool.Status.Ready = int32(s.Ready)
+	pool.Status.Starting = int32(s.Starting)
+	pool.Status.Draining = int32(s.Draining)
 
-func runnerView(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot, now time.Time, offlineGrace time.Duration) scaling.Runner {
-	st := runner.Status
-	v := scaling.Runner{Name: runner.Name, Drain: runner.Spec.Drain, State: scaling.Starting, IdleSince: runner.CreationTimestamp.Time}
-	if st.OnlineTime != nil {
-		v.IdleSince = st.OnlineTime.Time
-	}
-	if st.LastStepTime != nil && st.LastStepTime.After(v.IdleSince) {
-		v.IdleSince = st.LastStepTime.Time
-	}
-	// A runner needed again is not drained again before a full scale-down delay: a count that
-	// wobbles for one poll must not disable, enable and disable the same runner.
-	if t, err := time.Parse(time.RFC3339Nano, runner.Annotations[v1alpha1.AnnotationDrainCancelled]); err == nil && t.After(v.IdleSince) {
-		v.IdleSince = t
-	}
-	bbState, step := st.BitbucketState, st.Step
-	var stateSince time.Time
-	if bb, ok := snap.ByUUID(st.UUID); ok && st.UUID != "" {
-		bbState, step, stateSince = string(bb.State.Status), bb.StepID(), bb.State.UpdatedOn
-		if st.Step != "" && step == "" && snap.At.After(v.IdleSince) {
-			// The step ended after the Runner's status last saw it: idle since this snapshot.
-			v.IdleSince = snap.At
-		}
-	}
-	startedAt := runner.CreationTimestamp.Time
-	if st.PodStartTime != nil {
-		startedAt = st.PodStartTime.Time
-	}
-	pendingTimeout := pool.Spec.Scaling.PendingTimeout.Duration
-	switch {
-	case !runner.DeletionTimestamp.IsZero() || runner.Spec.Drain:
-		// A runner whose drain the pool cancelled is capacity again at once, even before the
-		// Runner controller enables it, so the pool does not create one too many meanwhile.
-		v.State = scaling.Draining
-		v.Busy = step != ""
-		if !runner.DeletionTimestamp.IsZero() {
-			v.Drain, v.Deleting = true, true
-		}
-	case step != "":
-		v.State = scaling.Busy
-	case bbState == string(bitbucket.RunnerStatusOnline):
-		v.State = scaling.Idle
-	case st.Phase == v1alpha1.RunnerPhaseFailed && now.Sub(startedAt) > pendingTimeout:
-		// Failing pods (image pulls, crash loops) are replaced, at most once per pending
-		// timeout, so a broken image does not churn Bitbucket registrations.
-		v.State = scaling.Stuck
-	case st.OnlineTime != nil && (bbState == string(bitbucket.RunnerStatusOffline) || bbState == string(bitbucket.RunnerStatusUnhealthy)) &&
-		!stateSince.IsZero() && now.Sub(stateSince) > offlineGrace:
-		// Was connected, lost for longer than a restart takes: replace it.
-		v.State = scaling.Stuck
-	case st.OnlineTime == nil && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == runnerpod.ReasonPodRunning && now.Sub(startedAt) > pendingTimeout:
-		// The pod runs but its agent never connected (UNREGISTERED): replace it. A runner that
-		// did connect is judged by the offline grace above, not by the age of its pod.
-		v.State = scaling.Stuck
-	default:
-		// A runner that came online with its pod had a node: it is not waiting for one.
-		v.PendingTooLong = st.OnlineTime == nil && now.Sub(startedAt) > pendingTimeout
-	}
-	if v.State == scaling.Busy {
-		v.Busy = true
-	}
-	return v
-}
-
-// countOnly writes the population counts into the status.
-func (r *RunnerPoolReconciler) countOnly(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, d *scaling.Decision) {
-	var c scaling.Counts
-	if d != nil {
-		c = d.Counts
-		pool.Status.Desired = int32(d.Desired)
-	} else {
-		views := make([]scaling.Runner, 0, len(runners))
-		for i := range runners {
-			views = append(views, runnerView(pool, &runners[i], nil, r.now(), r.Timings.withDefaults().OfflineGrace))
-		}
-		c = scaling.Count(views)
-	}
-	pool.Status.Replicas = int32(len(runners))
-	pool.Status.Busy = int32(c.Busy)
-	pool.Status.Idle = int32(c.Idle)
-	pool.Status.Ready = int32(c.Busy + c.Idle)
-	pool.Status.Starting = int32(c.Starting + c.Stuck)
-	pool.Status.Draining = int32(c.Draining)
-
-	for state, n := range map[string]int{"busy": c.Busy, "idle": c.Idle, "starting": c.Starting, "draining": c.Draining, "stuck": c.Stuck} {
+	for state, n := range map[string]int{"busy": s.Busy, "idle": s.Idle, "starting": s.Counts.Starting, "draining": s.Draining, "stuck": s.Stuck} {
 		metrics.Runners.WithLabelValues(pool.Namespace, pool.Name, state).Set(float64(n))
 	}
-	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
 	metrics.MaxRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Spec.MaxRunners))
-	metrics.PendingTooLong.WithLabelValues(pool.Namespace, pool.Name).Set(float64(c.PendingTooLong))
+	metrics.PendingTooLong.WithLabelValues(pool.Namespace, pool.Name).Set(float64(s.PendingTooLong))
 }
 
 // setReady summarises the pool: Ready when the credentials work and at least the minimum
@@ -531,22 +424,6 @@ func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.
 	return nil
 }
 
-// drainReason names why the decision drains a runner, for events and metrics.
-func drainReason(in scaling.Input, name string) string {
-	for _, r := range in.Runners {
-		if r.Name != name {
-			continue
-		}
-		switch {
-		case r.Spent:
-			return "ephemeral_step_done"
-		case r.Recycle:
-			return "recycle"
-		}
-	}
-	return "scale_down"
-}
-
 func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, drain bool, reason string) error {
 	if runner == nil || runner.Spec.Drain == drain {
 		return nil
@@ -587,7 +464,7 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 			}
 		}
 		before := pool.DeepCopy()
-		r.countOnly(pool, runners, nil)
+		r.countOnly(pool, runners)
 		pool.Status.Desired = 0
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonDeleting,
 			fmt.Sprintf("Waiting for %d runners to drain and unregister", len(runners)))
@@ -679,17 +556,6 @@ func BitbucketNamePrefix(pool *v1alpha1.RunnerPool) string {
 		uid = uid[:8]
 	}
 	return "rp-" + uid + "-"
-}
-
-func decimal(d v1alpha1.Decimal, def float64) float64 {
-	if d == "" {
-		return def
-	}
-	v, err := strconv.ParseFloat(string(d), 64)
-	if err != nil {
-		return def
-	}
-	return v
 }
 
 func truncate(s string, n int) string {

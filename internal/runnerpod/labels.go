@@ -33,3 +33,17 @@ func defaultPlatformLabels(p v1alpha1.Platform) []v1alpha1.RunnerLabel {
 	}
 	return []v1alpha1.RunnerLabel{v1alpha1.LabelSelfHosted, v1alpha1.LabelLinux}
 }
+
+// RunnerLabels are the labels the Runner was registered with in Bitbucket, as strings.
+func RunnerLabels(runner *v1alpha1.Runner) []string {
+	out := make([]string, len(runner.Spec.Labels))
+	for i, l := range runner.Spec.Labels {
+		out[i] = string(l)
+	}
+	return out
+}
+
+// SortedLabels is a label set in the one order Bitbucket's and ours are compared in.
+func SortedLabels(labels []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(labels)))
+}

@@ -1,5 +1,11 @@
 // Package scaling decides, as pure functions of an observation, how many runners a pool needs and
-// which runners to create, drain or keep. It never talks to Kubernetes or Bitbucket.
+// which runners to create, drain, keep or replace, and why. It never talks to Kubernetes or
+// Bitbucket: the RunnerPool reconciler observes (the pool, its Runners, the runner list, the step
+// queue), calls PlanPool and carries out the plan.
+//
+// PlanPool turns Runners and the runner list into runner views (observe.go: states, timeouts,
+// recycling), Decide applies the policy to the views (decide.go), and the poll rules say how
+// often and how freshly a pool looks (poll.go, requests.go).
 package scaling
 
 import (
