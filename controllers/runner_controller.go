@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -52,7 +53,8 @@ type RunnerReconciler struct {
 	Store    *runnerlist.Store
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
-	Now  func() time.Time
+	// Clock is the real clock unless a test sets one.
+	Clock clock.PassiveClock
 
 	flips stateFlips
 }
@@ -674,8 +676,8 @@ func (r *RunnerReconciler) event(runner *v1alpha1.Runner, eventType, reason, act
 }
 
 func (r *RunnerReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
+	if r.Clock != nil {
+		return r.Clock.Now()
 	}
 	return time.Now()
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
@@ -66,7 +67,7 @@ func TestAwaitingConnection(t *testing.T) {
 		{"a runner without a pod condition is not awaited", []fixture.RunnerMod{fixture.Registered(uuid)}, false},
 		{"a runner that has not connected a minute after its pod became ready is no longer awaited", []fixture.RunnerMod{fixture.Registered(uuid), fixture.PodRunning(connectWindow), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, "")}, false},
 	}
-	r := &RunnerReconciler{Now: func() time.Time { return fixture.Now }}
+	r := &RunnerReconciler{Clock: clocktesting.NewFakePassiveClock(fixture.Now)}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			runner := fixture.Runner(tt.runner...)

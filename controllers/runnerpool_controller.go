@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -79,7 +80,8 @@ type RunnerPoolReconciler struct {
 	Store    *runnerlist.Store
 	Queue    *stepqueue.Reader
 	Timings  Timings
-	Now      func() time.Time
+	// Clock is the real clock unless a test sets one.
+	Clock clock.PassiveClock
 
 	// created remembers Runners this reconciler created that its cache may not show yet, so
 	// that a reconcile right after a create never counts too few runners and goes above max.
@@ -509,8 +511,8 @@ func (r *RunnerPoolReconciler) event(pool *v1alpha1.RunnerPool, eventType, reaso
 }
 
 func (r *RunnerPoolReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
+	if r.Clock != nil {
+		return r.Clock.Now()
 	}
 	return time.Now()
 }

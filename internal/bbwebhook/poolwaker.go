@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
@@ -82,7 +83,7 @@ type PoolWaker struct {
 	Client client.Client
 	// Window is the coalescing window; 0 means DefaultWakeWindow.
 	Window time.Duration
-	now    func() time.Time
+	clock  clock.PassiveClock
 
 	mu     sync.Mutex
 	rounds map[string]*wakeRound // by workspace
@@ -103,7 +104,7 @@ const DefaultWakeWindow = 2 * time.Second
 
 // NewPoolWaker returns a waker.
 func NewPoolWaker(c client.Client) *PoolWaker {
-	return &PoolWaker{Client: c, now: time.Now, rounds: map[string]*wakeRound{}}
+	return &PoolWaker{Client: c, clock: clock.RealClock{}, rounds: map[string]*wakeRound{}}
 }
 
 func (w *PoolWaker) window() time.Duration {
@@ -128,7 +129,7 @@ func (w *PoolWaker) Wake(ctx context.Context, t WakeTarget) (woken int, deferred
 	if err != nil {
 		return 0, false, err
 	}
-	now := w.now()
+	now := w.clock.Now()
 	key := roundKey(t)
 	w.mu.Lock()
 	if w.rounds == nil {
@@ -187,7 +188,7 @@ func (w *PoolWaker) NextFlush() (at time.Time, ok bool) {
 // Flush wakes the pools of the deferred events whose window has ended, and forgets workspaces
 // quiet for a while. It returns how many pools it woke.
 func (w *PoolWaker) Flush(ctx context.Context) (int, error) {
-	now := w.now()
+	now := w.clock.Now()
 	type due struct {
 		targets []WakeTarget
 		since   time.Time

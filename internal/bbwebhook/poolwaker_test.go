@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -62,7 +63,7 @@ type wakeEnv struct {
 	t     *testing.T
 	c     client.Client
 	waker *PoolWaker
-	clock time.Time
+	clock *clocktesting.FakeClock
 }
 
 func newWakeEnv(t *testing.T, pools ...*v1alpha1.RunnerPool) *wakeEnv {
@@ -75,9 +76,9 @@ func newWakeEnv(t *testing.T, pools ...*v1alpha1.RunnerPool) *wakeEnv {
 	for _, p := range pools {
 		objs = append(objs, p)
 	}
-	e := &wakeEnv{t: t, c: fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build(), clock: fixture.Now}
+	e := &wakeEnv{t: t, c: fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build(), clock: clocktesting.NewFakeClock(fixture.Now)}
 	e.waker = NewPoolWaker(e.c)
-	e.waker.now = func() time.Time { return e.clock }
+	e.waker.clock = e.clock
 	return e
 }
 
@@ -132,7 +133,7 @@ func TestPoolWakerWakesOnlyTheConcernedPoolsAndCoalesces(t *testing.T) {
 		after time.Duration
 		ev    WakeTarget
 	}{{300 * time.Millisecond, eventA}, {500 * time.Millisecond, eventB}, {400 * time.Millisecond, eventA}} {
-		e.clock = e.clock.Add(step.after)
+		e.clock.Step(step.after)
 		if n, deferred, err := e.waker.Wake(ctx, step.ev); err != nil || n != 0 || !deferred {
 			t.Fatalf("Wake within the window = %d, deferred %t, %v; want it deferred", n, deferred, err)
 		}
@@ -145,7 +146,7 @@ func TestPoolWakerWakesOnlyTheConcernedPoolsAndCoalesces(t *testing.T) {
 	if n, err := e.waker.Flush(ctx); err != nil || n != 0 {
 		t.Fatalf("Flush before the window ends = %d, %v; want nothing", n, err)
 	}
-	e.clock = due
+	e.clock.SetTime(due)
 	if n, err := e.waker.Flush(ctx); err != nil || n != 5 {
 		t.Fatalf("Flush = %d, %v; want the 5 pools of both repositories", n, err)
 	}
@@ -155,7 +156,7 @@ func TestPoolWakerWakesOnlyTheConcernedPoolsAndCoalesces(t *testing.T) {
 	}
 
 	// After a quiet window an event wakes at once again, with one time for every pool.
-	e.clock = e.clock.Add(5 * time.Second)
+	e.clock.Step(5 * time.Second)
 	if n, deferred, err := e.waker.Wake(ctx, eventB); err != nil || n != 3 || deferred {
 		t.Fatalf("Wake(B) after a quiet window = %d, deferred %t, %v; want 3 pools at once", n, deferred, err)
 	}
@@ -167,22 +168,22 @@ func TestPoolWakerWakesOnlyTheConcernedPoolsAndCoalesces(t *testing.T) {
 func TestPoolWakerFollowsAnotherReplicasRound(t *testing.T) {
 	e := newWakeEnv(t, fixture.Pool(fixture.PoolNamed("queue-a"), fixture.ReadingRepositories(repoA)))
 	other := NewPoolWaker(e.c)
-	other.now = func() time.Time { return e.clock }
+	other.clock = e.clock
 	ctx := context.Background()
 	eventA := WakeTarget{WorkspaceUUID: wsUUID, RepositoryUUID: repoA}
 
 	if _, deferred, err := other.Wake(ctx, eventA); err != nil || deferred {
 		t.Fatalf("other replica: deferred %t, %v", deferred, err)
 	}
-	e.clock = e.clock.Add(10 * time.Millisecond) // the same delivery reaches this replica
+	e.clock.Step(10 * time.Millisecond) // the same delivery reaches this replica
 	if _, deferred, err := e.waker.Wake(ctx, eventA); err != nil || !deferred {
 		t.Fatalf("this replica: deferred %t, %v; want deferred behind the other's round", deferred, err)
 	}
-	e.clock = e.clock.Add(time.Second)
+	e.clock.Step(time.Second)
 	if _, deferred, _ := other.Wake(ctx, eventA); !deferred {
 		t.Fatal("other replica: a second event within its window was not deferred")
 	}
-	e.clock = fixture.Now.Add(DefaultWakeWindow)
+	e.clock.SetTime(fixture.Now.Add(DefaultWakeWindow))
 	if _, err := other.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +191,7 @@ func TestPoolWakerFollowsAnotherReplicasRound(t *testing.T) {
 	if !ok || !due.After(fixture.Now.Add(DefaultWakeWindow)) {
 		t.Fatalf("this replica's flush at %v, %t; want after the other's", due, ok)
 	}
-	e.clock = due
+	e.clock.SetTime(due)
 	if _, err := e.waker.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestPoolWakerDoesNotTrustATimeInTheFuture(t *testing.T) {
 	if !ok || due.After(fixture.Now.Add(2*DefaultWakeWindow)) {
 		t.Fatalf("NextFlush = %v, %t; want within a window or so", due, ok)
 	}
-	e.clock = due
+	e.clock.SetTime(due)
 	if n, err := e.waker.Flush(ctx); err != nil || n != 1 {
 		t.Fatalf("Flush = %d, %v; want the pool woken", n, err)
 	}

@@ -118,7 +118,7 @@ func TestBudgetStateRoundTrip(t *testing.T) {
 		if _, ok := first.take(PriorityHigh, true); !ok {
 			t.Fatal("refused inside the limit")
 		}
-		clock.Advance(70 * time.Second)
+		clock.Step(70 * time.Second)
 	}
 	first.blockFor(45 * time.Second)
 	saved, err := ParseBudgetState(first.State().String())
@@ -148,7 +148,7 @@ func TestBudgetStateRoundTrip(t *testing.T) {
 	// Each request leaves the window no earlier than it did in the first
 	// budget, and at most a minute later.
 	for step := 0; step < 40; step++ {
-		clock.Advance(30 * time.Second)
+		clock.Step(30 * time.Second)
 		a, b := first.Used(), second.Used()
 		if b < a || b > a+1 {
 			t.Fatalf("after %d steps Used = %d restored vs %d original", step, b, a)
@@ -221,7 +221,7 @@ func TestBudgetExhausted(t *testing.T) {
 				t.Fatalf("Remaining = %d after a 429, want 0", b.Remaining())
 			}
 			for _, c := range tt.checks {
-				clock.Advance(start.Add(c.after).Sub(clock.Now()))
+				clock.Step(start.Add(c.after).Sub(clock.Now()))
 				low, high := fits(b, PriorityLow), fits(b, PriorityHigh)
 				if high != c.high || low != c.low {
 					t.Errorf("after %s: high %v low %v, want high %v low %v", c.after, high, low, c.high, c.low)
@@ -249,11 +249,11 @@ func TestBudgetExhaustedBeyondTheWindow(t *testing.T) {
 	if _, err := ParseBudgetState(b.State().String()); err != nil {
 		t.Fatalf("state after a 3h Retry-After: %v", err)
 	}
-	clock.Advance(2 * time.Hour)
+	clock.Step(2 * time.Hour)
 	if fits(b, PriorityHigh) {
 		t.Error("sent during the Retry-After")
 	}
-	clock.Advance(time.Hour)
+	clock.Step(time.Hour)
 	if !fits(b, PriorityLow) {
 		t.Error("still refused after the Retry-After")
 	}

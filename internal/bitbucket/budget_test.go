@@ -2,30 +2,15 @@ package bitbucket
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock is a clock that moves only when told to.
+func newFakeClock() *clocktesting.FakeClock {
+	return clocktesting.NewFakeClock(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
 }
 
 func TestBudgetReserveKeepsRoomForHighPriority(t *testing.T) {
@@ -38,7 +23,7 @@ func TestBudgetReserveKeepsRoomForHighPriority(t *testing.T) {
 		if _, ok := b.take(PriorityLow, true); !ok {
 			t.Fatalf("low priority request %d refused", i)
 		}
-		clock.Advance(time.Minute)
+		clock.Step(time.Minute)
 	}
 	wait, ok := b.take(PriorityLow, true)
 	if ok {
@@ -61,7 +46,7 @@ func TestBudgetReserveKeepsRoomForHighPriority(t *testing.T) {
 		t.Errorf("Remaining/Used = %d/%d, want 0/20", b.Remaining(), b.Used())
 	}
 
-	clock.Advance(42 * time.Minute)
+	clock.Step(42 * time.Minute)
 	if b.Used() != 19 {
 		t.Errorf("after the oldest left the window Used = %d, want 19", b.Used())
 	}
@@ -81,7 +66,7 @@ func TestBudgetWindowRolls(t *testing.T) {
 	if _, ok := b.take(PriorityHigh, true); ok {
 		t.Fatal("allowed past the limit")
 	}
-	clock.Advance(time.Hour)
+	clock.Step(time.Hour)
 	if got := b.Remaining(); got != 3 {
 		t.Errorf("Remaining after an hour = %d, want 3", got)
 	}
@@ -97,7 +82,7 @@ func TestBudgetBlockAfter429(t *testing.T) {
 	if _, ok := b.take(PriorityHigh, false); !ok {
 		t.Error("the request that waited out the 429 was refused")
 	}
-	clock.Advance(30 * time.Second)
+	clock.Step(30 * time.Second)
 	if _, ok := b.take(PriorityLow, true); !ok {
 		t.Error("still blocked after the block expired")
 	}
@@ -158,7 +143,7 @@ func TestBudgetRefund(t *testing.T) {
 	clock := newFakeClock()
 	b := NewBudget(5, clock.Now)
 	first, _, _ := b.takeStamped(PriorityHigh, true)
-	clock.Advance(time.Second)
+	clock.Step(time.Second)
 	second, _, _ := b.takeStamped(PriorityHigh, true)
 	b.refund(first)
 	if b.Used() != 1 {

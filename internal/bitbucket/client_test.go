@@ -183,7 +183,7 @@ func TestOAuthTokenIsReusedAndRenewedBeforeExpiry(t *testing.T) {
 	}
 	// 5 minutes before expiry the token counts as expired on our side, so
 	// Bitbucket never gets to answer "Access token expired.".
-	clock.Advance(2*time.Hour - 4*time.Minute)
+	clock.Step(2*time.Hour - 4*time.Minute)
 	if _, err := c.ListRunners(ctx, wsScope); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestOAuthRefreshesOnceOn401(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldToken := currentToken(c)
-	serverClock.Advance(2 * time.Hour) // Bitbucket considers the token expired
+	serverClock.Step(2 * time.Hour) // Bitbucket considers the token expired
 
 	if _, err := c.ListRunners(ctx, wsScope); err != nil {
 		t.Fatalf("ListRunners after server-side expiry: %v", err)

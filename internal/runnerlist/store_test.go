@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 )
@@ -22,23 +24,6 @@ var (
 
 // hangGuard only keeps a broken test from hanging; nothing waits for it in a passing run.
 const hangGuard = 10 * time.Second
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type listResult struct {
 	runners []bitbucket.Runner
@@ -183,8 +168,8 @@ func (r *refreshCounter) count() int {
 	return len(r.snaps)
 }
 
-func newStore() (*runnerlist.Store, *clock, *fakeLister, *refreshCounter) {
-	clk := &clock{t: t0}
+func newStore() (*runnerlist.Store, *clocktesting.FakeClock, *fakeLister, *refreshCounter) {
+	clk := clocktesting.NewFakeClock(t0)
 	s := runnerlist.NewStore(clk.Now)
 	refreshes := &refreshCounter{}
 	s.OnRefresh = refreshes.hook
@@ -192,7 +177,7 @@ func newStore() (*runnerlist.Store, *clock, *fakeLister, *refreshCounter) {
 }
 
 // listOnce fills the store with a first snapshot.
-func listOnce(t *testing.T, s *runnerlist.Store, clk *clock, l *fakeLister, runners ...bitbucket.Runner) *runnerlist.Snapshot {
+func listOnce(t *testing.T, s *runnerlist.Store, clk *clocktesting.FakeClock, l *fakeLister, runners ...bitbucket.Runner) *runnerlist.Snapshot {
 	t.Helper()
 	ch := getAsync(context.Background(), s, workspace, l, clk.Now())
 	l.awaitList(t)
@@ -269,7 +254,7 @@ func TestGetListsOnlyWhenTheSnapshotIsOlderThanNotBefore(t *testing.T) {
 	}
 	lists := 0
 	for _, step := range steps {
-		clk.Advance(step.advance)
+		clk.Step(step.advance)
 		ch := getAsync(context.Background(), s, workspace, l, step.notBefore(clk.Now()))
 		if step.wantList {
 			l.awaitList(t)
@@ -298,7 +283,7 @@ func TestAWaiterNeedingANewerListStartsAnotherOne(t *testing.T) {
 	l.awaitList(t)
 
 	// A runner disabled after that list started needs a list that shows the disable.
-	clk.Advance(5 * time.Second)
+	clk.Step(5 * time.Second)
 	ctx := newWaitingContext(context.Background())
 	later := getAsync(ctx, s, workspace, l, t0.Add(time.Second))
 	ctx.awaitWaiting(t)
@@ -468,7 +453,7 @@ func TestChangesDuringAListAreReplayedOntoIt(t *testing.T) {
 			s, clk, l, _ := newStore()
 			if tc.previous != nil {
 				listOnce(t, s, clk, l, tc.previous...)
-				clk.Advance(time.Minute)
+				clk.Step(time.Minute)
 			}
 			inFlight := getAsync(context.Background(), s, workspace, l, clk.Now())
 			l.awaitList(t)
@@ -487,7 +472,7 @@ func TestChangesDuringAListAreReplayedOntoIt(t *testing.T) {
 			}
 
 			// The next list started after the changes: Bitbucket's answer stands on its own.
-			clk.Advance(time.Minute)
+			clk.Step(time.Minute)
 			next := getAsync(context.Background(), s, workspace, l, clk.Now())
 			l.awaitList(t)
 			l.release(t, runner("z", online))
@@ -501,7 +486,7 @@ func TestChangesDuringAListAreReplayedOntoIt(t *testing.T) {
 func TestAListErrorReachesEveryWaiterAndKeepsThePreviousSnapshot(t *testing.T) {
 	s, clk, l, refreshes := newStore()
 	previous := listOnce(t, s, clk, l, runner("a", bitbucket.RunnerStatusOnline))
-	clk.Advance(2 * time.Minute)
+	clk.Step(2 * time.Minute)
 	notBefore := clk.Now().Add(-time.Minute)
 
 	first := getAsync(context.Background(), s, workspace, l, notBefore)
@@ -557,11 +542,11 @@ func TestRecordNeverKeepsTheOAuthSecret(t *testing.T) {
 	tests := []struct {
 		name string
 		// record records the runner and returns the snapshot that should hold it.
-		record func(t *testing.T, s *runnerlist.Store, clk *clock, l *fakeLister) *runnerlist.Snapshot
+		record func(t *testing.T, s *runnerlist.Store, clk *clocktesting.FakeClock, l *fakeLister) *runnerlist.Snapshot
 	}{
 		{
 			name: "recorded onto the latest snapshot",
-			record: func(t *testing.T, s *runnerlist.Store, clk *clock, l *fakeLister) *runnerlist.Snapshot {
+			record: func(t *testing.T, s *runnerlist.Store, clk *clocktesting.FakeClock, l *fakeLister) *runnerlist.Snapshot {
 				listOnce(t, s, clk, l)
 				s.Record(workspace, created())
 				return s.Peek(workspace)
@@ -569,7 +554,7 @@ func TestRecordNeverKeepsTheOAuthSecret(t *testing.T) {
 		},
 		{
 			name: "replayed onto a list in flight",
-			record: func(t *testing.T, s *runnerlist.Store, clk *clock, l *fakeLister) *runnerlist.Snapshot {
+			record: func(t *testing.T, s *runnerlist.Store, clk *clocktesting.FakeClock, l *fakeLister) *runnerlist.Snapshot {
 				ch := getAsync(context.Background(), s, workspace, l, clk.Now())
 				l.awaitList(t)
 				s.Record(workspace, created())

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 )
@@ -30,30 +32,13 @@ var (
 	dockerSteps = []string{"self.hosted", "linux", "docker"}
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // simEnv is bbsim behind a real HTTP listener, the production client, and a
 // store on a clock that moves only when told to.
 type simEnv struct {
 	t      *testing.T
 	sim    *bbsim.Server
 	client *bitbucket.Client
-	clock  *clock
+	clock  *clocktesting.FakeClock
 	store  *Store
 	key    RepoKey
 }
@@ -82,7 +67,7 @@ func newSimEnv(t *testing.T, hourlyLimit int) *simEnv {
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}
-	c := &clock{t: t0}
+	c := clocktesting.NewFakeClock(t0)
 	return &simEnv{
 		t: t, sim: sim, client: client, clock: c, store: NewStore(c.Now),
 		key: RepoKey{APIURL: srv.URL, Workspace: bbsim.DefaultWorkspaceUUID, Repository: bbsim.DefaultRepositoryUUID},
@@ -159,7 +144,7 @@ func TestAStepPickedUpByARunnerLeavesTheList(t *testing.T) {
 	if err := e.sim.ConnectRunner(runner.UUID); err != nil {
 		t.Fatalf("connect runner: %v", err)
 	}
-	e.clock.Advance(30 * time.Second)
+	e.clock.Step(30 * time.Second)
 
 	got := e.waiting()
 	if !slices.Equal(uuids(got), ids[1:]) {
@@ -184,12 +169,12 @@ func TestRefreshCost(t *testing.T) {
 	e.waiting()
 	assertCalls(t, e.calls(), 1, 3, 3)
 
-	e.clock.Advance(time.Minute)
+	e.clock.Step(time.Minute)
 	e.waiting()
 	assertCalls(t, e.calls(), 2, 6, 3)
 
 	e.enqueue(1, 1, dockerSteps)
-	e.clock.Advance(time.Minute)
+	e.clock.Step(time.Minute)
 	if got := e.waiting(); len(got) != 4 {
 		t.Fatalf("waiting steps %v, want 4", uuids(got))
 	}
@@ -227,7 +212,7 @@ func TestFirstSeenSurvivesRefreshes(t *testing.T) {
 	e := newSimEnv(t, 0)
 	first := e.enqueue(1, 1, dockerSteps)
 	e.waiting()
-	e.clock.Advance(time.Minute)
+	e.clock.Step(time.Minute)
 	second := e.enqueue(1, 1, dockerSteps)
 
 	got := e.waiting()
@@ -413,7 +398,7 @@ func TestWhatCannotBeReadIsReportedNotGuessed(t *testing.T) {
 		},
 		files: map[string]string{"badbad1": "pipelines: [", "900d001": twoStepYML},
 	}
-	c := &clock{t: t0}
+	c := clocktesting.NewFakeClock(t0)
 	store := NewStore(c.Now)
 	k := RepoKey{APIURL: "http://127.0.0.1:1", Workspace: "{ws}", Repository: "{repo}"}
 
@@ -440,7 +425,7 @@ func TestWhatCannotBeReadIsReportedNotGuessed(t *testing.T) {
 					round, i, got[i].UUID, got[i].RunsOn, got[i].Reason, w.uuid, w.runsOn, w.reason)
 			}
 		}
-		c.Advance(time.Minute)
+		c.Step(time.Minute)
 	}
 	if f.fileCalls != 3 {
 		t.Errorf("%d file reads, want 3: a missing or broken file is as permanent as a good one", f.fileCalls)
@@ -482,14 +467,14 @@ func TestAFailedRefreshKeepsTheLastReading(t *testing.T) {
 		steps:     map[string][]bitbucket.Step{"{p}": {{UUID: "s", Name: "Build", State: pendingStep}}},
 		files:     map[string]string{"c0c0c0c": twoStepYML},
 	}
-	c := &clock{t: t0}
+	c := clocktesting.NewFakeClock(t0)
 	store := NewStore(c.Now)
 	k := RepoKey{Workspace: "ws", Repository: "repo"}
 	if _, err := store.Waiting(context.Background(), f, k, c.Now()); err != nil {
 		t.Fatal(err)
 	}
 
-	c.Advance(time.Minute)
+	c.Step(time.Minute)
 	outage := errors.New("bitbucket is down")
 	f.mu.Lock()
 	f.listErr = outage
@@ -523,7 +508,7 @@ func TestStepsAreReadAgainOnlyWhenTheyMayHaveChanged(t *testing.T) {
 	}
 	refresh := func(wantWaiting []string, wantSteps int, why string) {
 		t.Helper()
-		e.clock.Advance(5 * time.Second)
+		e.clock.Step(5 * time.Second)
 		if got := e.waiting(); !slices.Equal(uuids(got), wantWaiting) {
 			t.Fatalf("%s: waiting steps %v, want %v", why, uuids(got), wantWaiting)
 		}
@@ -549,7 +534,7 @@ func TestStepsAreReadAgainOnlyWhenTheyMayHaveChanged(t *testing.T) {
 	refresh(nil, 8, "the step that started without its pipeline changing state is seen at once")
 	refresh(nil, 8, "every step of every pipeline started: nothing is read again")
 
-	e.clock.Advance(StepsReuseTTL)
+	e.clock.Step(StepsReuseTTL)
 	refresh(nil, 11, "steps older than StepsReuseTTL are read again")
 	if files := e.calls()[callFile]; files != 3 {
 		t.Errorf("%d file reads, want 3: one per commit", files)
