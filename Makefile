@@ -102,14 +102,14 @@ test-install: tools tools-extra ## The install tests only: chart, bundle, and bo
 docs: ## Regenerate docs/reference.md, the API reference, from the CRDs in config/crd/bases.
 	$(GO) run ./hack/refdocs
 
-## Benchmark: the figures of bench/README.md, measured on a local control plane with bbsim.
+## Benchmark: the figures of test/bench/README.md, measured on a local control plane with bbsim.
 
 .PHONY: bench
-bench: tools build ## Measure burst, overshoot, API cost, scale and memory; print them and write bench/results.json (BENCH_SCENARIOS=burst,... BENCH_QUICK=1).
-	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./bench/cmd
+bench: tools build ## Measure burst, overshoot, API cost, scale and memory; print them and write test/bench/results.json (BENCH_SCENARIOS=burst,... BENCH_QUICK=1).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./test/bench/cmd
 
-## Chaos: the long reliability run (chaos/README.md).
+## Chaos: the long reliability run (test/chaos/README.md).
 
 .PHONY: chaos
-chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SEED=n repeats one).
-	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./chaos/cmd
+chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write test/chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SEED=n repeats one).
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./test/chaos/cmd

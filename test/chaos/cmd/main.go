@@ -1,7 +1,7 @@
 // Command chaos is `make chaos`: the long reliability run. It starts a local control plane with
 // kwok nodes, bbsim playing Bitbucket, and two replicas of bin/manager electing a leader, then
 // kills the leader, breaks Bitbucket and Kubernetes and loads twenty pools, checking the
-// operator's invariants all along. It prints a summary table, writes chaos/results.json and exits
+// operator's invariants all along. It prints a summary table, writes test/chaos/results.json and exits
 // non-zero when an invariant was violated. Everything listens on 127.0.0.1.
 //
 // CHAOS_QUICK=1 runs a short version; CHAOS_SEED=n repeats the random choices of an earlier run;
@@ -94,7 +94,7 @@ func runMain() (int, error) {
 		return 2, err
 	}
 	root := harness.RepoRoot()
-	tmp := filepath.Join(root, "chaos", "tmp")
+	tmp := filepath.Join(root, "test", "chaos", "tmp")
 	if err := cleanTmp(tmp); err != nil {
 		return 2, err
 	}
@@ -139,18 +139,18 @@ func runMain() (int, error) {
 	r.res.DurationSeconds = round1(time.Since(r.start).Seconds())
 	r.res.finish()
 	r.printSummary()
-	out := cmp.Or(os.Getenv("CHAOS_OUT"), filepath.Join(root, "chaos", "results.json"))
+	out := cmp.Or(os.Getenv("CHAOS_OUT"), filepath.Join(root, "test", "chaos", "results.json"))
 	if err := r.res.write(out, tmp); err != nil {
 		return 2, err
 	}
-	r.say("wrote %s; logs and dumps are in chaos/tmp/", out)
+	r.say("wrote %s; logs and dumps are in test/chaos/tmp/", out)
 	if !r.res.Passed {
-		return 1, errors.New("invariants violated; see the summary above and chaos/tmp/violations.txt")
+		return 1, errors.New("invariants violated; see the summary above and test/chaos/tmp/violations.txt")
 	}
 	return 0, nil
 }
 
-// cleanTmp removes what an earlier run left in chaos/tmp, except *.out files: a run started with
+// cleanTmp removes what an earlier run left in test/chaos/tmp, except *.out files: a run started with
 // nohup may be writing its own output there.
 func cleanTmp(tmp string) error {
 	entries, err := os.ReadDir(tmp)

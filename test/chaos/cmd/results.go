@@ -33,7 +33,7 @@ const (
 	violationUnclearRejection     = "invalid_pool_unclear_message"
 )
 
-// results is chaos/results.json: one flat object. Counts are totals over the run; the
+// results is test/chaos/results.json: one flat object. Counts are totals over the run; the
 // load_* figures cover the load phase only.
 type results struct {
 	mu         sync.Mutex
@@ -288,7 +288,7 @@ func (r *run) printSummary() {
 		}
 		for i, d := range res.details {
 			if i == 40 {
-				fmt.Fprintf(&b, "  ... %d more in chaos/tmp/violations.txt\n", len(res.details)-40)
+				fmt.Fprintf(&b, "  ... %d more in test/chaos/tmp/violations.txt\n", len(res.details)-40)
 				break
 			}
 			fmt.Fprintf(&b, "  %s\n", d)

@@ -1,14 +1,14 @@
 // Command bench measures the operator on the real local system (kube-apiserver, scheduler,
-// controller manager and kwok nodes, bbsim playing Bitbucket) and writes bench/results.json.
-// `make bench` runs it; bench/README.md explains every figure.
+// controller manager and kwok nodes, bbsim playing Bitbucket) and writes test/bench/results.json.
+// `make bench` runs it; test/bench/README.md explains every figure.
 //
 // Environment:
 //
 //	BENCH_SCENARIOS  comma-separated scenarios: burst (or burst-webhook, burst-poll,
 //	                 burst-zero), overshoot, api, scale, rss; default all
 //	BENCH_QUICK=1    shorter steps and windows, fewer runners for rss: a quick look
-//	BENCH_OUT        where to write the results (default bench/results.json)
-//	BENCH_LOG_DIR    where each scenario keeps its logs (default bench/tmp/logs)
+//	BENCH_OUT        where to write the results (default test/bench/results.json)
+//	BENCH_LOG_DIR    where each scenario keeps its logs (default test/bench/tmp/logs)
 package main
 
 import (
@@ -70,8 +70,8 @@ func loadConfig() (config, error) {
 	root := harness.RepoRoot()
 	cfg := config{
 		quick:  os.Getenv("BENCH_QUICK") == "1",
-		out:    envOr("BENCH_OUT", filepath.Join(root, "bench", "results.json")),
-		logDir: envOr("BENCH_LOG_DIR", filepath.Join(root, "bench", "tmp", "logs")),
+		out:    envOr("BENCH_OUT", filepath.Join(root, "test", "bench", "results.json")),
+		logDir: envOr("BENCH_LOG_DIR", filepath.Join(root, "test", "bench", "tmp", "logs")),
 	}
 	all := scenarios()
 	wanted := strings.TrimSpace(os.Getenv("BENCH_SCENARIOS"))

@@ -180,7 +180,7 @@ func (r *run) phaseInvalidPools(ctx context.Context) error {
 	r.res.mu.Lock()
 	r.res.InvalidPoolsTried, r.res.InvalidPoolsRejected = tried, rejected
 	r.res.mu.Unlock()
-	sc.note("%d of %d rejected with a message naming the field (chaos/tmp/invalid-pools.txt)", rejected, tried)
+	sc.note("%d of %d rejected with a message naming the field (test/chaos/tmp/invalid-pools.txt)", rejected, tried)
 	// The valid pool goes before the kill cycles start counting runners.
 	if err := r.env.c.Delete(ctx, base); err == nil {
 		deadline := time.Now().Add(time.Minute)
