@@ -179,7 +179,9 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 	setReady(pool)
 }
 
-// scale observes, decides and acts.
+// scale plans the pool from the observation (scaling.PlanPool), carries the plan out and
+// reports it. The pool requeues at its own interval, so time-based decisions (scale-down delay,
+// pending timeout) are on time; the observations it uses are at the effective poll pace.
 func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner) (ctrl.Result, error) {
 	if reason, msg := refusedRegistration(runners); reason != "" {
 		r.reportCredentials(pool, reason, msg)
@@ -196,11 +198,19 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		OfflineGrace: r.Timings.OfflineGrace,
 		Now:          scope.Now,
 	})
-	decision := plan.Decision
 	r.writeCounts(pool, plan.Summary)
-	pool.Status.Desired = int32(decision.Desired)
+	pool.Status.Desired = int32(plan.Desired)
 	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
 
+	err := r.carryOut(ctx, pool, scope, runners, plan)
+	r.reportScaling(pool, scope, runners, plan.Decision)
+	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, err
+}
+
+// carryOut acts on the plan: creates Runners, sets or clears their drain, deletes the stuck
+// ones, and removes orphaned Bitbucket runners.
+func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, plan scaling.Plan) error {
+	decision := plan.Decision
 	var errs []error
 	for i := 0; i < decision.Create; i++ {
 		if err := r.createRunner(ctx, pool); err != nil {
@@ -234,10 +244,14 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 
 	errs = append(errs, r.removeOrphans(ctx, pool, scope, runners))
+	return errors.Join(errs...)
+}
 
+// reportScaling sets the ScalingActive and Ready conditions after a decision.
+func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, decision scaling.Decision) {
 	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid); c != nil && c.Status == metav1.ConditionFalse {
 		setReady(pool)
-		return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
+		return
 	}
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
@@ -258,7 +272,6 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonPodsPending, msg)
 	}
 	setReady(pool)
-	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, errors.Join(errs...)
 }
 
 // refusedRegistration finds a Runner whose registration Bitbucket refused for its credentials:
