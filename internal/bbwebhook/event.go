@@ -1,10 +1,13 @@
-// Package webhook receives Bitbucket Cloud webhook deliveries so a pool can
+// Package bbwebhook receives Bitbucket Cloud webhook deliveries so a pool can
 // poll Bitbucket as soon as a pipeline starts instead of at its next tick.
 //
 // Bitbucket has no "step queued" event; a commit status turning INPROGRESS is
 // the closest signal (shared/reference/bitbucket-api.md, section 5). An event
 // is therefore only a hint to look now: the poll stays the source of truth,
 // and a lost, late or forged-but-rejected delivery never changes a decision.
+//
+// Receiver serves the deliveries (Handler checks and decodes them) on every replica, and
+// PoolWaker asks the pools an event concerns for a poll.
 package bbwebhook
 
 import (

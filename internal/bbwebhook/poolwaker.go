@@ -77,7 +77,7 @@ func Concerns(pool *v1alpha1.RunnerPool, t WakeTarget) bool {
 // Events are coalesced per workspace into rounds at most Window apart: the first event wakes at
 // once, the events of the next Window are woken together when it ends (Flush). Every pool woken
 // in a round gets the same time, so pools reading the same repository share one queue read
-// (queue.Store serves every caller whose time is not after the read's start), and a burst of
+// (stepqueue.Store serves every caller whose time is not after the read's start), and a burst of
 // commit statuses for one pipeline costs one or two polls, not one per delivery.
 type PoolWaker struct {
 	Client client.Client

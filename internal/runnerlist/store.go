@@ -1,5 +1,8 @@
-// Package observe keeps the latest list of Bitbucket runners per scope, so that every pool and
+// Package runnerlist keeps the latest list of Bitbucket runners per scope, so that every pool and
 // every runner of a scope share one list call per poll instead of each asking Bitbucket.
+//
+// Store holds the snapshots; Waker turns each new list into reconciles of exactly the Runners
+// whose Bitbucket state it changed.
 package runnerlist
 
 import (

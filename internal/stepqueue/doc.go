@@ -1,4 +1,4 @@
-// Package queue tells how many pipeline steps wait for a self-hosted runner,
+// Package stepqueue tells how many pipeline steps wait for a self-hosted runner,
 // and which runner labels they need, for the Queue scaling policy and the
 // step-wait metric.
 //
@@ -18,4 +18,7 @@
 // may have changed, and each commit's file read once. Assign then hands
 // each step to exactly one pool, so pools whose labels overlap do not both
 // scale up for it.
+//
+// Reader is what the RunnerPool reconciler calls: the steps waiting for one pool, read through
+// the shared Store.
 package stepqueue
