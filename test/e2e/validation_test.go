@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
 // validPool is the smallest pool a user can write; each row of the table below breaks it in
@@ -38,21 +39,7 @@ func poolFromYAML(t *testing.T, ns, doc string, edit func(spec map[string]any)) 
 
 func TestInvalidPoolsAreRejectedWithAMessageThatSaysWhatToFix(t *testing.T) {
 	ns := namespace(t)
-	set := func(path string, v any) func(map[string]any) {
-		return func(spec map[string]any) {
-			parts := strings.Split(path, ".")
-			m := spec
-			for _, p := range parts[:len(parts)-1] {
-				next, ok := m[p].(map[string]any)
-				if !ok {
-					next = map[string]any{}
-					m[p] = next
-				}
-				m = next
-			}
-			m[parts[len(parts)-1]] = v
-		}
-	}
+	set := harness.SetField
 	tests := []struct {
 		name string
 		edit func(map[string]any)

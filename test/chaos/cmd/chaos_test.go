@@ -191,14 +191,3 @@ func TestProxyLearnsCredentialsAndStretchesTokens(t *testing.T) {
 		t.Errorf("counts = %+v", c)
 	}
 }
-
-func TestInvalidPoolEdits(t *testing.T) {
-	spec := map[string]any{"bitbucket": map[string]any{"workspace": "w"}}
-	set("scaling.percentageIdle.scaleUpThreshold", "high")(spec)
-	unset("bitbucket.workspace")(spec)
-	unset("not.there")(spec)
-	got, _ := json.Marshal(spec)
-	if want := `{"bitbucket":{},"scaling":{"percentageIdle":{"scaleUpThreshold":"high"}}}`; string(got) != want {
-		t.Errorf("spec = %s, want %s", got, want)
-	}
-}

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
 var poolGVK = schema.GroupVersionKind{Group: "ci.runnerpool.dev", Version: "v1alpha1", Kind: "RunnerPool"}
@@ -29,38 +30,6 @@ type invalidPool struct {
 	want   string
 }
 
-// set writes value at a dotted path of the spec, creating maps on the way.
-func set(path string, value any) func(map[string]any) {
-	return func(spec map[string]any) {
-		parts := strings.Split(path, ".")
-		m := spec
-		for _, p := range parts[:len(parts)-1] {
-			next, ok := m[p].(map[string]any)
-			if !ok {
-				next = map[string]any{}
-				m[p] = next
-			}
-			m = next
-		}
-		m[parts[len(parts)-1]] = value
-	}
-}
-
-func unset(path string) func(map[string]any) {
-	return func(spec map[string]any) {
-		parts := strings.Split(path, ".")
-		m := spec
-		for _, p := range parts[:len(parts)-1] {
-			next, ok := m[p].(map[string]any)
-			if !ok {
-				return
-			}
-			m = next
-		}
-		delete(m, parts[len(parts)-1])
-	}
-}
-
 func both(edits ...func(map[string]any)) func(map[string]any) {
 	return func(spec map[string]any) {
 		for _, e := range edits {
@@ -70,39 +39,39 @@ func both(edits ...func(map[string]any)) func(map[string]any) {
 }
 
 var invalidPools = []invalidPool{
-	{name: "minRunners above maxRunners", edit: both(set("minRunners", int64(6)), set("maxRunners", int64(3))), want: "minRunners must not be greater than maxRunners"},
-	{name: "maxRunners 0", edit: set("maxRunners", int64(0)), want: "spec.maxRunners"},
-	{name: "maxRunners above Bitbucket's 100", edit: set("maxRunners", int64(150)), want: "spec.maxRunners"},
-	{name: "negative minRunners", edit: set("minRunners", int64(-2)), want: "spec.minRunners"},
-	{name: "label with capitals", edit: set("labels", []any{"GPU"}), want: "spec.labels[0]"},
-	{name: "label with an underscore", edit: set("labels", []any{"big_box"}), want: "spec.labels[0]"},
-	{name: "label ending in a dot", edit: set("labels", []any{"docker."}), want: "spec.labels[0]"},
-	{name: "label of 51 characters", edit: set("labels", []any{strings.Repeat("a", 51)}), want: "spec.labels[0]"},
-	{name: "eleven labels", edit: set("labels", []any{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"}), want: "spec.labels"},
-	{name: "four platform labels", edit: set("platformLabels", []any{"self.hosted", "linux", "linux.arm", "x"}), want: "spec.platformLabels"},
-	{name: "workspace missing", edit: unset("bitbucket.workspace"), want: "spec.bitbucket.workspace"},
-	{name: "workspace given as a slug", edit: set("bitbucket.workspace", "my-team"), want: "spec.bitbucket.workspace"},
-	{name: "repository without braces", edit: set("bitbucket.repository", "c3e9a7d2-1f6b-4a8e-b5d0-2e7f9c4a6b31"), want: "spec.bitbucket.repository"},
-	{name: "empty credentials secret name", edit: set("bitbucket.credentialsSecretRef.name", ""), want: "spec.bitbucket.credentialsSecretRef.name"},
-	{name: "API URL that is not http(s)", edit: set("bitbucket.apiURL", "ftp://bitbucket.example"), want: "spec.bitbucket.apiURL"},
-	{name: "unknown scaling policy", edit: set("scaling.policy", "Fastest"), want: "spec.scaling.policy"},
-	{name: "PercentageIdle without its settings", edit: set("scaling.policy", "PercentageIdle"), want: "percentageIdle settings are required"},
-	{name: "scale-up threshold not a number", edit: both(set("scaling.policy", "PercentageIdle"), set("scaling.percentageIdle.scaleUpThreshold", "high")), want: "scaleUpThreshold"},
-	{name: "poll interval of 2s", edit: set("scaling.pollInterval", "2s"), want: "pollInterval must be between 5s and 10m"},
-	{name: "scale-down delay of 25h", edit: set("scaling.scaleDownDelay", "25h"), want: "scaleDownDelay must be between 0s and 24h"},
-	{name: "pending timeout of 10s", edit: set("scaling.pendingTimeout", "10s"), want: "pendingTimeout must be between 30s and 1h"},
-	{name: "idleRunners above 100", edit: set("scaling.idleRunners", int64(101)), want: "spec.scaling.idleRunners"},
-	{name: "unknown step size", edit: set("runner.stepSize", "16x"), want: "spec.runner.stepSize"},
-	{name: "runner memory of 128Mi", edit: set("runner.memory", "128Mi"), want: "runner memory must be at least 512Mi"},
-	{name: "relative working directory", edit: set("runner.workingDirectory", "builds"), want: "spec.runner.workingDirectory"},
-	{name: "unknown image pull policy", edit: set("runner.imagePullPolicy", "Sometimes"), want: "spec.runner.imagePullPolicy"},
-	{name: "negative maxSteps", edit: set("runner.maxSteps", int64(-1)), want: "spec.runner.maxSteps"},
-	{name: "work volume both emptyDir and ephemeral", edit: set("runner.workVolume", map[string]any{
+	{name: "minRunners above maxRunners", edit: both(harness.SetField("minRunners", int64(6)), harness.SetField("maxRunners", int64(3))), want: "minRunners must not be greater than maxRunners"},
+	{name: "maxRunners 0", edit: harness.SetField("maxRunners", int64(0)), want: "spec.maxRunners"},
+	{name: "maxRunners above Bitbucket's 100", edit: harness.SetField("maxRunners", int64(150)), want: "spec.maxRunners"},
+	{name: "negative minRunners", edit: harness.SetField("minRunners", int64(-2)), want: "spec.minRunners"},
+	{name: "label with capitals", edit: harness.SetField("labels", []any{"GPU"}), want: "spec.labels[0]"},
+	{name: "label with an underscore", edit: harness.SetField("labels", []any{"big_box"}), want: "spec.labels[0]"},
+	{name: "label ending in a dot", edit: harness.SetField("labels", []any{"docker."}), want: "spec.labels[0]"},
+	{name: "label of 51 characters", edit: harness.SetField("labels", []any{strings.Repeat("a", 51)}), want: "spec.labels[0]"},
+	{name: "eleven labels", edit: harness.SetField("labels", []any{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"}), want: "spec.labels"},
+	{name: "four platform labels", edit: harness.SetField("platformLabels", []any{"self.hosted", "linux", "linux.arm", "x"}), want: "spec.platformLabels"},
+	{name: "workspace missing", edit: harness.UnsetField("bitbucket.workspace"), want: "spec.bitbucket.workspace"},
+	{name: "workspace given as a slug", edit: harness.SetField("bitbucket.workspace", "my-team"), want: "spec.bitbucket.workspace"},
+	{name: "repository without braces", edit: harness.SetField("bitbucket.repository", "c3e9a7d2-1f6b-4a8e-b5d0-2e7f9c4a6b31"), want: "spec.bitbucket.repository"},
+	{name: "empty credentials secret name", edit: harness.SetField("bitbucket.credentialsSecretRef.name", ""), want: "spec.bitbucket.credentialsSecretRef.name"},
+	{name: "API URL that is not http(s)", edit: harness.SetField("bitbucket.apiURL", "ftp://bitbucket.example"), want: "spec.bitbucket.apiURL"},
+	{name: "unknown scaling policy", edit: harness.SetField("scaling.policy", "Fastest"), want: "spec.scaling.policy"},
+	{name: "PercentageIdle without its settings", edit: harness.SetField("scaling.policy", "PercentageIdle"), want: "percentageIdle settings are required"},
+	{name: "scale-up threshold not a number", edit: both(harness.SetField("scaling.policy", "PercentageIdle"), harness.SetField("scaling.percentageIdle.scaleUpThreshold", "high")), want: "scaleUpThreshold"},
+	{name: "poll interval of 2s", edit: harness.SetField("scaling.pollInterval", "2s"), want: "pollInterval must be between 5s and 10m"},
+	{name: "scale-down delay of 25h", edit: harness.SetField("scaling.scaleDownDelay", "25h"), want: "scaleDownDelay must be between 0s and 24h"},
+	{name: "pending timeout of 10s", edit: harness.SetField("scaling.pendingTimeout", "10s"), want: "pendingTimeout must be between 30s and 1h"},
+	{name: "idleRunners above 100", edit: harness.SetField("scaling.idleRunners", int64(101)), want: "spec.scaling.idleRunners"},
+	{name: "unknown step size", edit: harness.SetField("runner.stepSize", "16x"), want: "spec.runner.stepSize"},
+	{name: "runner memory of 128Mi", edit: harness.SetField("runner.memory", "128Mi"), want: "runner memory must be at least 512Mi"},
+	{name: "relative working directory", edit: harness.SetField("runner.workingDirectory", "builds"), want: "spec.runner.workingDirectory"},
+	{name: "unknown image pull policy", edit: harness.SetField("runner.imagePullPolicy", "Sometimes"), want: "spec.runner.imagePullPolicy"},
+	{name: "negative maxSteps", edit: harness.SetField("runner.maxSteps", int64(-1)), want: "spec.runner.maxSteps"},
+	{name: "work volume both emptyDir and ephemeral", edit: harness.SetField("runner.workVolume", map[string]any{
 		"emptyDir": map[string]any{}, "ephemeral": map[string]any{"volumeClaimTemplate": map[string]any{"spec": map[string]any{}}},
 	}), want: "set at most one of emptyDir and ephemeral"},
-	{name: "unsupported platform", edit: set("platform", "linux/s390x"), want: "spec.platform"},
-	{name: "workspace changed on an existing pool", update: true, edit: set("bitbucket.workspace", limitWorkspaceUUID), want: "workspace is immutable"},
-	{name: "repository added to an existing pool", update: true, edit: set("bitbucket.repository", bbsim.DefaultRepositoryUUID), want: "repository is immutable"},
+	{name: "unsupported platform", edit: harness.SetField("platform", "linux/s390x"), want: "spec.platform"},
+	{name: "workspace changed on an existing pool", update: true, edit: harness.SetField("bitbucket.workspace", limitWorkspaceUUID), want: "workspace is immutable"},
+	{name: "repository added to an existing pool", update: true, edit: harness.SetField("bitbucket.repository", bbsim.DefaultRepositoryUUID), want: "repository is immutable"},
 }
 
 func validPoolObject(namespace, name string) *unstructured.Unstructured {
