@@ -3,7 +3,7 @@
 // Bitbucket: the RunnerPool reconciler observes (the pool, its Runners, the runner list, the step
 // queue), calls PlanPool and carries out the plan.
 //
-// PlanPool turns Runners and the runner list into runner views (observe.go: states, timeouts,
+// PlanPool turns Runners and the runner list into runner views (views.go: states, timeouts,
 // recycling), Decide applies the policy to the views (decide.go), and the poll rules say how
 // often and how freshly a pool looks (poll.go, requests.go).
 package scaling

@@ -142,6 +142,7 @@ func drainReason(in Input, name string) string {
 	return ReasonScaleDown
 }
 
+// decimal is a PercentageIdle setting as a number: def when it is unset or not a number.
 func decimal(d v1alpha1.Decimal, def float64) float64 {
 	if d == "" {
 		return def
@@ -159,8 +160,8 @@ func decimal(d v1alpha1.Decimal, def float64) float64 {
 // A rename changes nothing: a Runner knows its Bitbucket runner by UUID once registered (and,
 // in the moment before the UUID is saved, by the UUID its Secret names), so a renamed runner
 // keeps its Runner, is drained, unregistered and deleted by UUID like any other,
-// and is never taken for an orphan (removeOrphans skips every UUID a Runner records, whatever the
-// name). Only a runner with the pool's marker and no Runner is removed as an orphan; a renamed
+// and is never taken for an orphan (the pool's orphan removal skips every UUID a Runner records,
+// whatever the name). Only a runner with the pool's marker and no Runner is removed as an orphan; a renamed
 // runner that lost the marker and whose Runner is gone is left alone, because nothing proves it
 // is still ours: a person who renamed it may have taken it over, and deleting someone's runner
 // is worse than leaving a registration to remove by hand. (Deleting its Runner unregisters it by
@@ -193,6 +194,7 @@ func labelsChangedInBitbucket(runner *v1alpha1.Runner, snap *runnerlist.Snapshot
 	return have, true
 }
 
+// conditionReason is the reason of the condition of that type, "" without one.
 func conditionReason(conds []metav1.Condition, condType string) string {
 	if c := meta.FindStatusCondition(conds, condType); c != nil {
 		return c.Reason
