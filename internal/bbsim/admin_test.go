@@ -116,7 +116,7 @@ func TestAdminUpdateRunnerRenamesAndRelabels(t *testing.T) {
 			r := e.createRunner(wsRunnersPath(DefaultWorkspaceUUID), "r", "self.hosted", "linux", "gpu")
 			e.connect(r.UUID)
 			before := e.runner(r.UUID)
-			e.clock.Advance(time.Minute)
+			e.clock.Step(time.Minute)
 			e.token = ""
 			resp := e.do(http.MethodPatch, "/_sim/runners/"+url.PathEscape(r.UUID), tc.req)
 			if resp.status != tc.wantStatus {

@@ -83,11 +83,11 @@ func TestAccessTokenExpiresAndRefreshes(t *testing.T) {
 	e.fetchToken(DefaultClientID, DefaultClientSecret, true, nil).json(t, &tok)
 	e.token = tok.AccessToken
 
-	e.clock.Advance(time.Hour - time.Second)
+	e.clock.Step(time.Hour - time.Second)
 	if resp := e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID), nil); resp.status != http.StatusOK {
 		t.Fatalf("before expiry: %d", resp.status)
 	}
-	e.clock.Advance(time.Second)
+	e.clock.Step(time.Second)
 	resp := e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID), nil)
 	if resp.status != http.StatusUnauthorized || resp.errorMessage(t) != "Access token expired." {
 		t.Fatalf("after expiry: %d %s", resp.status, resp.body)

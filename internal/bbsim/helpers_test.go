@@ -7,33 +7,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 const testToken = "test-access-token"
 
-// fakeClock is a clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2025, 3, 14, 9, 26, 53, 589793000, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
+// newFakeClock is a clock that moves only when told to.
+func newFakeClock() *clocktesting.FakeClock {
+	return clocktesting.NewFakeClock(time.Date(2025, 3, 14, 9, 26, 53, 589793000, time.UTC))
 }
 
 // testEnv is a simulator behind a real HTTP listener with a fake clock.
@@ -41,7 +25,7 @@ type testEnv struct {
 	t     *testing.T
 	sim   *Server
 	http  *httptest.Server
-	clock *fakeClock
+	clock *clocktesting.FakeClock
 	token string // Authorization: Bearer value used by do; "" sends none
 }
 
@@ -188,7 +172,7 @@ func (e *testEnv) connect(runnerUUID string) {
 
 // advance moves the clock and runs a scheduler pass.
 func (e *testEnv) advance(d time.Duration) {
-	e.clock.Advance(d)
+	e.clock.Step(d)
 	e.sim.Tick()
 }
 

@@ -24,9 +24,9 @@ func pipelineWorld(t *testing.T) (*testEnv, []string) {
 	if st := e.step(done[0]); st.Result != ResultSuccessful {
 		t.Fatalf("setup: %+v", st)
 	}
-	e.clock.Advance(time.Second)
+	e.clock.Step(time.Second)
 	gpu := e.enqueue(EnqueueRequest{Count: 3, RunsOn: []string{"self.hosted", "linux", "gpu"}, Duration: time.Minute})
-	e.clock.Advance(time.Second)
+	e.clock.Step(time.Second)
 	running := e.enqueue(EnqueueRequest{Count: 1, Duration: time.Hour})
 	// Build numbers: done #1, gpu #2, running #3.
 	return e, []string{e.step(done[0]).Pipeline, e.step(gpu[0]).Pipeline, e.step(running[0]).Pipeline}

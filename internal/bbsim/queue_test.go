@@ -137,7 +137,7 @@ func TestStepsRunFIFOAndCompleteAfterTheirDuration(t *testing.T) {
 	var ids []string
 	for range 3 {
 		ids = append(ids, e.enqueue(EnqueueRequest{Count: 1, Duration: 10 * time.Second})...)
-		e.clock.Advance(time.Millisecond) // distinct enqueue times
+		e.clock.Step(time.Millisecond) // distinct enqueue times
 	}
 	started := e.clock.Now()
 	if st := e.step(ids[0]); st.Status != "running" || st.Runner != r.UUID {

@@ -25,7 +25,7 @@ func TestHourlyRateLimitPerCredential(t *testing.T) {
 				if resp := e.do(http.MethodGet, path, nil); resp.status != http.StatusOK {
 					t.Fatalf("call %d: %d", i+1, resp.status)
 				}
-				e.clock.Advance(10 * time.Minute)
+				e.clock.Step(10 * time.Minute)
 			}
 			resp := e.do(http.MethodGet, path, nil)
 			if resp.status != http.StatusTooManyRequests || resp.errorMessage(t) != rateLimitMessage {
@@ -46,7 +46,7 @@ func TestHourlyRateLimitPerCredential(t *testing.T) {
 			e.token = testToken
 
 			// The window rolls: an hour after the first call, one slot is free again.
-			e.clock.Advance(30*time.Minute + time.Second)
+			e.clock.Step(30*time.Minute + time.Second)
 			if resp := e.do(http.MethodGet, path, nil); resp.status != http.StatusOK {
 				t.Fatalf("after the window rolled: %d", resp.status)
 			}

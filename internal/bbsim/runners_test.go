@@ -243,7 +243,7 @@ func TestRunnerStatusTransitions(t *testing.T) {
 		return out
 	}
 	put := func(status string) {
-		e.clock.Advance(time.Second)
+		e.clock.Step(time.Second)
 		if resp := e.do(http.MethodPut, path+"/"+r.UUID+"/state", runnerStateBody{Status: status}); resp.status != http.StatusOK {
 			t.Fatalf("PUT %s: %d %s", status, resp.status, resp.body)
 		}
@@ -265,7 +265,7 @@ func TestRunnerStatusTransitions(t *testing.T) {
 	expect("disable a new runner", StatusDisabled)
 	put(StatusEnabled)
 	expect("enable a runner that never connected", StatusUnregistered)
-	e.clock.Advance(time.Second)
+	e.clock.Step(time.Second)
 	e.connect(r.UUID)
 	expect("agent connects", StatusOnline)
 	if get().State.Version == nil {
@@ -275,7 +275,7 @@ func TestRunnerStatusTransitions(t *testing.T) {
 	expect("disable an online runner", StatusDisabled)
 	put(StatusEnabled)
 	expect("enable with the agent connected", StatusOnline)
-	e.clock.Advance(time.Second)
+	e.clock.Step(time.Second)
 	if err := e.sim.DisconnectRunner(r.UUID); err != nil {
 		t.Fatal(err)
 	}
