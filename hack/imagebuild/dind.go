@@ -27,7 +27,7 @@ var dindTree = debianTree{
 		"init-system-helpers", "sysvinit-utils", "lsb-base", "dpkg", "passwd",
 		"libsemanage2", "libsemanage-common", "libsepol2", "libdb5.3", "libgdbm6", "libgdbm-compat4",
 	},
-	recipe: "dind-1",
+	recipe: "dind-3",
 	finish: finishDind,
 }
 
@@ -73,6 +73,17 @@ if [ -d /sys/kernel/security ] && ! mountpoint -q /sys/kernel/security; then
 	mount -t securityfs none /sys/kernel/security || echo "dockerd-entrypoint: could not mount securityfs" >&2
 fi
 mount --make-rshared / 2>/dev/null || true
+if [ ! -f /sys/fs/cgroup/cgroup.controllers ] && ! mountpoint -q /sys/fs/cgroup/devices 2>/dev/null; then
+	# cgroup v1 with no hierarchy mounted (ctr run gives none): mount them as
+	# cgroupfs-mount does; dockerd needs at least the devices controller.
+	mountpoint -q /sys/fs/cgroup || mount -t tmpfs -o uid=0,gid=0,mode=0755 cgroup /sys/fs/cgroup
+	while read -r name _ _ enabled; do
+		case "$name" in "#"*) continue ;; esac
+		[ "$enabled" = 1 ] || continue
+		mkdir -p "/sys/fs/cgroup/$name"
+		mountpoint -q "/sys/fs/cgroup/$name" || mount -n -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name" || true
+	done < /proc/cgroups
+fi
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 	mkdir -p /sys/fs/cgroup/init
 	xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || true
@@ -135,6 +146,21 @@ func finishDind(root string) error {
 		}
 	}
 	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777|os.ModeSticky); err != nil {
+		return err
+	}
+	// uidmap's maintainer script gives these CAP_SETUID as file capabilities,
+	// or the setuid bit where it cannot; rootlesskit needs them to map the
+	// subordinate ids. The setuid bit survives a tar layer.
+	for _, f := range []string{"usr/bin/newuidmap", "usr/bin/newgidmap"} {
+		if err := os.Chmod(filepath.Join(root, f), 0o755|os.ModeSetuid); err != nil {
+			return err
+		}
+	}
+	// Some tools read the distribution from os-release; base-files is not unpacked.
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm), docker.io only\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Symlink("../usr/lib/os-release", filepath.Join(root, "etc/os-release")); err != nil && !os.IsExist(err) {
 		return err
 	}
 	// dpkg-deb does not run ldconfig; the cache spares the loader a search.
