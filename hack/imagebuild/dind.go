@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,13 +14,13 @@ import (
 const rootlessUser = 1000
 
 // dindTree is dockerd, containerd, runc and iptables from Debian, plus what
-// rootless mode needs (rootlesskit, slirp4netns, newuidmap), a shell and the
+// rootless mode needs (rootlesskit, slirp4netns, newuidmap, ip), a shell and the
 // few tools the entrypoint and the pod's probes call (docker, chown, mount).
 var dindTree = debianTree{
 	name: "dind",
 	packages: []string{
 		"docker.io", "iptables", "dash", "coreutils", "grep", "util-linux", "mount",
-		"rootlesskit", "slirp4netns", "uidmap",
+		"rootlesskit", "slirp4netns", "uidmap", "iproute2",
 	},
 	drop: []string{
 		"perl", "perl-base", "perl-modules-5.36", "libperl5.36", "libfile-find-rule-perl",
@@ -193,9 +194,14 @@ func dindImage(ctx context.Context, b *build) (Image, error) {
 			Labels:  b.labels("dind", "Docker-in-docker from Debian's docker.io "+version+", for runnerpool-operator's tests."),
 		},
 		Layers: []Layer{{
-			Comment:  "debian packages: " + strings.Join(dindTree.packages, " "),
-			Entries:  []Entry{Copy(root, "/")},
-			CacheKey: "layer-" + filepath.Base(filepath.Dir(root)),
+			Comment: "debian packages: " + strings.Join(dindTree.packages, " "),
+			Entries: []Entry{
+				Copy(root, "/"),
+				// The rootless daemon writes its configuration under its home.
+				{Path: "/home/rootless", Mode: fs.ModeDir | 0o755, UID: rootlessUser, GID: rootlessUser},
+			},
+			// Names the entries above: change the suffix when they change.
+			CacheKey: "layer-" + filepath.Base(filepath.Dir(root)) + "-1",
 		}},
 	}, nil
 }
