@@ -28,7 +28,7 @@ var dindTree = debianTree{
 		"init-system-helpers", "sysvinit-utils", "lsb-base", "dpkg", "passwd",
 		"libsemanage2", "libsemanage-common", "libsepol2", "libdb5.3", "libgdbm6", "libgdbm-compat4",
 	},
-	recipe: "dind-3",
+	recipe: "dind-4",
 	finish: finishDind,
 }
 
@@ -62,7 +62,8 @@ fi
 
 if [ "$(id -u)" != 0 ]; then
 	export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"
-	export HOME="${HOME:-/home/rootless}"
+	# The runtime may set HOME=/ for a user it finds no entry for.
+	if [ -z "${HOME:-}" ] || [ ! -w "$HOME" ]; then export HOME=/home/rootless; fi
 	mkdir -p "$XDG_RUNTIME_DIR"
 	exec dockerd-rootless.sh "$@"
 fi

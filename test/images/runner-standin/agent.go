@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -125,13 +126,21 @@ func (a *agentClient) call(ctx context.Context, method, path string, in, out any
 		a.mu.Unlock()
 	}
 	if resp.StatusCode >= 300 {
-		return false, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+		return false, &statusError{status: resp.StatusCode, msg: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))}
 	}
 	if resp.StatusCode == http.StatusNoContent || len(b) == 0 || out == nil {
 		return false, nil
 	}
 	return true, json.Unmarshal(b, out)
 }
+
+// statusError is an answer of the agent API other than 2xx.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
 
 func (a *agentClient) do(req *http.Request, out any) error {
 	resp, err := a.http.Do(req)
@@ -177,8 +186,20 @@ func (a *agentClient) heartbeatLoop(ctx context.Context, interval time.Duration)
 			return
 		case <-t.C:
 		}
-		if _, err := a.call(ctx, http.MethodPost, "/heartbeat", struct{}{}, nil); err != nil && ctx.Err() == nil {
-			log.Printf("heartbeat: %v", err)
+		_, err := a.call(ctx, http.MethodPost, "/heartbeat", struct{}{}, nil)
+		if err == nil || ctx.Err() != nil {
+			continue
+		}
+		log.Printf("heartbeat: %v", err)
+		// 409: bbsim took the runner OFFLINE (heartbeats late, or the
+		// simulator disconnected it); a runner connects again.
+		var se *statusError
+		if errors.As(err, &se) && se.status == http.StatusConflict {
+			if _, err := a.connect(ctx); err != nil && ctx.Err() == nil {
+				log.Printf("reconnect: %v", err)
+			} else if err == nil {
+				log.Print("reconnected")
+			}
 		}
 	}
 }

@@ -189,6 +189,12 @@ func TestStandinRunsStepsAndStopsGracefully(t *testing.T) {
 		t.Fatalf("containers removed: %v", docker.removed)
 	}
 
+	// Taken OFFLINE by bbsim, it connects again, as a runner does.
+	if err := sim.DisconnectRunner(runner.UUID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "runner ONLINE again", func() bool { return status() == bbsim.StatusOnline })
+
 	stop()
 	select {
 	case err := <-done:
