@@ -97,6 +97,13 @@ func (t debianTree) build(ctx context.Context, b *build) (string, []debPackage, 
 	if _, err := os.Stat("/var/lib/apt/lists"); err != nil {
 		return "", nil, fmt.Errorf("image %s is made of Debian packages and needs apt: %w", t.name, err)
 	}
+	// A fresh machine (a CI container) may have no package lists yet.
+	if lists, _ := filepath.Glob("/var/lib/apt/lists/*Packages*"); len(lists) == 0 {
+		fmt.Fprintln(os.Stderr, "imagebuild: no apt package lists: apt-get update")
+		if err := runCmd(ctx, "", os.Environ(), "apt-get", "update", "-q"); err != nil {
+			return "", nil, fmt.Errorf("image %s: %w", t.name, err)
+		}
+	}
 	root := filepath.Join(b.cacheDir, "trees")
 	// The request's key points at the tree of the package set it resolved to.
 	link := filepath.Join(root, t.name+"-request-"+t.requestKey())
