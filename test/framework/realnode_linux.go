@@ -473,10 +473,10 @@ func (n *RealNode) startKubelet(ctx context.Context, binDir string) error {
 			"anonymous": map[string]any{"enabled": false},
 			"webhook":   map[string]any{"enabled": true},
 		},
-		"authorization":                   map[string]any{"mode": "Webhook"},
-		"nodeStatusReportFrequency":       "10s",
-		"fileCheckFrequency":              "1s",
-		"containerLogMaxSize":             "10Mi",
+		"authorization":             map[string]any{"mode": "Webhook"},
+		"nodeStatusReportFrequency": "10s",
+		"fileCheckFrequency":        "1s",
+		"containerLogMaxSize":       "10Mi",
 		// No attach/detach controller runs; the pods' volumes need none anyway.
 		"enableControllerAttachDetach": false,
 	}
