@@ -323,6 +323,9 @@ func (n *RealNode) startContainerd(ctx context.Context, cniDir, pauseImage strin
 	if err := os.WriteFile(filepath.Join(confDir, "10-bridge.conflist"), cniJSON, 0o644); err != nil {
 		return fmt.Errorf("write CNI config: %w", err)
 	}
+	// restrict_oom_score_adj: the kubelet asks for negative OOM scores (-998 for a sandbox),
+	// which need CAP_SYS_RESOURCE, missing from this machine kind's bounding set; runc then
+	// dies in "can't get final child's PID from pipe". containerd raises them to its own score.
 	config := fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -340,6 +343,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_tls_streaming = false
@@ -651,11 +655,14 @@ func (n *RealNode) Leftovers(pods ...types.UID) []string {
 	}
 	dir := n.dir + string(filepath.Separator)
 	for _, m := range readMountInfo() {
-		if !strings.HasPrefix(m.point, dir) {
+		// A pod's volumes, its containers' root filesystems, its sandbox's shared memory and
+		// network namespace; not the node's own (the kubelet makes its root dir a shared mount).
+		ofAPod := strings.HasPrefix(m.point, n.state.KubeletRoot+"/pods/") ||
+			strings.HasPrefix(m.point, dir) && (strings.Contains(m.point, "/sandboxes/") || strings.Contains(m.point, "/netns/") || strings.HasSuffix(m.point, "/rootfs"))
+		if !ofAPod {
 			continue
 		}
-		if ofPod(m.point) || slices.ContainsFunc(slices.Collect(maps.Keys(containers)), func(id string) bool { return strings.Contains(m.point, id) }) ||
-			(len(pods) == 0 && (strings.Contains(m.point, "/sandboxes/") || strings.Contains(m.point, "/netns/") || strings.Contains(m.point, "/rootfs"))) {
+		if ofPod(m.point) || slices.ContainsFunc(slices.Collect(maps.Keys(containers)), func(id string) bool { return strings.Contains(m.point, id) }) {
 			left = append(left, "mount "+m.point)
 		}
 	}
@@ -792,9 +799,11 @@ func sweepRealNode(dir string) error {
 			_ = os.Remove(path)
 		}
 	}
-	// Shims put their sockets here; the directories go when nothing else uses them.
-	_ = os.Remove("/run/containerd/s")
-	_ = os.Remove("/run/containerd")
+	// Directories the kubelet, the CNI library and the shims (their sockets) create outside
+	// the node's own: they go when nothing else uses them.
+	for _, shared := range []string{legacyContainerLogsDir, cniCacheDir, filepath.Dir(cniCacheDir), "/run/containerd/s", "/run/containerd"} {
+		_ = os.Remove(shared)
+	}
 	_ = os.Remove(filepath.Join(dir, realNodeStateFile))
 	return errors.Join(errs...)
 }
