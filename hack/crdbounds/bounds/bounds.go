@@ -1,0 +1,86 @@
+// Package bounds gives every 32-bit integer of a generated CRD schema the range of its Go type.
+//
+// controller-gen marks an int32 field `format: int32`, but the API server does not enforce that
+// format for custom resources: any integer up to 2^53 is stored. The operator decodes the field
+// into an int32 and fails on a larger one, so a value the API server accepted could not be read
+// (docs/adr/0012-undecodable-objects.md). Fields of our own types carry explicit bounds; the
+// ones embedded from core/v1 (volume modes, LUNs, ...) cannot carry markers, hence this pass
+// over controller-gen's output. It edits the text in place, so the rest of the file stays
+// byte for byte what controller-gen wrote.
+package bounds
+
+import (
+	"strings"
+)
+
+const (
+	minInt32 = "-2147483648"
+	maxInt32 = "2147483647"
+)
+
+// Apply adds `maximum` and `minimum` next to every `format: int32` of an integer schema that
+// has neither.
+func Apply(doc []byte) []byte {
+	lines := strings.SplitAfter(string(doc), "\n")
+	var out strings.Builder
+	for i, line := range lines {
+		out.WriteString(line)
+		indent, ok := int32Format(line)
+		if !ok {
+			continue
+		}
+		keys := siblingKeys(lines, i, indent)
+		if keys["type"] != "integer" {
+			continue
+		}
+		_, hasMax := keys["maximum"]
+		_, hasMin := keys["minimum"]
+		if hasMax || hasMin {
+			continue
+		}
+		// controller-gen sorts keys: format < maximum < minimum < type.
+		out.WriteString(indent + "maximum: " + maxInt32 + "\n")
+		out.WriteString(indent + "minimum: " + minInt32 + "\n")
+	}
+	return []byte(out.String())
+}
+
+// int32Format reports whether line is the key `format: int32`, and its indentation.
+func int32Format(line string) (string, bool) {
+	trimmed := strings.TrimLeft(line, " ")
+	if strings.TrimRight(trimmed, "\r\n") != "format: int32" {
+		return "", false
+	}
+	return line[:len(line)-len(trimmed)], true
+}
+
+// siblingKeys returns the scalar keys of the mapping that holds line i: the lines at the same
+// indentation, up and down to the first line indented less.
+func siblingKeys(lines []string, i int, indent string) map[string]string {
+	keys := map[string]string{}
+	collect := func(line string) bool {
+		if strings.TrimSpace(line) == "" {
+			return true
+		}
+		n := len(line) - len(strings.TrimLeft(line, " "))
+		switch {
+		case n < len(indent):
+			return false
+		case n > len(indent):
+			return true // a nested value or a block scalar's text
+		}
+		rest := strings.TrimRight(line[n:], "\r\n")
+		if strings.HasPrefix(rest, "- ") {
+			return false // an item of a list at this indentation: another mapping
+		}
+		if k, v, ok := strings.Cut(rest, ":"); ok {
+			keys[k] = strings.TrimSpace(v)
+		}
+		return true
+	}
+	for j := i - 1; j >= 0 && collect(lines[j]); j-- {
+	}
+	for j := i + 1; j < len(lines) && collect(lines[j]); j++ {
+	}
+	return keys
+}
