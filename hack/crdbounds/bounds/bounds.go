@@ -1,12 +1,18 @@
-// Package bounds gives every 32-bit integer of a generated CRD schema the range of its Go type.
+// Package bounds narrows a generated CRD schema to what the Go types parse, where controller-gen
+// leaves it wider (docs/adr/0012-undecodable-objects.md):
 //
-// controller-gen marks an int32 field `format: int32`, but the API server does not enforce that
-// format for custom resources: any integer up to 2^53 is stored. The operator decodes the field
-// into an int32 and fails on a larger one, so a value the API server accepted could not be read
-// (docs/adr/0012-undecodable-objects.md). Fields of our own types carry explicit bounds; the
-// ones embedded from core/v1 (volume modes, LUNs, ...) cannot carry markers, hence this pass
-// over controller-gen's output. It edits the text in place, so the rest of the file stays
-// byte for byte what controller-gen wrote.
+//   - controller-gen marks an int32 field `format: int32`, but the API server does not enforce
+//     that format for custom resources: any integer up to 2^53 is stored, and decoding it into
+//     an int32 fails. Every int32 gets the type's range.
+//   - controller-gen's pattern for a resource.Quantity allows a fractional exponent ("1e.5") and
+//     an exponent of any length ("1e99999999999"), which resource.ParseQuantity rejects (or,
+//     for a huge exponent that fits an int64, computes for minutes). The exponent is limited to
+//     an integer of at most three digits.
+//
+// Fields of our own types could carry markers instead, but the ones embedded from core/v1
+// (volume modes, resource lists, size limits, ...) cannot, hence this pass over
+// controller-gen's output. It edits the text in place, so the rest of the file stays byte for
+// byte what controller-gen wrote.
 package bounds
 
 import (
@@ -16,12 +22,18 @@ import (
 const (
 	minInt32 = "-2147483648"
 	maxInt32 = "2147483647"
+
+	// QuantityPattern is controller-gen's pattern for a resource.Quantity, and StrictQuantityPattern
+	// the one that replaces it.
+	QuantityPattern       = `^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$`
+	StrictQuantityPattern = `^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,3}))?$`
 )
 
 // Apply adds `maximum` and `minimum` next to every `format: int32` of an integer schema that
-// has neither.
+// has neither, and replaces controller-gen's quantity pattern with StrictQuantityPattern.
 func Apply(doc []byte) []byte {
-	lines := strings.SplitAfter(string(doc), "\n")
+	text := strings.ReplaceAll(string(doc), "pattern: "+QuantityPattern+"\n", "pattern: "+StrictQuantityPattern+"\n")
+	lines := strings.SplitAfter(text, "\n")
 	var out strings.Builder
 	for i, line := range lines {
 		out.WriteString(line)

@@ -1,6 +1,33 @@
 package bounds
 
-import "testing"
+import (
+	"regexp"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Every string the strict pattern accepts parses as a quantity; the loose one accepts some that
+// do not.
+func TestStrictQuantityPatternOnlyAcceptsWhatParseQuantityParses(t *testing.T) {
+	loose, strict := regexp.MustCompile(QuantityPattern), regexp.MustCompile(StrictQuantityPattern)
+	for _, s := range []string{"1", "+1", "-1", "1.", ".5", "+.5", "1.5Gi", "512Mi", "100m", "1k", "1E3", "1e+3", "1e-3", "1e999", "0.000000000000000000001"} {
+		if !strict.MatchString(s) {
+			t.Errorf("%q is refused by the strict pattern", s)
+		}
+		if _, err := resource.ParseQuantity(s); err != nil {
+			t.Errorf("%q matches the strict pattern but does not parse: %v", s, err)
+		}
+	}
+	for _, s := range []string{"1e.5", "1e1.5", "1e99999999999999999999", "1e1000"} {
+		if !loose.MatchString(s) {
+			t.Fatalf("%q no longer matches controller-gen's pattern: update the test", s)
+		}
+		if strict.MatchString(s) {
+			t.Errorf("%q matches the strict pattern", s)
+		}
+	}
+}
 
 func TestApply(t *testing.T) {
 	tests := []struct{ name, in, want string }{
@@ -33,6 +60,15 @@ func TestApply(t *testing.T) {
     maximum: 100
     minimum: 1
     type: integer
+`,
+		},
+		{
+			name: "the quantity pattern is made strict",
+			in: `    pattern: ` + QuantityPattern + `
+    x-kubernetes-int-or-string: true
+`,
+			want: `    pattern: ` + StrictQuantityPattern + `
+    x-kubernetes-int-or-string: true
 `,
 		},
 		{
