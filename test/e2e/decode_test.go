@@ -198,6 +198,8 @@ func TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled(t *testing.T) {
 			t.Errorf("%s: rejected: %v", tc.name, err)
 		case tc.reject == "":
 			accepted[obj.GetName()] = tc
+		default:
+			t.Logf("%s: %v", tc.name, err)
 		}
 	}
 	t.Logf("%d cases, %d accepted", len(edgeCases), len(accepted))
@@ -224,6 +226,10 @@ func TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled(t *testing.T) {
 		}
 		return done == 3, fmt.Sprintf("%d of 3 steps of the steady pool done", done)
 	})
+	for name, tc := range accepted {
+		ready := condition(getPool(t, ns, name), v1alpha1.ConditionReady)
+		t.Logf("%s: accepted, Ready=%s %s: %s", tc.name, ready.Status, ready.Reason, ready.Message)
+	}
 	for name := range accepted {
 		deleteAndWaitGone(t, &v1alpha1.RunnerPool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, 60*time.Second)
 	}
