@@ -195,6 +195,7 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="15s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('10m')",message="pollInterval must be between 5s and 10m"
+	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PollInterval metav1.Duration `json:"pollInterval,omitzero"`
@@ -204,6 +205,7 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleDownDelay must be between 0s and 24h"
+	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitzero"`
@@ -213,6 +215,7 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('1h')",message="pendingTimeout must be between 30s and 1h"
+	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PendingTimeout metav1.Duration `json:"pendingTimeout,omitzero"`
@@ -328,6 +331,7 @@ type RunnerContainerSpec struct {
 	// `docker system prune -af`. 0s means no limit; at most 8760h (a year).
 	// +optional
 	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('8760h')",message="maxAge must be between 0s and 8760h"
@@ -493,6 +497,7 @@ type RunnerPoolStatus struct {
 	// PollInterval is the effective poll interval: spec.scaling.pollInterval, stretched when
 	// the Bitbucket request budget of the pool's credentials runs low.
 	// +optional
+	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
