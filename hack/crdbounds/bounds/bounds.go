@@ -1,9 +1,10 @@
 // Package bounds narrows a generated CRD schema to what the Go types parse, where controller-gen
 // leaves it wider (docs/adr/0012-undecodable-objects.md):
 //
-//   - controller-gen marks an int32 field `format: int32`, but the API server does not enforce
-//     that format for custom resources: any integer up to 2^53 is stored, and decoding it into
-//     an int32 fails. Every int32 gets the type's range.
+//   - controller-gen marks an int32 field `format: int32`. Recent API servers check that format
+//     for custom resources, but older ones the chart supports do not: they store any integer up
+//     to 2^53, and decoding it into an int32 fails. Every int32 gets the type's range, which
+//     every API server checks (and names in a plainer message).
 //   - controller-gen's pattern for a resource.Quantity allows a fractional exponent ("1e.5") and
 //     an exponent of any length ("1e99999999999"), which resource.ParseQuantity rejects (or,
 //     for a huge exponent that fits an int64, computes for minutes). The exponent is limited to
