@@ -22,6 +22,20 @@ build: ## Build manager and bbsim into bin/.
 run: tools build ## Local control plane + bbsim + operator + sample pool + demo workload, live. Ctrl-C stops it all.
 	$(GO) run ./hack/demo
 
+## Images: OCI archives in bin/images, built without a container engine or a registry (docs/adr/0013-images-without-a-registry.md).
+
+VERSION ?= $(shell awk '$$1 == "appVersion:" { gsub(/"/, "", $$2); print $$2 }' charts/runnerpool-operator/Chart.yaml)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGEBUILD := GO=$(GO) $(GO) run ./hack/imagebuild -bin $(BIN) -version $(VERSION) -revision $(REVISION)
+
+.PHONY: image
+image: ## Build the manager image, tagged as the chart's default image, into bin/images/manager.tar.
+	$(IMAGEBUILD) manager
+
+.PHONY: images
+images: ## Build every image into bin/images: manager, pause, dind, step, runner-standin (Debian packages cached per machine).
+	$(IMAGEBUILD)
+
 .PHONY: fmt
 fmt: ## gofmt every Go file.
 	gofmt -w $$(git ls-files '*.go')

@@ -15,6 +15,10 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/operator"
 )
 
+// version is set at build time (-ldflags "-X main.version=..."), by the
+// Dockerfile and by hack/imagebuild.
+var version = "dev"
+
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
@@ -28,7 +32,9 @@ func run() error {
 		namespaces        string
 		allowedHosts      string
 		webhookSecretFile string
+		showVersion       bool
 	)
+	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.BoolVar(&o.MetricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview); false serves plain HTTP to anyone.")
 	flag.StringVar(&o.MetricsCertDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for the secure metrics endpoint, reloaded when they change; empty or missing files: a self-signed certificate made at start.")
@@ -49,6 +55,10 @@ func run() error {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if showVersion {
+		fmt.Println(version)
+		return nil
+	}
 
 	o.Logger = zap.New(zap.UseFlagOptions(&zapOpts))
 	ctrl.SetLogger(o.Logger)
@@ -76,6 +86,6 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	o.Logger.Info("starting manager", "namespaces", o.Namespaces, "bitbucketAPI", o.APIURL, "leaderElection", o.LeaderElect, "metricsSecure", o.MetricsSecure)
+	o.Logger.Info("starting manager", "version", version, "namespaces", o.Namespaces, "bitbucketAPI", o.APIURL, "leaderElection", o.LeaderElect, "metricsSecure", o.MetricsSecure)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
