@@ -240,7 +240,7 @@ func TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled(t *testing.T) {
 // through a schemaless field the API server cannot check, then one of its Runners through a
 // status timestamp the API server takes and Go does not: each is reported on the object, in an
 // event and in runnerpool_undecodable_objects, its runner keeps running, and another pool goes
-// on scaling. Fixed, the pool carries on.
+// on scaling, across a restart of the operator too. Fixed, the pool carries on.
 func TestAPoolTheOperatorCannotReadIsReportedAndLeftAloneWhileOthersScale(t *testing.T) {
 	ns := namespace(t)
 	victim := createPool(t, harness.Pool(ns, "victim", 1, 3))
@@ -265,6 +265,16 @@ func TestAPoolTheOperatorCannotReadIsReportedAndLeftAloneWhileOthersScale(t *tes
 	}
 	if !slicesContainPrefix(events(t, ns, victim.Name), controllers.ReasonInvalidSpec+": ") {
 		t.Errorf("no InvalidSpec event; events: %v", events(t, ns, victim.Name))
+	}
+	bystanderScales(t, label, 2)
+	assertRunnerKept(t, runner, prefix)
+
+	// A fresh start lists every pool, the unreadable one included, and still syncs.
+	if err := sys.StopManager(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sys.StartManager(testLogger()); err != nil {
+		t.Fatal(err)
 	}
 	bystanderScales(t, label, 2)
 	assertRunnerKept(t, runner, prefix)
