@@ -48,8 +48,12 @@ vet: ## go vet.
 unit: ## Unit tests only (no control plane).
 	$(GO) test -count=1 ./api/... ./internal/... ./cmd/...
 
+.PHONY: node-prereqs
+node-prereqs: ## Install what the real test node runs beside its kubelet: Debian's containerd, runc, CNI plugins and iptables (as root; skipped when present).
+	@hack/node-prereqs.sh
+
 .PHONY: test
-test: tools tools-extra vet ## Every test: unit, integration and end-to-end against a real control plane.
+test: tools tools-extra tools-node node-prereqs vet ## Every test: unit, integration and end-to-end against a real control plane and a real node.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 -timeout 25m ./...
 
