@@ -44,8 +44,8 @@ type edgeCase struct {
 	reason string
 }
 
-// at sets the value at a dotted path of the spec, creating the objects on the way.
-func at(path string, v any) func(map[string]any) {
+// specAt sets the value at a dotted path of the spec, creating the objects on the way.
+func specAt(path string, v any) func(map[string]any) {
 	return func(spec map[string]any) {
 		parts := strings.Split(path, ".")
 		m := spec
@@ -61,7 +61,7 @@ func at(path string, v any) func(map[string]any) {
 	}
 }
 
-func all(edits ...func(map[string]any)) func(map[string]any) {
+func allOf(edits ...func(map[string]any)) func(map[string]any) {
 	return func(spec map[string]any) {
 		for _, e := range edits {
 			e(spec)
@@ -70,87 +70,87 @@ func all(edits ...func(map[string]any)) func(map[string]any) {
 }
 
 func percentageIdle(up, down, upMul, downMul any) func(map[string]any) {
-	return all(at("scaling.policy", "PercentageIdle"), at("scaling.percentageIdle", map[string]any{
+	return allOf(specAt("scaling.policy", "PercentageIdle"), specAt("scaling.percentageIdle", map[string]any{
 		"scaleUpThreshold": up, "scaleDownThreshold": down, "scaleUpMultiplier": upMul, "scaleDownMultiplier": downMul,
 	}))
 }
 
-func volume(v map[string]any) func(map[string]any) {
+func withVolume(v map[string]any) func(map[string]any) {
 	v["name"] = "extra"
-	return at("template.volumes", []any{v})
+	return specAt("template.volumes", []any{v})
 }
 
 var edgeCases = []edgeCase{
 	// Integers at and past their bounds.
-	{name: "max runners at Bitbucket's limit", edit: at("maxRunners", int64(100))},
-	{name: "max runners at its minimum", edit: at("maxRunners", int64(1))},
-	{name: "max runners zero", edit: at("maxRunners", int64(0)), reject: "spec.maxRunners"},
-	{name: "max runners past int32", edit: at("maxRunners", int64(1)<<31), reject: "spec.maxRunners"},
-	{name: "max runners a fraction", edit: at("maxRunners", 1.5), reject: "spec.maxRunners"},
-	{name: "idle runners past the limit", edit: at("scaling.idleRunners", int64(101)), reject: "spec.scaling.idleRunners"},
-	{name: "max steps at its maximum", edit: at("runner.maxSteps", int64(1000000))},
-	{name: "max steps past int32", edit: at("runner.maxSteps", int64(1)<<40), reject: "spec.runner.maxSteps"},
-	{name: "grace period negative", edit: at("template.terminationGracePeriodSeconds", int64(-1)), reject: "spec.template.terminationGracePeriodSeconds"},
-	{name: "grace period past a day", edit: at("template.terminationGracePeriodSeconds", int64(86401)), reject: "spec.template.terminationGracePeriodSeconds"},
-	{name: "volume mode past int32 (a core/v1 field)", edit: volume(map[string]any{"secret": map[string]any{"secretName": "s", "defaultMode": int64(1) << 32}}), reject: "spec.template.volumes[0].secret.defaultMode"},
-	{name: "volume mode in range", edit: volume(map[string]any{"secret": map[string]any{"secretName": "s", "defaultMode": int64(0o644)}})},
-	{name: "toleration seconds past int64", edit: at("template.tolerations", []any{map[string]any{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": float64(1e19)}}), reject: "spec.template.tolerations[0].tolerationSeconds"},
+	{name: "max runners at Bitbucket's limit", edit: specAt("maxRunners", int64(100))},
+	{name: "max runners at its minimum", edit: specAt("maxRunners", int64(1))},
+	{name: "max runners zero", edit: specAt("maxRunners", int64(0)), reject: "spec.maxRunners"},
+	{name: "max runners past int32", edit: specAt("maxRunners", int64(1)<<31), reject: "spec.maxRunners"},
+	{name: "max runners a fraction", edit: specAt("maxRunners", 1.5), reject: "spec.maxRunners"},
+	{name: "idle runners past the limit", edit: specAt("scaling.idleRunners", int64(101)), reject: "spec.scaling.idleRunners"},
+	{name: "max steps at its maximum", edit: specAt("runner.maxSteps", int64(1000000))},
+	{name: "max steps past int32", edit: specAt("runner.maxSteps", int64(1)<<40), reject: "spec.runner.maxSteps"},
+	{name: "grace period negative", edit: specAt("template.terminationGracePeriodSeconds", int64(-1)), reject: "spec.template.terminationGracePeriodSeconds"},
+	{name: "grace period past a day", edit: specAt("template.terminationGracePeriodSeconds", int64(86401)), reject: "spec.template.terminationGracePeriodSeconds"},
+	{name: "volume mode past int32 (a core/v1 field)", edit: withVolume(map[string]any{"secret": map[string]any{"secretName": "s", "defaultMode": int64(1) << 32}}), reject: "spec.template.volumes[0].secret.defaultMode"},
+	{name: "volume mode in range", edit: withVolume(map[string]any{"secret": map[string]any{"secretName": "s", "defaultMode": int64(0o644)}})},
+	{name: "toleration seconds past int64", edit: specAt("template.tolerations", []any{map[string]any{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": float64(1e19)}}), reject: "spec.template.tolerations[0].tolerationSeconds"},
 
 	// Enums, every value.
-	{name: "platform arm64", edit: at("platform", "linux/arm64")},
-	{name: "step size 8x", edit: at("runner.stepSize", "8x")},
-	{name: "docker rootless", edit: at("docker.mode", "Rootless")},
-	{name: "queue policy", edit: at("scaling.policy", "Queue")},
-	{name: "pull policy Never", edit: at("runner.imagePullPolicy", "Never")},
-	{name: "pull policy lowercase", edit: at("runner.imagePullPolicy", "never"), reject: "spec.runner.imagePullPolicy"},
+	{name: "platform arm64", edit: specAt("platform", "linux/arm64")},
+	{name: "step size 8x", edit: specAt("runner.stepSize", "8x")},
+	{name: "docker rootless", edit: specAt("docker.mode", "Rootless")},
+	{name: "queue policy", edit: specAt("scaling.policy", "Queue")},
+	{name: "pull policy Never", edit: specAt("runner.imagePullPolicy", "Never")},
+	{name: "pull policy lowercase", edit: specAt("runner.imagePullPolicy", "never"), reject: "spec.runner.imagePullPolicy"},
 
 	// Strings: empty, whitespace, unicode, very long.
-	{name: "label at 50 characters", edit: at("labels", []any{strings.Repeat("a", 50)})},
-	{name: "label at 51 characters", edit: at("labels", []any{strings.Repeat("a", 51)}), reject: "spec.labels[0]"},
-	{name: "label with unicode", edit: at("labels", []any{"bäckend"}), reject: "spec.labels[0]"},
-	{name: "empty label", edit: at("labels", []any{""}), reject: "spec.labels[0]"},
-	{name: "no labels", edit: at("labels", []any{})},
-	{name: "secret name of spaces", edit: at("bitbucket.credentialsSecretRef.name", "   ")},
-	{name: "secret name at 253 characters", edit: at("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 253))},
-	{name: "secret name at 254 characters", edit: at("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 254)), reject: "spec.bitbucket.credentialsSecretRef.name"},
-	{name: "empty image", edit: at("runner.image", ""), reject: "spec.runner.image"},
-	{name: "image at 512 characters", edit: at("runner.image", "registry.example/"+strings.Repeat("i", 495))},
-	{name: "image past 512 characters", edit: at("runner.image", strings.Repeat("i", 513)), reject: "spec.runner.image"},
-	{name: "image with unicode", edit: at("docker.image", "dökker:dind")},
-	{name: "working directory with a space", edit: at("runner.workingDirectory", "/tmp/my builds"), reject: "spec.runner.workingDirectory"},
-	{name: "working directory past 255 characters", edit: at("runner.workingDirectory", "/"+strings.Repeat("d", 255)), reject: "spec.runner.workingDirectory"},
-	{name: "api URL not http", edit: at("bitbucket.apiURL", "ftp://bitbucket.example"), reject: "spec.bitbucket.apiURL"},
-	{name: "priority class with spaces", edit: at("template.priorityClassName", "High Priority"), reject: "spec.template.priorityClassName"},
-	{name: "service account with unicode", edit: at("template.serviceAccountName", "bäuer"), reject: "spec.template.serviceAccountName"},
-	{name: "node selector with unicode", edit: at("template.nodeSelector", map[string]any{"zone": "zürich"})},
-	{name: "repository slug", edit: at("scaling.repositories", []any{"my.repo_2-x", "{" + strings.Trim(bbsim.DefaultRepositoryUUID, "{}") + "}"})},
-	{name: "repository ..", edit: at("scaling.repositories", []any{".."}), reject: "spec.scaling.repositories[0]"},
-	{name: "repository .", edit: at("scaling.repositories", []any{"."}), reject: "spec.scaling.repositories[0]"},
-	{name: "repository with a slash", edit: at("scaling.repositories", []any{"a/../b"}), reject: "spec.scaling.repositories[0]"},
-	{name: "repository escaped", edit: at("scaling.repositories", []any{"%2e%2e"}), reject: "spec.scaling.repositories[0]"},
+	{name: "label at 50 characters", edit: specAt("labels", []any{strings.Repeat("a", 50)})},
+	{name: "label at 51 characters", edit: specAt("labels", []any{strings.Repeat("a", 51)}), reject: "spec.labels[0]"},
+	{name: "label with unicode", edit: specAt("labels", []any{"bäckend"}), reject: "spec.labels[0]"},
+	{name: "empty label", edit: specAt("labels", []any{""}), reject: "spec.labels[0]"},
+	{name: "no labels", edit: specAt("labels", []any{})},
+	{name: "secret name of spaces", edit: specAt("bitbucket.credentialsSecretRef.name", "   ")},
+	{name: "secret name at 253 characters", edit: specAt("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 253))},
+	{name: "secret name at 254 characters", edit: specAt("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 254)), reject: "spec.bitbucket.credentialsSecretRef.name"},
+	{name: "empty image", edit: specAt("runner.image", ""), reject: "spec.runner.image"},
+	{name: "image at 512 characters", edit: specAt("runner.image", "registry.example/"+strings.Repeat("i", 495))},
+	{name: "image past 512 characters", edit: specAt("runner.image", strings.Repeat("i", 513)), reject: "spec.runner.image"},
+	{name: "image with unicode", edit: specAt("docker.image", "dökker:dind")},
+	{name: "working directory with a space", edit: specAt("runner.workingDirectory", "/tmp/my builds"), reject: "spec.runner.workingDirectory"},
+	{name: "working directory past 255 characters", edit: specAt("runner.workingDirectory", "/"+strings.Repeat("d", 255)), reject: "spec.runner.workingDirectory"},
+	{name: "api URL not http", edit: specAt("bitbucket.apiURL", "ftp://bitbucket.example"), reject: "spec.bitbucket.apiURL"},
+	{name: "priority class with spaces", edit: specAt("template.priorityClassName", "High Priority"), reject: "spec.template.priorityClassName"},
+	{name: "service account with unicode", edit: specAt("template.serviceAccountName", "bäuer"), reject: "spec.template.serviceAccountName"},
+	{name: "node selector with unicode", edit: specAt("template.nodeSelector", map[string]any{"zone": "zürich"})},
+	{name: "repository slug", edit: specAt("scaling.repositories", []any{"my.repo_2-x", "{" + strings.Trim(bbsim.DefaultRepositoryUUID, "{}") + "}"})},
+	{name: "repository ..", edit: specAt("scaling.repositories", []any{".."}), reject: "spec.scaling.repositories[0]"},
+	{name: "repository .", edit: specAt("scaling.repositories", []any{"."}), reject: "spec.scaling.repositories[0]"},
+	{name: "repository with a slash", edit: specAt("scaling.repositories", []any{"a/../b"}), reject: "spec.scaling.repositories[0]"},
+	{name: "repository escaped", edit: specAt("scaling.repositories", []any{"%2e%2e"}), reject: "spec.scaling.repositories[0]"},
 
 	// Durations, in the language of time.ParseDuration and not.
-	{name: "poll interval in words", edit: at("scaling.pollInterval", "5 minutes"), reject: "spec.scaling.pollInterval"},
-	{name: "poll interval empty", edit: at("scaling.pollInterval", ""), reject: "spec.scaling.pollInterval"},
-	{name: "poll interval compound", edit: at("scaling.pollInterval", "1m30s")},
-	{name: "poll interval overflowing", edit: at("scaling.pollInterval", "99999999999999h"), reject: "spec.scaling.pollInterval"},
-	{name: "max age in words", edit: at("runner.maxAge", "one day"), reject: "spec.runner.maxAge"},
-	{name: "max age zero", edit: at("runner.maxAge", "0s")},
-	{name: "max age a year", edit: at("runner.maxAge", "8760h")},
-	{name: "max age past a year", edit: at("runner.maxAge", "8761h"), reject: "maxAge must be between 0s and 8760h"},
-	{name: "max age negative", edit: at("runner.maxAge", "-1h"), reject: "spec.runner.maxAge"},
-	{name: "scale-down delay fractional", edit: at("scaling.scaleDownDelay", "1.5h")},
-	{name: "pending timeout without unit", edit: at("scaling.pendingTimeout", "600"), reject: "spec.scaling.pendingTimeout"},
-	{name: "duration a number", edit: at("scaling.scaleDownDelay", int64(300)), reject: "spec.scaling.scaleDownDelay"},
+	{name: "poll interval in words", edit: specAt("scaling.pollInterval", "5 minutes"), reject: "spec.scaling.pollInterval"},
+	{name: "poll interval empty", edit: specAt("scaling.pollInterval", ""), reject: "spec.scaling.pollInterval"},
+	{name: "poll interval compound", edit: specAt("scaling.pollInterval", "1m30s")},
+	{name: "poll interval overflowing", edit: specAt("scaling.pollInterval", "99999999999999h"), reject: "spec.scaling.pollInterval"},
+	{name: "max age in words", edit: specAt("runner.maxAge", "one day"), reject: "spec.runner.maxAge"},
+	{name: "max age zero", edit: specAt("runner.maxAge", "0s")},
+	{name: "max age a year", edit: specAt("runner.maxAge", "8760h")},
+	{name: "max age past a year", edit: specAt("runner.maxAge", "8761h"), reject: "maxAge must be between 0s and 8760h"},
+	{name: "max age negative", edit: specAt("runner.maxAge", "-1h"), reject: "spec.runner.maxAge"},
+	{name: "scale-down delay fractional", edit: specAt("scaling.scaleDownDelay", "1.5h")},
+	{name: "pending timeout without unit", edit: specAt("scaling.pendingTimeout", "600"), reject: "spec.scaling.pendingTimeout"},
+	{name: "duration a number", edit: specAt("scaling.scaleDownDelay", int64(300)), reject: "spec.scaling.scaleDownDelay"},
 
 	// Quantities, in the language of resource.ParseQuantity and not.
-	{name: "memory in words", edit: at("runner.memory", "lots"), reject: "spec.runner.memory"},
-	{name: "memory as a number", edit: at("runner.memory", int64(1<<30))},
-	{name: "memory with an exponent", edit: at("runner.memory", "1e9")},
-	{name: "cpu with a fractional exponent", edit: at("runner.resources", map[string]any{"limits": map[string]any{"cpu": "1e.5"}}), reject: "spec.runner.resources.limits.cpu"},
-	{name: "cpu with a huge exponent", edit: at("runner.resources", map[string]any{"requests": map[string]any{"cpu": "1e99999999999"}}), reject: "spec.runner.resources.requests.cpu"},
-	{name: "docker memory fractional", edit: at("docker.resources", map[string]any{"requests": map[string]any{"memory": "1.5Gi"}})},
-	{name: "size limit in words", edit: at("runner.workVolume", map[string]any{"emptyDir": map[string]any{"sizeLimit": "big"}}), reject: "spec.runner.workVolume.emptyDir.sizeLimit"},
+	{name: "memory in words", edit: specAt("runner.memory", "lots"), reject: "spec.runner.memory"},
+	{name: "memory as a number", edit: specAt("runner.memory", int64(1<<30))},
+	{name: "memory with an exponent", edit: specAt("runner.memory", "1e9")},
+	{name: "cpu with a fractional exponent", edit: specAt("runner.resources", map[string]any{"limits": map[string]any{"cpu": "1e.5"}}), reject: "spec.runner.resources.limits.cpu"},
+	{name: "cpu with a huge exponent", edit: specAt("runner.resources", map[string]any{"requests": map[string]any{"cpu": "1e99999999999"}}), reject: "spec.runner.resources.requests.cpu"},
+	{name: "docker memory fractional", edit: specAt("docker.resources", map[string]any{"requests": map[string]any{"memory": "1.5Gi"}})},
+	{name: "size limit in words", edit: specAt("runner.workVolume", map[string]any{"emptyDir": map[string]any{"sizeLimit": "big"}}), reject: "spec.runner.workVolume.emptyDir.sizeLimit"},
 
 	// Decimals of the PercentageIdle policy and their ranges.
 	{name: "percentage idle in range", edit: percentageIdle("0.8", "0.1", "2", "0.25")},
@@ -163,16 +163,16 @@ var edgeCases = []edgeCase{
 	{name: "decimal a JSON number", edit: percentageIdle(0.5, "0.2", "1.5", "0.5"), reject: "spec.scaling.percentageIdle.scaleUpThreshold"},
 
 	// Raw fields of the wrong shape, and unknown fields.
-	{name: "runner a string", edit: at("runner", "big"), reject: "spec.runner"},
-	{name: "labels a string", edit: at("labels", "docker"), reject: "spec.labels"},
-	{name: "tolerations an object", edit: at("template.tolerations", map[string]any{"key": "k"}), reject: "spec.template.tolerations"},
-	{name: "pod label a number", edit: at("template.metadata.labels", map[string]any{"team": int64(5)}), reject: "spec.template.metadata.labels.team"},
-	{name: "env value a number", edit: at("runner.env", []any{map[string]any{"name": "A", "value": int64(5)}}), reject: "spec.runner.env[0].value"},
-	{name: "unknown fields are dropped", edit: all(at("surprise", "x"), at("runner.surprise", int64(1)))},
-	{name: "affinity a string", edit: at("template.affinity", "anywhere"), reject: "spec.template.affinity"},
-	{name: "affinity of the wrong shape (schemaless)", edit: at("template.affinity", map[string]any{"nodeAffinity": "anywhere"}), reason: controllers.ReasonInvalidSpec},
-	{name: "ephemeral volume of the wrong shape (schemaless)", edit: at("runner.workVolume", map[string]any{"ephemeral": map[string]any{"volumeClaimTemplate": []any{}}}), reason: controllers.ReasonInvalidSpec},
-	{name: "affinity with unknown fields (schemaless)", edit: at("template.affinity", map[string]any{"nodeAffinity": map[string]any{}, "future": true})},
+	{name: "runner a string", edit: specAt("runner", "big"), reject: "spec.runner"},
+	{name: "labels a string", edit: specAt("labels", "docker"), reject: "spec.labels"},
+	{name: "tolerations an object", edit: specAt("template.tolerations", map[string]any{"key": "k"}), reject: "spec.template.tolerations"},
+	{name: "pod label a number", edit: specAt("template.metadata.labels", map[string]any{"team": int64(5)}), reject: "spec.template.metadata.labels.team"},
+	{name: "env value a number", edit: specAt("runner.env", []any{map[string]any{"name": "A", "value": int64(5)}}), reject: "spec.runner.env[0].value"},
+	{name: "unknown fields are dropped", edit: allOf(specAt("surprise", "x"), specAt("runner.surprise", int64(1)))},
+	{name: "affinity a string", edit: specAt("template.affinity", "anywhere"), reject: "spec.template.affinity"},
+	{name: "affinity of the wrong shape (schemaless)", edit: specAt("template.affinity", map[string]any{"nodeAffinity": "anywhere"}), reason: controllers.ReasonInvalidSpec},
+	{name: "ephemeral volume of the wrong shape (schemaless)", edit: specAt("runner.workVolume", map[string]any{"ephemeral": map[string]any{"volumeClaimTemplate": []any{}}}), reason: controllers.ReasonInvalidSpec},
+	{name: "affinity with unknown fields (schemaless)", edit: specAt("template.affinity", map[string]any{"nodeAffinity": map[string]any{}, "future": true})},
 }
 
 // TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled creates one pool per case while another
