@@ -68,6 +68,7 @@ METRICS_AUTH_GEN_ARGS := rbac:roleName=runnerpool-operator-metrics-auth paths=./
 generate: tools tools-extra ## Regenerate deepcopy, CRDs and RBAC (controller-gen), then the chart's copies and dist/install.yaml.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(BIN)/controller-gen $(CONTROLLER_GEN_ARGS)
+	$(GO) run ./hack/crdbounds config/crd/bases
 	$(BIN)/controller-gen $(METRICS_AUTH_GEN_ARGS)
 	$(MAKE) packaging docs
 
