@@ -37,6 +37,16 @@ tools: ## Put the control plane, kwok and controller-gen into bin/ (built once p
 	@GO=$(GO) $(CACHED_INSTALL) -n control-plane -b $(BIN) -m $(TOOLS_MODULE) -r server:etcd -- \
 		-ldflags "$(strip $(KUBE_VERSION_LDFLAGS))" $(CONTROL_PLANE_PACKAGES)
 
+# The real node's kubelet (docs/adr/0014-real-node.md): the same pinned k8s.io/kubernetes and
+# version ldflags as the control plane, in a cache entry of its own so that adding it did not
+# invalidate the control plane's.
+KUBELET_PACKAGE := k8s.io/kubernetes/cmd/kubelet
+
+.PHONY: tools-node
+tools-node: ## Put the kubelet of the real test node into bin/ (built once per machine, then cached).
+	@GO=$(GO) $(CACHED_INSTALL) -n kubelet -b $(BIN) -m $(TOOLS_MODULE) -- \
+		-ldflags "$(strip $(KUBE_VERSION_LDFLAGS))" $(KUBELET_PACKAGE)
+
 .PHONY: tools-extra
 tools-extra: ## Put helm, kustomize and gotestsum into bin/ (built once per machine, then cached).
 	@GO=$(GO) $(CACHED_INSTALL) -n helm -b $(BIN) -- helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)

@@ -1,6 +1,7 @@
 // Command bbsim runs the Bitbucket Cloud simulator on a loopback address, for
 // the local demo and for end-to-end tests. With --kubeconfig it also plays the
-// runner agents of the runner pods it sees in that cluster.
+// runner agents of the runner pods it sees on that cluster's kwok nodes; agents
+// that really run (the runner stand-in) connect through its agent API.
 package main
 
 import (
@@ -67,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Var(&accessTokens, "access-token", "Bearer token accepted as a workspace access token (repeatable)")
 	fs.Var(&readOnlyTokens, "read-only-token", "Bearer token that may read but gets 403 on writes (repeatable)")
 	fs.Var(&basicUser, "basic-user", "USER:PASSWORD accepted by HTTP Basic, like an app password (repeatable)")
-	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster whose runner pods bbsim connects as agents (empty: connect runners through /_sim/ only)")
+	fs.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster whose runner pods on kwok nodes bbsim connects as agents (empty: connect runners through /_sim/ only)")
 	fs.StringVar(&cfg.namespace, "namespace", "", "namespace to watch for runner pods (empty: all)")
 	fs.IntVar(&cfg.opts.HourlyLimit, "hourly-limit", 1000, "API calls per credential per rolling hour; negative disables")
 	fs.DurationVar(&cfg.opts.RetryAfter, "retry-after", 0, "when set, 429 answers carry this Retry-After")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,13 +14,13 @@ import (
 const rootlessUser = 1000
 
 // dindTree is dockerd, containerd, runc and iptables from Debian, plus what
-// rootless mode needs (rootlesskit, slirp4netns, newuidmap), a shell and the
+// rootless mode needs (rootlesskit, slirp4netns, newuidmap, ip), a shell and the
 // few tools the entrypoint and the pod's probes call (docker, chown, mount).
 var dindTree = debianTree{
 	name: "dind",
 	packages: []string{
 		"docker.io", "iptables", "dash", "coreutils", "grep", "util-linux", "mount",
-		"rootlesskit", "slirp4netns", "uidmap",
+		"rootlesskit", "slirp4netns", "uidmap", "iproute2",
 	},
 	drop: []string{
 		"perl", "perl-base", "perl-modules-5.36", "libperl5.36", "libfile-find-rule-perl",
@@ -27,7 +28,7 @@ var dindTree = debianTree{
 		"init-system-helpers", "sysvinit-utils", "lsb-base", "dpkg", "passwd",
 		"libsemanage2", "libsemanage-common", "libsepol2", "libdb5.3", "libgdbm6", "libgdbm-compat4",
 	},
-	recipe: "dind-1",
+	recipe: "dind-4",
 	finish: finishDind,
 }
 
@@ -61,7 +62,8 @@ fi
 
 if [ "$(id -u)" != 0 ]; then
 	export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"
-	export HOME="${HOME:-/home/rootless}"
+	# The runtime may set HOME=/ for a user it finds no entry for.
+	if [ -z "${HOME:-}" ] || [ ! -w "$HOME" ]; then export HOME=/home/rootless; fi
 	mkdir -p "$XDG_RUNTIME_DIR"
 	exec dockerd-rootless.sh "$@"
 fi
@@ -73,6 +75,17 @@ if [ -d /sys/kernel/security ] && ! mountpoint -q /sys/kernel/security; then
 	mount -t securityfs none /sys/kernel/security || echo "dockerd-entrypoint: could not mount securityfs" >&2
 fi
 mount --make-rshared / 2>/dev/null || true
+if [ ! -f /sys/fs/cgroup/cgroup.controllers ] && ! mountpoint -q /sys/fs/cgroup/devices 2>/dev/null; then
+	# cgroup v1 with no hierarchy mounted (ctr run gives none): mount them as
+	# cgroupfs-mount does; dockerd needs at least the devices controller.
+	mountpoint -q /sys/fs/cgroup || mount -t tmpfs -o uid=0,gid=0,mode=0755 cgroup /sys/fs/cgroup
+	while read -r name _ _ enabled; do
+		case "$name" in "#"*) continue ;; esac
+		[ "$enabled" = 1 ] || continue
+		mkdir -p "/sys/fs/cgroup/$name"
+		mountpoint -q "/sys/fs/cgroup/$name" || mount -n -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name" || true
+	done < /proc/cgroups
+fi
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
 	mkdir -p /sys/fs/cgroup/init
 	xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || true
@@ -137,6 +150,21 @@ func finishDind(root string) error {
 	if err := os.Chmod(filepath.Join(root, "tmp"), 0o1777|os.ModeSticky); err != nil {
 		return err
 	}
+	// uidmap's maintainer script gives these CAP_SETUID as file capabilities,
+	// or the setuid bit where it cannot; rootlesskit needs them to map the
+	// subordinate ids. The setuid bit survives a tar layer.
+	for _, f := range []string{"usr/bin/newuidmap", "usr/bin/newgidmap"} {
+		if err := os.Chmod(filepath.Join(root, f), 0o755|os.ModeSetuid); err != nil {
+			return err
+		}
+	}
+	// Some tools read the distribution from os-release; base-files is not unpacked.
+	if err := os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm), docker.io only\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.Symlink("../usr/lib/os-release", filepath.Join(root, "etc/os-release")); err != nil && !os.IsExist(err) {
+		return err
+	}
 	// dpkg-deb does not run ldconfig; the cache spares the loader a search.
 	if err := runCmd(context.Background(), "", os.Environ(), "ldconfig", "-r", root); err != nil {
 		fmt.Fprintln(os.Stderr, "imagebuild: ldconfig -r failed, the image relies on the loader's default paths:", err)
@@ -167,9 +195,14 @@ func dindImage(ctx context.Context, b *build) (Image, error) {
 			Labels:  b.labels("dind", "Docker-in-docker from Debian's docker.io "+version+", for runnerpool-operator's tests."),
 		},
 		Layers: []Layer{{
-			Comment:  "debian packages: " + strings.Join(dindTree.packages, " "),
-			Entries:  []Entry{Copy(root, "/")},
-			CacheKey: "layer-" + filepath.Base(filepath.Dir(root)),
+			Comment: "debian packages: " + strings.Join(dindTree.packages, " "),
+			Entries: []Entry{
+				Copy(root, "/"),
+				// The rootless daemon writes its configuration under its home.
+				{Path: "/home/rootless", Mode: fs.ModeDir | 0o755, UID: rootlessUser, GID: rootlessUser},
+			},
+			// Names the entries above: change the suffix when they change.
+			CacheKey: "layer-" + filepath.Base(filepath.Dir(root)) + "-1",
 		}},
 	}, nil
 }

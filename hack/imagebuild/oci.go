@@ -320,6 +320,11 @@ func WriteArchive(img Image, out string) (string, error) {
 	if err := tmp.Close(); err != nil {
 		return "", err
 	}
+	// CreateTemp makes the file 0600; an archive is read by other users (a
+	// rootless daemon, a container runtime).
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return "", err
+	}
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", err
 	}

@@ -61,6 +61,8 @@ type RunnerView struct {
 	UpdatedOn      time.Time `json:"updated_on"`
 	AgentPod       string    `json:"agent_pod,omitempty"`
 	AgentIssue     string    `json:"agent_issue,omitempty"`
+	// RealAgent is set while a real agent (agent API) holds the runner.
+	RealAgent bool `json:"real_agent,omitempty"`
 }
 
 // StepView is one step with the timestamps benchmarks need for queue waits.
@@ -82,6 +84,9 @@ type StepView struct {
 	EnqueuedAt  time.Time  `json:"enqueued_at"`
 	StartedAt   *time.Time `json:"started_at,omitempty"`
 	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	// ExitCode and Log are what a real agent reported (agent API).
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Log      string `json:"log,omitempty"`
 }
 
 // CreateRunnerRequest creates a runner without going through the API (and its
@@ -156,7 +161,7 @@ func (r *runner) view() RunnerView {
 		UUID: r.uuid, Name: r.name, Labels: slices.Clone(r.labels), Workspace: r.ws.uuid,
 		Status: r.status(), Connected: r.connected, Disabled: r.disabled,
 		StepsCompleted: r.stepsCompleted, CreatedOn: r.createdOn, UpdatedOn: r.stateUpdatedOn,
-		AgentPod: r.agentPod, AgentIssue: r.agentIssue,
+		AgentPod: r.agentPod, AgentIssue: r.agentIssue, RealAgent: r.realAgent,
 	}
 	if r.repo != nil {
 		v.Repository = r.repo.uuid
@@ -183,7 +188,22 @@ func (st *step) view() StepView {
 		completed := st.completedAt
 		v.CompletedAt = &completed
 	}
+	if st.reported {
+		code := st.exitCode
+		v.ExitCode, v.Log = &code, st.log
+	}
 	return v
+}
+
+// Step returns one step, with what its agent reported.
+func (s *Server) Step(stepUUID string) (StepView, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.steps[braced(stepUUID)]
+	if st == nil {
+		return StepView{}, fmt.Errorf("step %s: not found", stepUUID)
+	}
+	return st.view(), nil
 }
 
 // CreateRunner registers a runner directly, as if through the runners API.
@@ -303,12 +323,15 @@ func (s *Server) SetHourlyLimit(limit int) {
 // Wire types of the admin API. Durations are plain numbers or Go duration
 // strings so that curl users need not think in nanoseconds.
 type enqueueBody struct {
-	Count            int      `json:"count"`
-	RunsOn           []string `json:"runs_on"`
-	DurationSeconds  float64  `json:"duration_seconds"`
-	Workspace        string   `json:"workspace"`
-	Repository       string   `json:"repository"`
-	StepsPerPipeline int      `json:"steps_per_pipeline"`
+	Count            int               `json:"count"`
+	RunsOn           []string          `json:"runs_on"`
+	DurationSeconds  float64           `json:"duration_seconds"`
+	Workspace        string            `json:"workspace"`
+	Repository       string            `json:"repository"`
+	StepsPerPipeline int               `json:"steps_per_pipeline"`
+	Script           string            `json:"script"`
+	Image            string            `json:"image"`
+	Files            map[string]string `json:"files"`
 }
 
 type faultsBody struct {
@@ -375,12 +398,21 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 		ids, err := s.Enqueue(EnqueueRequest{
 			Count: body.Count, RunsOn: body.RunsOn, Duration: time.Duration(body.DurationSeconds * float64(time.Second)),
 			Workspace: body.Workspace, Repository: body.Repository, StepsPerPipeline: body.StepsPerPipeline,
+			Script: body.Script, Image: body.Image, Files: body.Files,
 		})
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string][]string{"steps": ids})
+	})
+	mux.HandleFunc("GET /_sim/steps/{step}", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.Step(r.PathValue("step"))
+		if err != nil {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("POST /_sim/runners", func(w http.ResponseWriter, r *http.Request) {
 		var body CreateRunnerRequest

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -24,6 +25,16 @@ const (
 	envRepositoryUUID = "REPOSITORY_UUID"
 	envClientID       = "OAUTH_CLIENT_ID"
 	envClientSecret   = "OAUTH_CLIENT_SECRET"
+)
+
+// kwokNodeAnnotation marks the nodes kwok plays (test/framework's
+// FakeNodeAnnotation). Only pods bound to one get an emulated agent: a pod on a
+// real node runs a real agent, which connects through the agent API. The node
+// is known, and annotated, before the pod can run on it, so the choice never
+// races with the real agent's connect.
+const (
+	kwokNodeAnnotation = "kwok.x-k8s.io/node"
+	kwokNodeValue      = "fake"
 )
 
 // podResync re-delivers every pod periodically, which retries agents whose
@@ -110,7 +121,7 @@ func (s *Server) disconnectLocked(r *runner, reason string) {
 	if !r.connected {
 		return
 	}
-	r.connected = false
+	r.connected, r.realAgent = false, false
 	r.agentPod = ""
 	s.touchRunnerLocked(r)
 	if r.current != nil {
@@ -208,16 +219,19 @@ func (s *Server) needsCredentialsLocked(key, runnerUUID string) bool {
 	return ap == nil || ap.runnerUUID != runnerUUID || ap.credErr != ""
 }
 
-// WatchPods emulates runner agents for the runner pods it sees: a pod whose
-// first container has RUNNER_UUID set connects (after ConnectDelay) when that
-// container runs and its OAuth credentials match the runner; the runner goes
-// OFFLINE when the pod stops running or is deleted. namespace "" watches all
+// WatchPods emulates runner agents for the runner pods it sees on kwok nodes:
+// a pod whose first container has RUNNER_UUID set connects (after
+// ConnectDelay) when that container runs and its OAuth credentials match the
+// runner; the runner goes OFFLINE when the pod stops running or is deleted.
+// Pods on other nodes are left to their real agents. namespace "" watches all
 // namespaces. It blocks until ctx is done, and fails only if the pod cache
 // cannot sync.
 func (s *Server) WatchPods(ctx context.Context, cs kubernetes.Interface, namespace string) error {
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, podResync, informers.WithNamespace(namespace))
 	podInformer := factory.Core().V1().Pods().Informer()
-	w := &podWatcher{s: s, cs: cs, ctx: ctx}
+	nodes := factory.Core().V1().Nodes()
+	_ = nodes.Informer()
+	w := &podWatcher{s: s, cs: cs, ctx: ctx, nodes: nodes.Lister()}
 	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.observe,
 		UpdateFunc: func(_, obj any) { w.observe(obj) },
@@ -238,9 +252,25 @@ func (s *Server) WatchPods(ctx context.Context, cs kubernetes.Interface, namespa
 }
 
 type podWatcher struct {
-	s   *Server
-	cs  kubernetes.Interface
-	ctx context.Context
+	s     *Server
+	cs    kubernetes.Interface
+	ctx   context.Context
+	nodes corelisters.NodeLister
+}
+
+// onKwokNode reports whether the pod is bound to a node kwok plays. The node
+// cache may not have a node that was just created: then the API server is asked.
+func (w *podWatcher) onKwokNode(pod *corev1.Pod) bool {
+	if pod.Spec.NodeName == "" {
+		return false
+	}
+	node, err := w.nodes.Get(pod.Spec.NodeName)
+	if err != nil {
+		if node, err = w.cs.CoreV1().Nodes().Get(w.ctx, pod.Spec.NodeName, metav1.GetOptions{}); err != nil {
+			return false
+		}
+	}
+	return node.Annotations[kwokNodeAnnotation] == kwokNodeValue
 }
 
 func (w *podWatcher) observe(obj any) {
@@ -250,6 +280,9 @@ func (w *podWatcher) observe(obj any) {
 	}
 	key := pod.Namespace + "/" + pod.Name
 	container, isRunnerPod := runnerContainer(pod)
+	if isRunnerPod && !w.onKwokNode(pod) {
+		return // a real agent's pod
+	}
 	if !isRunnerPod || !containerRunning(pod, container.Name) {
 		w.s.mu.Lock()
 		w.s.podGoneLocked(key, "runner pod is not running")

@@ -14,6 +14,12 @@ import (
 
 const podNamespace = "ci"
 
+// Nodes of the fake cluster: one kwok plays, one that runs real containers.
+const (
+	kwokNode = "kwok-node"
+	realNode = "real-node"
+)
+
 // agentEnv is a simulator watching a fake cluster.
 type agentEnv struct {
 	*testEnv
@@ -24,7 +30,10 @@ type agentEnv struct {
 func newAgentEnv(t *testing.T) *agentEnv {
 	t.Helper()
 	e := newEnv(t, Options{ConnectDelay: time.Second})
-	cs := fake.NewClientset()
+	cs := fake.NewClientset(
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: kwokNode, Annotations: map[string]string{kwokNodeAnnotation: kwokNodeValue}}},
+		&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: realNode}},
+	)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.sim.WatchPods(ctx, cs, podNamespace) }()
@@ -56,13 +65,19 @@ func fromSecret(name, key string) *corev1.EnvVarSource {
 }
 
 // startPod creates a runner pod shaped like the operator's (dind as a native
-// sidecar, runner first among the containers) and marks it Running.
+// sidecar, runner first among the containers) on the kwok node and marks it Running.
 func (a *agentEnv) startPod(name, runnerUUID, secretName string) {
+	a.t.Helper()
+	a.startPodOn(kwokNode, name, runnerUUID, secretName)
+}
+
+func (a *agentEnv) startPodOn(node, name, runnerUUID, secretName string) {
 	a.t.Helper()
 	always := corev1.ContainerRestartPolicyAlways
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: podNamespace},
 		Spec: corev1.PodSpec{
+			NodeName:       node,
 			InitContainers: []corev1.Container{{Name: "docker", Image: "docker:dind", RestartPolicy: &always}},
 			Containers: []corev1.Container{{
 				Name: "runner", Image: "runner:1",
@@ -256,5 +271,34 @@ func TestPodsWithoutRunnerEnvAreIgnored(t *testing.T) {
 	a.waitForAgent("runner-a")
 	if agents := a.sim.State().Agents; len(agents) != 1 {
 		t.Fatalf("agents: %+v", agents)
+	}
+}
+
+func TestPodsOnRealNodesAreLeftToTheirAgents(t *testing.T) {
+	a := newAgentEnv(t)
+	real, err := a.sim.CreateRunner(CreateRunnerRequest{Name: "real", Labels: []string{"self.hosted", "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.runnerSecret("runner-real", real.ClientID, real.ClientSecret)
+	a.startPodOn(realNode, "runner-real", real.UUID, "runner-real")
+	// A pod on the kwok node, created afterwards, is seen: the first was processed too.
+	emulated, err := a.sim.CreateRunner(CreateRunnerRequest{Name: "emulated", Labels: []string{"self.hosted", "linux"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.runnerSecret("runner-emulated", emulated.ClientID, emulated.ClientSecret)
+	a.startPod("runner-emulated", emulated.UUID, "runner-emulated")
+	a.waitForAgent("runner-emulated")
+	a.advance(time.Second)
+
+	if agents := a.sim.State().Agents; len(agents) != 1 {
+		t.Fatalf("agents: %+v", agents)
+	}
+	if got := a.runner(real.UUID); got.Status != StatusUnregistered {
+		t.Fatalf("runner on the real node: %+v", got)
+	}
+	if got := a.runner(emulated.UUID); got.Status != StatusOnline {
+		t.Fatalf("runner on the kwok node: %+v", got)
 	}
 }

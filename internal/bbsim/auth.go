@@ -17,7 +17,8 @@ const grantedScopes = "account pipeline repository runner runner:write"
 type issuedToken struct {
 	consumer string
 	expires  time.Time
-	refresh  bool // a refresh token, not an access token
+	refresh  bool   // a refresh token, not an access token
+	runner   string // the runner whose own client was granted the token (agent API only)
 }
 
 // credential identifies who is calling. key never contains a secret: it is

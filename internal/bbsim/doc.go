@@ -19,7 +19,8 @@
 //
 //	GET  /_sim/healthz
 //	GET  /_sim/state                         State()
-//	POST /_sim/enqueue                       Enqueue()        {"count","runs_on","duration_seconds","workspace","repository","steps_per_pipeline"}
+//	POST /_sim/enqueue                       Enqueue()        {"count","runs_on","duration_seconds","workspace","repository","steps_per_pipeline","script","image","files"}
+//	GET  /_sim/steps/{uuid}                  Step()           one step, with the exit code and log its agent reported
 //	POST /_sim/runners                       CreateRunner()   {"workspace","repository","name","labels"}
 //	PATCH /_sim/runners/{uuid}               UpdateRunner()   {"name","labels"} (rename/relabel as in the UI)
 //	POST /_sim/runners/{uuid}/connect        ConnectRunner()
@@ -29,6 +30,9 @@
 //	POST /_sim/webhooks                      AddWebhook()     {"url","secret"}
 //	POST /_sim/reset                         Reset()
 //	POST /_sim/tick                          Tick()
+//
+// Runner agents that really run (the real-node tests' runner stand-in) use
+// bbsim's own agent API, /oauth/token and /_agent/v1/ (agentapi.go).
 //
 // The simulator keeps its own wire types on purpose: it never imports the
 // operator's Bitbucket client, so a misunderstanding of the wire format in one

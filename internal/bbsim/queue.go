@@ -3,6 +3,7 @@ package bbsim
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -53,6 +54,14 @@ type step struct {
 	enqueuedAt  time.Time
 	startedAt   time.Time
 	completedAt time.Time
+
+	// What a real agent runs (agent API); a step without a script sleeps for its duration.
+	script   string
+	image    string
+	files    map[string]string
+	log      string
+	exitCode int
+	reported bool // a real agent reported the step's end
 }
 
 type pipeline struct {
@@ -77,6 +86,12 @@ type EnqueueRequest struct {
 	// StepsPerPipeline groups the steps into pipelines of this many parallel
 	// steps; 0 puts up to 100 (Bitbucket's per-pipeline maximum) in each.
 	StepsPerPipeline int
+	// Script, Image and Files are what a real agent runs (the agent API):
+	// Script in Image (empty: the agent's default image), in a build directory
+	// holding Files (relative path -> content). Emulated agents ignore them.
+	Script string
+	Image  string
+	Files  map[string]string
 }
 
 // maxEnqueue keeps a typo in a benchmark from allocating without bound.
@@ -120,6 +135,7 @@ func (s *Server) Enqueue(req EnqueueRequest) ([]string, error) {
 			st := &step{
 				uuid: newUUID(), name: fmt.Sprintf("Build %d", len(p.steps)+1), runNumber: 1,
 				pipeline: p, runsOn: runsOn, duration: req.Duration, enqueuedAt: now,
+				script: req.Script, image: req.Image, files: maps.Clone(req.Files),
 			}
 			p.steps = append(p.steps, st)
 			s.steps[st.uuid] = st
@@ -195,8 +211,10 @@ func (s *Server) schedulerLoop() {
 func (s *Server) scheduleLocked() {
 	now := s.now()
 	s.connectDueAgentsLocked(now)
+	s.expireAgentsLocked(now)
 	for _, r := range s.runnerOrder {
-		if st := r.current; st != nil && !now.Before(st.startedAt.Add(st.duration)) {
+		// A real agent ends its steps itself, when they have run.
+		if st := r.current; st != nil && !r.realAgent && !now.Before(st.startedAt.Add(st.duration)) {
 			s.completeStepLocked(r, st)
 		}
 	}

@@ -60,6 +60,8 @@ type runner struct {
 	agentPod       string // namespace/name of the pod whose agent holds the connection
 	agentIssue     string // why the last agent could not connect
 	current        *step
+	realAgent      bool      // the connection is a real agent's (agent API), not a pod's emulated one
+	lastHeartbeat  time.Time // of the real agent
 	stepsCompleted int
 	idleSince      time.Time
 }

@@ -191,7 +191,9 @@ func (s *Server) Close() {
 
 // ServeHTTP serves the Bitbucket paths and the /_sim/ admin API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.URL.Path, adminPrefix) {
+	// Faults stand for Bitbucket's API in trouble as the operator sees it; the
+	// admin API and the agents' paths do not get them.
+	if !strings.HasPrefix(r.URL.Path, adminPrefix) && !strings.HasPrefix(r.URL.Path, agentPrefix) && r.URL.Path != runnerTokenPath {
 		if s.faults.inject(w, r, s.retryAfterForStorm()) {
 			return
 		}
@@ -228,6 +230,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.Handle("GET /2.0/repositories/{ws}/{repo}/pipelines/{pipeline}/steps/{step}", s.api(s.handleGetStep))
 	mux.Handle("GET /2.0/repositories/{ws}/{repo}/src/{commit}/{path...}", s.api(s.handleSource))
 
+	s.agentRoutes(mux)
 	s.adminRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "Resource not found")

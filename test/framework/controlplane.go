@@ -77,6 +77,12 @@ type Options struct {
 	// Logger reports the phases of Start and how long each took. The zero value
 	// discards.
 	Logger logr.Logger
+	// RealNode, when set, adds one node run by a real kubelet and containerd
+	// (docs/adr/0014-real-node.md), and makes the control plane serve real pods: the
+	// ServiceAccount admission plugin mounts their tokens, the controller manager creates
+	// ServiceAccounts and publishes kube-root-ca.crt, and the API server's certificate
+	// names the kubernetes Service's ClusterIP. It needs root and `make node-prereqs`.
+	RealNode *RealNodeOptions
 }
 
 // ControlPlane is a running local control plane.
@@ -93,6 +99,9 @@ type ControlPlane struct {
 	logDir     string
 	components []*component
 	nodeSeq    atomic.Int64
+	realNode   *RealNode
+	// rootCAFile is the CA of the API server's certificate, when this package made it.
+	rootCAFile string
 
 	stopOnce sync.Once
 	stopErr  error
@@ -134,7 +143,13 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 
 	log := opts.Logger
 	begin := time.Now()
-	if err := cp.startAPIServer(binDir, opts.CRDDirectoryPaths); err != nil {
+	if opts.RealNode != nil {
+		// Fail before anything starts when this machine cannot run it.
+		if _, err := checkRealNodeHost(binDir); err != nil {
+			return nil, fmt.Errorf("start control plane: %w", err)
+		}
+	}
+	if err := cp.startAPIServer(binDir, opts.CRDDirectoryPaths, opts.RealNode != nil); err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
 	log.Info("etcd and kube-apiserver ready", "elapsed", time.Since(begin).Round(time.Millisecond), "host", cp.Config.Host)
@@ -160,12 +175,18 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		}
 		log.Info("fake nodes ready", "nodes", nodes, "cpu", cpu.String(), "memory", memory.String(), "elapsed", time.Since(begin).Round(time.Millisecond))
 	}
+	if opts.RealNode != nil {
+		if cp.realNode, err = cp.startRealNode(ctx, binDir, *opts.RealNode); err != nil {
+			return nil, fmt.Errorf("start control plane: %w", err)
+		}
+		log.Info("real node ready", "node", cp.realNode.Name(), "ip", cp.realNode.IP().String(), "elapsed", time.Since(begin).Round(time.Millisecond))
+	}
 	return cp, nil
 }
 
 // startAPIServer runs etcd and kube-apiserver through envtest and writes the
-// admin kubeconfig.
-func (cp *ControlPlane) startAPIServer(binDir string, crdPaths []string) error {
+// admin kubeconfig. realPods prepares it for pods that really run (see Options.RealNode).
+func (cp *ControlPlane) startAPIServer(binDir string, crdPaths []string, realPods bool) error {
 	logs := map[string]*os.File{}
 	for _, name := range []string{"etcd", "kube-apiserver"} {
 		f, err := os.OpenFile(filepath.Join(cp.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -204,6 +225,22 @@ func (cp *ControlPlane) startAPIServer(binDir string, crdPaths []string) error {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
+	if realPods {
+		// A real pod's client dials the kubernetes Service's ClusterIP and checks the
+		// certificate against it and kube-root-ca.crt: envtest's certificate names
+		// loopback only, so this package makes the CA and certificate, which envtest then
+		// uses as they are.
+		apiServer := cp.env.ControlPlane.APIServer
+		ca, err := writeAPIServerCerts(apiServer.CertDir)
+		if err != nil {
+			return err
+		}
+		apiServer.SecureServing.CA = ca
+		cp.rootCAFile = filepath.Join(apiServer.CertDir, rootCAFile)
+		// envtest leaves ServiceAccount admission out, as no controller makes the default
+		// accounts; here one does, and the plugin is what mounts a pod's token.
+		apiServer.Configure().Disable("disable-admission-plugins")
+	}
 	config, err := cp.env.Start()
 	if err != nil {
 		return fmt.Errorf("start etcd and kube-apiserver: %w", err)
@@ -233,13 +270,16 @@ func (cp *ControlPlane) startControllers(ctx context.Context, binDir string) err
 	// unknown during a test; should a long demo outlast it, kwok's node-initialize
 	// stage makes the node Ready again at once. secure-port=0: no serving port,
 	// so no delegated authentication is needed either.
-	controllerManager, err := startComponent("kube-controller-manager", filepath.Join(binDir, "kube-controller-manager"), []string{
-		kubeconfig,
-		"--controllers=garbage-collector-controller,node-lifecycle-controller",
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--node-monitor-grace-period=1h",
-	}, nil, cp.logDir)
+	controllers := "garbage-collector-controller,node-lifecycle-controller"
+	args := []string{kubeconfig, "--leader-elect=false", "--secure-port=0", "--node-monitor-grace-period=1h"}
+	if cp.rootCAFile != "" {
+		// Real pods need their namespace's default ServiceAccount and kube-root-ca.crt,
+		// which their token volume projects.
+		controllers += ",serviceaccount-controller,root-ca-certificate-publisher-controller"
+		args = append(args, "--root-ca-file="+cp.rootCAFile)
+	}
+	controllerManager, err := startComponent("kube-controller-manager", filepath.Join(binDir, "kube-controller-manager"),
+		append(args, "--controllers="+controllers), nil, cp.logDir)
 	if err != nil {
 		return err
 	}
@@ -340,6 +380,12 @@ func (cp *ControlPlane) waitFor(ctx context.Context, what string, condition func
 func (cp *ControlPlane) Stop() error {
 	cp.stopOnce.Do(func() {
 		var errs []error
+		// The real node first: its kubelet ends its pods through the API server.
+		if cp.realNode != nil {
+			if err := cp.realNode.Stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		// Clients of the API server first, so they do not log a storm of errors
 		// while it goes away.
 		var wg sync.WaitGroup

@@ -40,6 +40,8 @@ func reapAbandoned() {
 			continue
 		}
 		killProcessesUsing(dir)
+		// A real node leaves more than processes: containers, mounts, cgroups, a bridge.
+		_ = sweepRealNode(filepath.Join(dir, realNodeDir))
 		_ = os.RemoveAll(dir)
 	}
 }

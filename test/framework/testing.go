@@ -13,15 +13,23 @@ import (
 // there; it is for running a quick `go test ./...` without them.
 const SkipEnv = "RUNNERPOOL_SKIP_CONTROLPLANE"
 
-// startTimeout bounds StartForTest; a start takes seconds.
-const startTimeout = 2 * time.Minute
+// startTimeout bounds StartForTest; a start takes seconds, a real node's a minute or so on a
+// busy machine (images imported, the kubelet registered and Ready).
+const (
+	startTimeout         = 2 * time.Minute
+	startTimeoutRealNode = 6 * time.Minute
+)
 
 // StartForTest starts a control plane for tb and stops it when tb ends. When tb
 // failed, the end of every program's log is written to the test log. Missing
 // binaries fail the test unless SkipEnv is 1.
 func StartForTest(tb testing.TB, opts Options) *ControlPlane {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(tb.Context(), startTimeout)
+	timeout := startTimeout
+	if opts.RealNode != nil {
+		timeout = startTimeoutRealNode
+	}
+	ctx, cancel := context.WithTimeout(tb.Context(), timeout)
 	defer cancel()
 	begin := time.Now()
 	cp, err := Start(ctx, opts)

@@ -121,21 +121,7 @@ func buildManager(t *testing.T) string {
 }
 
 func (r *running) startBBSim(t *testing.T) {
-	r.bbsim = bbsim.New(bbsim.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.bbsimURL = "http://" + ln.Addr().String()
-	srv := &http.Server{Handler: r.bbsim, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { _ = r.bbsim.WatchPods(ctx, r.clientset, "") }()
-	t.Cleanup(func() {
-		cancel()
-		_ = srv.Close()
-		r.bbsim.Close()
-	})
+	r.startBBSimOn(t, "127.0.0.1")
 }
 
 func (r *running) helmLifecycle(t *testing.T) {
@@ -347,8 +333,10 @@ func (r *running) managerPod(t *testing.T, namespace, release string) string {
 		if len(pods.Items) != 1 || !podReady(&pods.Items[0]) || pods.Items[0].DeletionTimestamp != nil {
 			return false, strings.Join(states, "; ")
 		}
-		if _, ok := r.kubelet.Ports(namespace, pods.Items[0].Name); !ok {
-			return false, pods.Items[0].Name + " is not run by the local kubelet"
+		if r.kubelet != nil {
+			if _, ok := r.kubelet.Ports(namespace, pods.Items[0].Name); !ok {
+				return false, pods.Items[0].Name + " is not run by the local kubelet"
+			}
 		}
 		name = pods.Items[0].Name
 		return true, ""
@@ -371,11 +359,7 @@ func podReady(p *corev1.Pod) bool {
 func (r *running) checkSecureMetrics(t *testing.T, namespace, pod, fullname string) {
 	t.Helper()
 	ctx := t.Context()
-	ports, ok := r.kubelet.Ports(namespace, pod)
-	if !ok {
-		t.Fatalf("manager pod %s is not running here", pod)
-	}
-	url := fmt.Sprintf("https://127.0.0.1:%d/metrics", ports["metrics"])
+	url := r.metricsURL(t, namespace, pod)
 	token := func(account string) string {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: account, Namespace: namespace}}
 		if _, err := r.clientset.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -400,7 +384,7 @@ func (r *running) checkSecureMetrics(t *testing.T, namespace, pod, fullname stri
 	})
 	scraper := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		// The manager's certificate is self-signed, as the chart's ServiceMonitor expects.
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback, self-signed
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // this machine's own, self-signed
 	}}
 	scrape := func(bearer string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -436,12 +420,41 @@ func (r *running) checkSecureMetrics(t *testing.T, namespace, pod, fullname stri
 	}
 }
 
+// metricsURL is where the manager pod's metrics port answers from this process: a loopback
+// port of the local kubelet, or the pod's own address on the real node's bridge.
+func (r *running) metricsURL(t *testing.T, namespace, pod string) string {
+	t.Helper()
+	if r.kubelet != nil {
+		ports, ok := r.kubelet.Ports(namespace, pod)
+		if !ok {
+			t.Fatalf("manager pod %s is not running here", pod)
+		}
+		return fmt.Sprintf("https://127.0.0.1:%d/metrics", ports["metrics"])
+	}
+	p, err := r.clientset.CoreV1().Pods(namespace).Get(t.Context(), pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.Spec.Containers {
+		for _, port := range c.Ports {
+			if port.Name == "metrics" {
+				return fmt.Sprintf("https://%s/metrics", net.JoinHostPort(p.Status.PodIP, fmt.Sprint(port.ContainerPort)))
+			}
+		}
+	}
+	t.Fatalf("manager pod %s declares no metrics port", pod)
+	return ""
+}
+
 func (r *running) waitPodGone(t *testing.T, namespace, name string) {
 	t.Helper()
 	r.waitGone(t, "pod "+name, func() error {
 		_, err := r.clientset.CoreV1().Pods(namespace).Get(t.Context(), name, metav1.GetOptions{})
 		return err
 	})
+	if r.kubelet == nil {
+		return
+	}
 	if _, ok := r.kubelet.Ports(namespace, name); ok {
 		t.Errorf("the local kubelet still runs deleted pod %s", name)
 	}
