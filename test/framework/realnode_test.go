@@ -80,8 +80,5 @@ func TestRealNodeRunsPods(t *testing.T) {
 	if err := clientset.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, time.Minute, "nothing of the deleted pod left on the node", func() (bool, string) {
-		left := node.Leftovers(created.UID)
-		return len(left) == 0, strings.Join(left, "; ")
-	})
+	node.ExpectNothingLeft(t, time.Minute, created.UID)
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // SkipEnv, set to 1, turns a missing control plane binary into a skipped test
@@ -70,4 +73,15 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() (
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// ExpectNothingLeft waits until nothing of the given pods (of every pod, when none is given)
+// is left on the real node: no running container, no mount, no cgroup. It fails tb with what
+// is left after timeout.
+func (n *RealNode) ExpectNothingLeft(tb testing.TB, timeout time.Duration, pods ...types.UID) {
+	tb.Helper()
+	Eventually(tb, timeout, "nothing of the pods left on the real node", func() (bool, string) {
+		left := n.Leftovers(pods...)
+		return len(left) == 0, strings.Join(left, "; ")
+	})
 }
