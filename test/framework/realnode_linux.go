@@ -128,11 +128,11 @@ func (cp *ControlPlane) startRealNode(ctx context.Context, binDir string, opts R
 	}
 	id := randomID()
 	n.state = realNodeState{
-		Bridge:       "rpo" + id,
-		Network:      "runnerpool-" + id,
-		CgroupRoot:   "/runnerpool-node-" + id,
-		KubeletRoot:  filepath.Join(n.dir, "kubelet"),
-		ContainerdSo: filepath.Join(n.dir, "containerd.sock"),
+		Bridge:           "rpo" + id,
+		Network:          "runnerpool-" + id,
+		CgroupRoot:       "/runnerpool-node-" + id,
+		KubeletRoot:      filepath.Join(n.dir, "kubelet"),
+		ContainerdSocket: filepath.Join(n.dir, "containerd.sock"),
 	}
 	if err := n.setUpNetwork(); err != nil {
 		return nil, fmt.Errorf("start real node: %w", err)
@@ -361,7 +361,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = false
         Root = %q
 `, filepath.Join(n.dir, "containerd", "root"), filepath.Join(n.dir, "containerd", "state"),
-		n.state.ContainerdSo, n.state.ContainerdSo+".ttrpc", filepath.Join(n.dir, "containerd", "opt"),
+		n.state.ContainerdSocket, n.state.ContainerdSocket+".ttrpc", filepath.Join(n.dir, "containerd", "opt"),
 		pauseImage, cniDir, confDir, filepath.Join(n.dir, "runc"))
 	configPath := filepath.Join(n.dir, "containerd.toml")
 	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
@@ -386,11 +386,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 // ctr runs containerd's own client against the node's containerd, in the namespace of the
 // CRI plugin.
 func (n *RealNode) ctr(args ...string) error {
-	return run("ctr", append([]string{"--address", n.state.ContainerdSo, "--namespace", "k8s.io"}, args...)...)
+	return run("ctr", append([]string{"--address", n.state.ContainerdSocket, "--namespace", "k8s.io"}, args...)...)
 }
 
 func (n *RealNode) ctrOutput(args ...string) (string, error) {
-	cmd := exec.Command("ctr", append([]string{"--address", n.state.ContainerdSo, "--namespace", "k8s.io"}, args...)...)
+	cmd := exec.Command("ctr", append([]string{"--address", n.state.ContainerdSocket, "--namespace", "k8s.io"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
@@ -459,8 +459,8 @@ func (n *RealNode) startKubelet(ctx context.Context, binDir string) error {
 		"cgroupsPerQOS":            true,
 		"failCgroupV1":             false,
 		"failSwapOn":               false,
-		"containerRuntimeEndpoint": "unix://" + n.state.ContainerdSo,
-		"imageServiceEndpoint":     "unix://" + n.state.ContainerdSo,
+		"containerRuntimeEndpoint": "unix://" + n.state.ContainerdSocket,
+		"imageServiceEndpoint":     "unix://" + n.state.ContainerdSocket,
 		"resolvConf":               resolvConf,
 		"podLogsDir":               filepath.Join(n.dir, "pod-logs"),
 		"volumePluginDir":          filepath.Join(n.dir, "volume-plugins"),
@@ -764,7 +764,9 @@ func sweepRealNode(dir string) error {
 	}
 	if len(state.NATRule) > 0 {
 		// Deleted until none is left, in case a rule was added twice.
-		for run("iptables", append([]string{"-t", "nat", "-D"}, state.NATRule...)...) == nil {
+		deleted := true
+		for deleted {
+			deleted = run("iptables", append([]string{"-t", "nat", "-D"}, state.NATRule...)...) == nil
 		}
 	}
 	if state.Bridge != "" {
