@@ -366,4 +366,3 @@ func unmountUnder(dir string) error {
 	}
 	return nil
 }
-
