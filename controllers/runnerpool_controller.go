@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -95,11 +96,21 @@ type RunnerPoolReconciler struct {
 func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pool := &v1alpha1.RunnerPool{}
 	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetUndecodable(kindRunnerPool, req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if derr := pool.DecodeError(); derr != nil {
+		return r.reportUndecodablePool(ctx, pool, derr)
+	}
+	forgetUndecodable(kindRunnerPool, pool.Namespace, pool.Name)
 	runners, err := r.runnersOf(ctx, pool)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if bad := firstUndecodable(runners); bad != nil {
+		return r.reportUndecodableRunners(ctx, pool, bad)
 	}
 	if !pool.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, pool, runners)
