@@ -273,6 +273,12 @@ func sweepRealNode(dir string) error {
 			_ = os.Remove(path)
 		}
 	}
+	// containerd's loopback network is named for no node: its entries are known by the
+	// node's sandboxes.
+	sandboxes, _ := os.ReadDir(filepath.Join(dir, "containerd", "state", "io.containerd.grpc.v1.cri", "sandboxes"))
+	for _, sandbox := range sandboxes {
+		_ = os.Remove(filepath.Join(cniCacheDir, "cni-loopback-"+sandbox.Name()+"-lo"))
+	}
 	// Directories the kubelet, the CNI library and the shims (their sockets) create outside
 	// the node's own: they go when nothing else uses them.
 	for _, shared := range []string{legacyContainerLogsDir, cniCacheDir, filepath.Dir(cniCacheDir), "/run/containerd/s", "/run/containerd"} {
