@@ -20,6 +20,9 @@ import (
 // kube-root-ca.crt mounted), and a deleted pod leaves nothing on it.
 func TestRealNodeRunsPods(t *testing.T) {
 	bin := filepath.Join("..", "..", "bin")
+	if err := images.Pause.Check(bin); err != nil {
+		t.Fatal(err)
+	}
 	cp := framework.StartForTest(t, framework.Options{Nodes: -1, RealNode: &framework.RealNodeOptions{
 		PauseImage:   images.Pause.Ref,
 		PauseArchive: images.Pause.Archive(bin),

@@ -32,6 +32,11 @@ const leaderElectionID = "runnerpool-operator.ci.runnerpool.dev"
 func TestChartRunsManagerOnRealNode(t *testing.T) {
 	r := &running{helm: tool(t, "helm"), kubectl: tool(t, "kubectl")}
 	bin := repoPath("bin")
+	for _, image := range []images.Image{images.Pause, images.Manager} {
+		if err := image.Check(bin); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r.cp = framework.StartForTest(t, framework.Options{Nodes: -1, RealNode: &framework.RealNodeOptions{
 		PauseImage:   images.Pause.Ref,
 		PauseArchive: images.Pause.Archive(bin),
