@@ -2,6 +2,7 @@ package framework
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 
@@ -48,7 +49,7 @@ type RealNode struct {
 	state      realNodeState
 	containerd *component
 	kubelet    *component
-	lock       interface{ Close() error }
+	lock       io.Closer
 
 	stopOnce sync.Once
 	stopErr  error

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -104,11 +105,8 @@ func (cp *ControlPlane) startRealNode(ctx context.Context, binDir string, opts R
 	if err != nil {
 		return nil, err
 	}
-	lock, err := lockRealNode(ctx)
-	if err != nil {
-		return nil, err
-	}
-	n := &RealNode{name: opts.Name, cp: cp, dir: filepath.Join(cp.workDir, realNodeDir), lock: lock}
+	n := &RealNode{name: opts.Name, cp: cp, dir: filepath.Join(cp.workDir, realNodeDir), lock: cp.realNodeLock}
+	cp.realNodeLock = nil
 	if n.name == "" {
 		n.name = DefaultRealNodeName
 	}
@@ -157,7 +155,7 @@ func randomID() string {
 
 // lockRealNode takes the machine-wide real node lock, waiting while another test holds it.
 // The kernel drops the lock when its holder dies.
-func lockRealNode(ctx context.Context) (*os.File, error) {
+func lockRealNode(ctx context.Context) (io.Closer, error) {
 	f, err := os.OpenFile(filepath.Join(os.TempDir(), realNodeLockFile), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open real node lock: %w", err)

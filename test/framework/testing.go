@@ -16,11 +16,12 @@ import (
 // there; it is for running a quick `go test ./...` without them.
 const SkipEnv = "RUNNERPOOL_SKIP_CONTROLPLANE"
 
-// startTimeout bounds StartForTest; a start takes seconds, a real node's a minute or so on a
-// busy machine (images imported, the kubelet registered and Ready).
+// startTimeout bounds StartForTest; a start takes seconds. One with a real node takes a minute
+// at most on a busy machine (images imported, the kubelet registered and Ready), after waiting
+// for the real nodes of other tests, one at a time, to go.
 const (
 	startTimeout         = 2 * time.Minute
-	startTimeoutRealNode = 6 * time.Minute
+	startTimeoutRealNode = 15 * time.Minute
 )
 
 // StartForTest starts a control plane for tb and stops it when tb ends. When tb
