@@ -147,3 +147,19 @@ func rateLimitReset(h http.Header, now time.Time) (time.Duration, bool) {
 	}
 	return min(d, 24*time.Hour), true
 }
+
+// ThrottleOf returns the 429 streak of the credential behind api, when api is a *Client (or
+// wraps one and exposes Budget); the zero Throttle otherwise.
+func ThrottleOf(api any) Throttle {
+	if c, ok := api.(interface{ Budget() *Budget }); ok && c.Budget() != nil {
+		return c.Budget().Throttle()
+	}
+	return Throttle{}
+}
+
+// Message says what a throttled credential means for a pool, for its condition and event.
+func (t Throttle) Message() string {
+	return "Bitbucket answered these credentials with 429 " + strconv.Itoa(t.Strikes) +
+		" times in a row; nothing is sent with them for " + t.Wait.Round(time.Second).String() +
+		" (the wait doubles with each 429 in a row); runners already online keep running"
+}
