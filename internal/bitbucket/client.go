@@ -245,9 +245,11 @@ type apiResponse struct {
 //     e.g. the dial failed): if Bitbucket saw the first create, a second one
 //     makes a duplicate runner that counts toward the 100-runner cap and has
 //     no pod. The caller then adopts by name instead.
-//   - 429: retried for every method, since the server refused it without
-//     acting; waits Retry-After when given, else the backoff, and blocks the
-//     shared budget for that long.
+//   - 429: a strike on the credential (throttle.go), which blocks the shared
+//     budget for Retry-After (or X-RateLimit-Reset) when given, else for the
+//     credential's exponential backoff. With a Retry-After the call waits and
+//     retries (any method: the server refused without acting); without one it
+//     returns at once, RetryAfter set to the backoff, for the caller to requeue.
 //   - 401 with OAuth: the token is dropped and the call retried once.
 //
 // Attempts stop at MaxAttempts, or when the next sleep would exceed
@@ -332,9 +334,8 @@ func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 				announced := apiErr.RetryAfter > 0
 				delay = c.budget.strike(stamp, apiErr.RetryAfter)
 				c.budget.exhausted(delay, announced)
-				c.log.Error(apiErr, "bitbucket is throttling this credential; nothing is sent with it until the wait is over",
-					"credential", credentialLabel(c.budgetKey), "consecutive429s", c.budget.Throttle().Strikes, "wait", delay.String(),
-					"method", req.method, "endpoint", req.endpoint)
+				log.Error(apiErr, "bitbucket is throttling this credential; nothing is sent with it until the wait is over",
+					"credential", credentialLabel(c.budgetKey), "consecutive429s", c.budget.Throttle().Strikes, "wait", delay.String())
 				if !announced {
 					// Not retried here: the whole credential waits, and the caller
 					// requeues after RetryAfter rather than hold a worker that long.
