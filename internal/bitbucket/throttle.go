@@ -159,7 +159,10 @@ func ThrottleOf(api any) Throttle {
 
 // Message says what a throttled credential means for a pool, for its condition and event.
 func (t Throttle) Message() string {
+	next := "nothing is sent with them for " + t.Wait.Round(time.Second).String()
+	if t.Wait <= 0 {
+		next = "the next request tries whether Bitbucket answers them again"
+	}
 	return "Bitbucket answered these credentials with 429 " + strconv.Itoa(t.Strikes) +
-		" times in a row; nothing is sent with them for " + t.Wait.Round(time.Second).String() +
-		" (the wait doubles with each 429 in a row); runners already online keep running"
+		" times in a row; " + next + " (the wait doubles with each 429 in a row); runners already online keep running"
 }

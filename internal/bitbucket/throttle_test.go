@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -158,5 +159,23 @@ func TestThrottleProbeIsAlone(t *testing.T) {
 	}
 	if _, ok := b.take(PriorityHigh, true); !ok {
 		t.Error("requests still held after the probe succeeded")
+	}
+}
+
+func TestThrottleMessage(t *testing.T) {
+	tests := []struct {
+		th   Throttle
+		want string
+	}{
+		{Throttle{Strikes: 3, Wait: 19600 * time.Millisecond}, "429 3 times in a row; nothing is sent with them for 20s"},
+		{Throttle{Strikes: 1}, "429 1 times in a row; the next request tries"},
+	}
+	for _, tt := range tests {
+		if got := tt.th.Message(); !strings.Contains(got, tt.want) || !strings.Contains(got, "runners already online keep running") {
+			t.Errorf("Message(%+v) = %q, want it to contain %q", tt.th, got, tt.want)
+		}
+	}
+	if got := ThrottleOf(nil); got.Strikes != 0 {
+		t.Errorf("ThrottleOf(nil) = %+v", got)
 	}
 }
