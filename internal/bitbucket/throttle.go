@@ -163,6 +163,6 @@ func (t Throttle) Message() string {
 	if t.Wait <= 0 {
 		next = "the next request tries whether Bitbucket answers them again"
 	}
-	return "Bitbucket answered these credentials with 429 " + strconv.Itoa(t.Strikes) +
-		" times in a row; " + next + " (the wait doubles with each 429 in a row); runners already online keep running"
+	return "Bitbucket answered " + strconv.Itoa(t.Strikes) +
+		" requests in a row with these credentials with 429; " + next + " (the wait doubles with each 429 in a row); runners already online keep running"
 }

@@ -167,8 +167,8 @@ func TestThrottleMessage(t *testing.T) {
 		th   Throttle
 		want string
 	}{
-		{Throttle{Strikes: 3, Wait: 19600 * time.Millisecond}, "429 3 times in a row; nothing is sent with them for 20s"},
-		{Throttle{Strikes: 1}, "429 1 times in a row; the next request tries"},
+		{Throttle{Strikes: 3, Wait: 19600 * time.Millisecond}, "3 requests in a row with these credentials with 429; nothing is sent with them for 20s"},
+		{Throttle{Strikes: 1}, "1 requests in a row with these credentials with 429; the next request tries"},
 	}
 	for _, tt := range tests {
 		if got := tt.th.Message(); !strings.Contains(got, tt.want) || !strings.Contains(got, "runners already online keep running") {
