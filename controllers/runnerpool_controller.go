@@ -69,6 +69,7 @@ const (
 	ReasonDeleting            = "Deleting"
 	ReasonCredentialsNotReady = "CredentialsNotValid"
 	ReasonRateLimited         = "RateLimited"
+	ReasonThrottled           = "Throttled" // event: Bitbucket answers the credentials with 429
 	ReasonBudgetLow           = "RequestBudgetLow"
 )
 
@@ -168,6 +169,10 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		// Bitbucket asked us to wait: runners keep running, the pool polls again after the wait.
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited,
 			fmt.Sprintf("Bitbucket's request limit is reached for these credentials; polling again in %s", res.RequeueAfter.Round(time.Second)))
+		if th := bitbucket.ThrottleOf(api); th.Strikes > 0 {
+			setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited, th.Message())
+			r.event(pool, corev1.EventTypeWarning, ReasonThrottled, "Observe", "%s", th.Message())
+		}
 		r.countOnly(pool, runners)
 		setReady(pool)
 		return ctrl.Result{RequeueAfter: max(res.RequeueAfter, poll)}, nil
