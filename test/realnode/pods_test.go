@@ -157,4 +157,3 @@ func podGone(t *testing.T, pod *corev1.Pod) bool {
 	err := sys.Client.Get(t.Context(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
 	return client.IgnoreNotFound(err) == nil && err != nil
 }
-
