@@ -1,9 +1,11 @@
 package realnode
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +55,7 @@ func waitOnline(t *testing.T, pool *v1alpha1.RunnerPool, want int) []runnerPod {
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].pod.Name < out[j].pod.Name })
 	for _, rp := range out {
+		keepLogs(t, rp.pod)
 		if rp.pod.Spec.NodeName != sys.ControlPlane.RealNode().Name() {
 			t.Fatalf("runner pod %s runs on %q, not on the real node", rp.pod.Name, rp.pod.Spec.NodeName)
 		}
@@ -156,4 +159,78 @@ func podGone(t *testing.T, pod *corev1.Pod) bool {
 	t.Helper()
 	err := sys.Client.Get(t.Context(), client.ObjectKeyFromObject(pod), &corev1.Pod{})
 	return client.IgnoreNotFound(err) == nil && err != nil
+}
+
+// dumpOnFailure logs, when the test fails, what the operator and bbsim show of the namespace's
+// pools, runners and pods.
+func dumpOnFailure(t *testing.T, namespace string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx := context.Background()
+		pools := &v1alpha1.RunnerPoolList{}
+		_ = sys.Client.List(ctx, pools, client.InNamespace(namespace))
+		for _, p := range pools.Items {
+			t.Logf("pool %s: %+v", p.Name, p.Status)
+		}
+		runners := &v1alpha1.RunnerList{}
+		_ = sys.Client.List(ctx, runners, client.InNamespace(namespace))
+		for _, r := range runners.Items {
+			t.Logf("runner %s: spec %+v status %+v", r.Name, r.Spec, r.Status)
+		}
+		pods := &corev1.PodList{}
+		_ = sys.Client.List(ctx, pods, client.InNamespace(namespace))
+		for _, p := range pods.Items {
+			t.Logf("pod %s: deleting %v phase %s", p.Name, p.DeletionTimestamp != nil, p.Status.Phase)
+		}
+		for _, r := range sys.BBSim.State().Runners {
+			t.Logf("bbsim runner %+v", r)
+		}
+		events := &corev1.EventList{}
+		_ = sys.Client.List(ctx, events, client.InNamespace(namespace))
+		for _, e := range events.Items {
+			t.Logf("event %s %s %s: %s", e.InvolvedObject.Name, e.Type, e.Reason, e.Message)
+		}
+	})
+}
+
+// keepLogs copies the logs of pod's containers from the node while the pod lives and writes
+// them to the test's log if the test fails: a runner pod is gone by the time a failure is
+// examined.
+func keepLogs(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	node := sys.ControlPlane.RealNode()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	logs := map[string][]byte{}
+	done := make(chan struct{})
+	copyLogs := func() {
+		for _, name := range []string{runnerpod.DockerContainerName, runnerpod.RunnerContainerName} {
+			if data, err := node.ContainerLog(pod.Namespace, pod.Name, pod.UID, name); err == nil {
+				mu.Lock()
+				logs[name] = data
+				mu.Unlock()
+			}
+		}
+	}
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			copyLogs()
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			for name, data := range logs {
+				t.Logf("pod %s, container %s:\n%s", pod.Name, name, data)
+			}
+		}
+	})
 }

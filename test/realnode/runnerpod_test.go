@@ -23,6 +23,7 @@ func TestRunnerPodRunsStepsInDockerOnRealNode(t *testing.T) {
 	begin := time.Now()
 	defer func() { t.Logf("took %s", time.Since(begin).Round(time.Millisecond)) }()
 	ns := namespace(t)
+	dumpOnFailure(t, ns)
 	pool := realPool(ns, "steps", 1, 1)
 	if err := sys.Client.Create(t.Context(), pool); err != nil {
 		t.Fatal(err)

@@ -102,7 +102,8 @@ func realPool(namespace, name string, minRunners, maxRunners int32) *v1alpha1.Ru
 	pool := harness.Pool(namespace, name, minRunners, maxRunners)
 	node := sys.ControlPlane.RealNode()
 	grace := int64(30)
-	pool.Spec.Scaling.ScaleDownDelay = metav1.Duration{Duration: 0}
+	// Not zero: the field is omitted when zero, and the API server's default is 5 minutes.
+	pool.Spec.Scaling.ScaleDownDelay = metav1.Duration{Duration: time.Second}
 	pool.Spec.Runner = v1alpha1.RunnerContainerSpec{
 		Image:           images.RunnerStandin.Ref,
 		ImagePullPolicy: corev1.PullNever,
