@@ -19,7 +19,7 @@ import (
 
 // onlineTimeout bounds a runner pod's start on the real node: scheduling, dind up behind its
 // startup probe, the step image loaded into it, the stand-in connected.
-const onlineTimeout = 2 * time.Minute
+const onlineTimeout = time.Minute
 
 // runnerPod is a runner pod whose stand-in is ONLINE in bbsim.
 type runnerPod struct {
@@ -183,6 +183,11 @@ func dumpOnFailure(t *testing.T, namespace string) {
 		_ = sys.Client.List(ctx, pods, client.InNamespace(namespace))
 		for _, p := range pods.Items {
 			t.Logf("pod %s: deleting %v phase %s", p.Name, p.DeletionTimestamp != nil, p.Status.Phase)
+			for _, s := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+				if last := s.LastTerminationState.Terminated; last != nil {
+					t.Logf("pod %s, container %s: last ended with exit code %d: %s", p.Name, s.Name, last.ExitCode, last.Message)
+				}
+			}
 		}
 		for _, r := range sys.BBSim.State().Runners {
 			t.Logf("bbsim runner %+v", r)

@@ -25,9 +25,7 @@ func TestRunnerPodRunsStepsInDockerOnRealNode(t *testing.T) {
 	ns := namespace(t)
 	dumpOnFailure(t, ns)
 	pool := realPool(ns, "steps", 1, 1)
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
+	createPool(t, pool)
 	rp := waitOnline(t, pool, 1)[0]
 	t.Logf("runner %s ONLINE in pod %s after %s", rp.runner.UUID, rp.pod.Name, time.Since(begin).Round(time.Millisecond))
 	checkSidecarOrder(t, rp.pod)

@@ -24,9 +24,7 @@ func TestScaleDownStopsIdleRunnersGracefullyNeverBusyOnes(t *testing.T) {
 	dumpOnFailure(t, ns)
 	pool := realPool(ns, "scale", 2, 2)
 	pool.Spec.Scaling.IdleRunners = 0
-	if err := sys.Client.Create(t.Context(), pool); err != nil {
-		t.Fatal(err)
-	}
+	createPool(t, pool)
 	pods := waitOnline(t, pool, 2)
 	t.Logf("2 runners ONLINE after %s", time.Since(begin).Round(time.Millisecond))
 	stops := map[string]<-chan stopOrder{}

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
@@ -144,4 +145,18 @@ func enqueue(t *testing.T, pool *v1alpha1.RunnerPool, script string, files map[s
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	framework.Eventually(t, timeout, what, cond)
+}
+
+// createPool creates pool and deletes it when the test ends, so that its pods do not use the
+// node's two cores while later tests run.
+func createPool(t *testing.T, pool *v1alpha1.RunnerPool) {
+	t.Helper()
+	if err := sys.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sys.Client.Delete(context.Background(), pool); client.IgnoreNotFound(err) != nil {
+			t.Errorf("delete pool %s: %v", pool.Name, err)
+		}
+	})
 }
