@@ -29,7 +29,7 @@ func TestEachDockerModeRunsAStepOrIsRefused(t *testing.T) {
 			mode: v1alpha1.DockerModeRootless,
 			// rootlesskit's slirp4netns opens /dev/net/tun as the rootless user; this node's is
 			// crw------- root, and a privileged container gets the node's device as it is.
-			failing: []string{"last exit code 1: open: Permission denied", "setting up tap tap0"},
+			failing: []string{"last exit code 1: ", "open: Permission denied", "setting up tap tap0"},
 		},
 		{
 			mode: v1alpha1.DockerModeUnprivileged,
