@@ -53,7 +53,7 @@ node-prereqs: ## Install what the real test node runs beside its kubelet: Debian
 	@hack/node-prereqs.sh
 
 .PHONY: test
-test: tools tools-extra tools-node node-prereqs vet ## Every test: unit, integration and end-to-end against a real control plane and a real node.
+test: tools tools-extra tools-node node-prereqs images vet ## Every test: unit, integration and end-to-end against a real control plane and a real node (as root; its images from make images).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 -timeout 25m ./...
 
@@ -68,6 +68,7 @@ METRICS_AUTH_GEN_ARGS := rbac:roleName=runnerpool-operator-metrics-auth paths=./
 generate: tools tools-extra ## Regenerate deepcopy, CRDs and RBAC (controller-gen), then the chart's copies and dist/install.yaml.
 	$(BIN)/controller-gen object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(BIN)/controller-gen $(CONTROLLER_GEN_ARGS)
+	$(GO) run ./hack/crdbounds config/crd/bases
 	$(BIN)/controller-gen $(METRICS_AUTH_GEN_ARGS)
 	$(MAKE) packaging docs
 

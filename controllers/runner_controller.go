@@ -69,11 +69,23 @@ type RunnerReconciler struct {
 func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	runner := &v1alpha1.Runner{}
 	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetUndecodable(kindRunner, req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if runner.DecodeError() != nil {
+		return r.reportUndecodableRunner(ctx, runner)
+	}
+	forgetUndecodable(kindRunner, runner.Namespace, runner.Name)
 	pool, err := r.poolOf(ctx, runner)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if pool != nil && pool.DecodeError() != nil {
+		// The pool reports it; without its spec the runner can neither be registered, nor have
+		// its pod rebuilt, nor be unregistered with the right credentials.
+		return ctrl.Result{RequeueAfter: undecodableRecheck}, nil
 	}
 	if !runner.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, pool, runner)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -67,6 +68,7 @@ const (
 	ReasonDeleting            = "Deleting"
 	ReasonCredentialsNotReady = "CredentialsNotValid"
 	ReasonRateLimited         = "RateLimited"
+	ReasonThrottled           = "Throttled" // event: Bitbucket answers the credentials with 429
 	ReasonBudgetLow           = "RequestBudgetLow"
 )
 
@@ -95,11 +97,21 @@ type RunnerPoolReconciler struct {
 func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pool := &v1alpha1.RunnerPool{}
 	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetUndecodable(kindRunnerPool, req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if derr := pool.DecodeError(); derr != nil {
+		return r.reportUndecodablePool(ctx, pool, derr)
+	}
+	forgetUndecodable(kindRunnerPool, pool.Namespace, pool.Name)
 	runners, err := r.runnersOf(ctx, pool)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if bad := firstUndecodable(runners); bad != nil {
+		return r.reportUndecodableRunners(ctx, pool, bad)
 	}
 	if !pool.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, pool, runners)
@@ -164,6 +176,10 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 		// Bitbucket asked us to wait: runners keep running, the pool polls again after the wait.
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited,
 			fmt.Sprintf("Bitbucket's request limit is reached for these credentials; polling again in %s", res.RequeueAfter.Round(time.Second)))
+		if th := bitbucket.ThrottleOf(api); th.Strikes > 0 {
+			setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited, th.Message())
+			r.event(pool, corev1.EventTypeWarning, ReasonThrottled, "Observe", "%s", th.Message())
+		}
 		r.countOnly(pool, runners, nil)
 		setReady(pool)
 		return ctrl.Result{RequeueAfter: max(res.RequeueAfter, poll)}, nil

@@ -137,6 +137,10 @@ type Runner struct {
 	Spec RunnerSpec `json:"spec"`
 	// +optional
 	Status RunnerStatus `json:"status,omitempty"`
+
+	// decodeError is why the object could not be read whole (see DecodeError). It is never
+	// serialised, and controller-gen leaves it out of the schema.
+	decodeError string `json:"-"`
 }
 
 // RunnerList is a list of Runners.

@@ -119,12 +119,14 @@ type BitbucketSpec struct {
 	// APIURL is the Bitbucket API base URL. Defaults to the operator's --bitbucket-api-url
 	// (https://api.bitbucket.org).
 	// +optional
+	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
 	APIURL string `json:"apiURL,omitempty"`
 
 	// TokenURL is the OAuth token endpoint used with an OAuth consumer. Defaults to the
 	// operator's --bitbucket-token-url (https://bitbucket.org/site/oauth2/access_token).
 	// +optional
+	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
 	TokenURL string `json:"tokenURL,omitempty"`
 }
@@ -178,12 +180,14 @@ type ScalingSpec struct {
 	// Repositories whose pipelines a workspace pool reads to count waiting steps (Queue
 	// policy, and after webhooks), by UUID with braces or by slug. Defaults to the pool's
 	// repository, or to the first 25 repositories of the workspace. Each costs at least one
-	// Bitbucket request per poll.
+	// Bitbucket request per poll. A slug is made of letters, digits, `-`, `_` and `.`, and is
+	// not `.` or `..`.
 	// +optional
 	// +kubebuilder:validation:MaxItems=25
 	// +listType=set
 	// +kubebuilder:validation:items:MaxLength=128
 	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:Pattern=`^(\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}|[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*)$`
 	Repositories []string `json:"repositories,omitempty"`
 
 	// PollInterval is how often the pool observes Bitbucket. Webhook events trigger an
@@ -191,6 +195,9 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="15s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('10m')",message="pollInterval must be between 5s and 10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PollInterval metav1.Duration `json:"pollInterval,omitzero"`
 
 	// ScaleDownDelay is the minimum time an idle runner lives before the pool may remove it.
@@ -198,6 +205,9 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="scaleDownDelay must be between 0s and 24h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	ScaleDownDelay metav1.Duration `json:"scaleDownDelay,omitzero"`
 
 	// PendingTimeout is how long a runner may stay starting (pod Pending, runner not ONLINE)
@@ -205,6 +215,9 @@ type ScalingSpec struct {
 	// +optional
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s') && duration(self) <= duration('1h')",message="pendingTimeout must be between 30s and 1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PendingTimeout metav1.Duration `json:"pendingTimeout,omitzero"`
 }
 
@@ -214,23 +227,32 @@ type ScalingSpec struct {
 type Decimal string
 
 // PercentageIdleSpec mirrors the runners-autoscaler `percentageRunnersIdle` strategy, with the
-// same names and numbers, so its configuration can be copied over.
+// same names and numbers, so its configuration can be copied over. The scale-down threshold is
+// below the scale-up threshold, both between 0 and 1; the scale-up multiplier is above 1 and
+// the scale-down multiplier between 0 and 1 (both exclusive), so scaling up always adds runners
+// and scaling down always removes some.
+// +kubebuilder:validation:XValidation:rule="!has(self.scaleUpThreshold) || !has(self.scaleDownThreshold) || double(self.scaleDownThreshold) < double(self.scaleUpThreshold)",message="scaleDownThreshold must be below scaleUpThreshold"
 type PercentageIdleSpec struct {
 	// ScaleUpThreshold: when the busy share of runners is above it, scale up (0 to 1).
 	// +optional
 	// +kubebuilder:default="0.5"
+	// +kubebuilder:validation:XValidation:rule="double(self) <= 1.0",message="scaleUpThreshold must be between 0 and 1"
 	ScaleUpThreshold Decimal `json:"scaleUpThreshold,omitempty"`
 	// ScaleDownThreshold: when the busy share of runners is below it, scale down (0 to 1).
 	// +optional
 	// +kubebuilder:default="0.2"
+	// +kubebuilder:validation:XValidation:rule="double(self) <= 1.0",message="scaleDownThreshold must be between 0 and 1"
 	ScaleDownThreshold Decimal `json:"scaleDownThreshold,omitempty"`
-	// ScaleUpMultiplier: the runner count is multiplied by it when scaling up (>= 1).
+	// ScaleUpMultiplier: the runner count is multiplied by it when scaling up (above 1).
 	// +optional
 	// +kubebuilder:default="1.5"
+	// +kubebuilder:validation:XValidation:rule="double(self) > 1.0",message="scaleUpMultiplier must be greater than 1"
 	ScaleUpMultiplier Decimal `json:"scaleUpMultiplier,omitempty"`
-	// ScaleDownMultiplier: the runner count is multiplied by it when scaling down (0 to 1).
+	// ScaleDownMultiplier: the runner count is multiplied by it when scaling down (between 0
+	// and 1, exclusive).
 	// +optional
 	// +kubebuilder:default="0.5"
+	// +kubebuilder:validation:XValidation:rule="double(self) > 0.0 && double(self) < 1.0",message="scaleDownMultiplier must be between 0 and 1 (exclusive)"
 	ScaleDownMultiplier Decimal `json:"scaleDownMultiplier,omitempty"`
 }
 
@@ -245,6 +267,7 @@ type RunnerContainerSpec struct {
 	// +optional
 	// +kubebuilder:default="docker-public.packages.atlassian.com/sox/atlassian/bitbucket-pipelines-runner:1"
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`
 
 	// ImagePullPolicy of the runner image. Atlassian updates the `:1` tag in place, so the
@@ -301,12 +324,17 @@ type RunnerContainerSpec struct {
 	// 0 means no limit.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
 	MaxSteps int32 `json:"maxSteps,omitempty"`
 
 	// MaxAge recycles a runner pod after this age, while idle: the Kubernetes form of the weekly
-	// `docker system prune -af`. 0s means no limit.
+	// `docker system prune -af`. 0s means no limit; at most 8760h (a year).
 	// +optional
 	// +kubebuilder:default="24h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('8760h')",message="maxAge must be between 0s and 8760h"
 	MaxAge metav1.Duration `json:"maxAge,omitzero"`
 }
 
@@ -358,6 +386,7 @@ type DockerSpec struct {
 	// `docker:dind-rootless` in Rootless mode.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`
 
 	// Resources of the docker-in-docker sidecar. Its memory defaults to what the step size
@@ -393,18 +422,26 @@ type PodTemplateOverrides struct {
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
 	// PriorityClassName of runner pods, so builds can preempt or yield to other workloads.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 	// RuntimeClassName runs runner pods with another container runtime, for example a
 	// sandboxed one (Kata Containers, Sysbox) for teams that cannot allow privileged pods on
 	// shared nodes. spec.docker.mode Unprivileged requires it.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
 	// ServiceAccountName of runner pods; its token is not mounted.
 	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 	// TerminationGracePeriodSeconds of runner pods (default 30). Runners are only stopped when
 	// idle, so this rarely matters.
 	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=86400
 	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 	// Volumes added to the pod, for example a CA bundle; mount them with volumeMounts.
 	// +optional
@@ -460,6 +497,9 @@ type RunnerPoolStatus struct {
 	// PollInterval is the effective poll interval: spec.scaling.pollInterval, stretched when
 	// the Bitbucket request budget of the pool's credentials runs low.
 	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
 	// LastObservedTime is when Bitbucket was last observed for this pool.
 	// +optional
@@ -493,6 +533,10 @@ type RunnerPool struct {
 	Spec RunnerPoolSpec `json:"spec"`
 	// +optional
 	Status RunnerPoolStatus `json:"status,omitempty"`
+
+	// decodeError is why the object could not be read whole (see DecodeError). It is never
+	// serialised, and controller-gen leaves it out of the schema.
+	decodeError string `json:"-"`
 }
 
 // RunnerPoolList is a list of RunnerPools.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Images with a userland take it from Debian's packages, the ones the host's
@@ -97,11 +98,19 @@ func (t debianTree) build(ctx context.Context, b *build) (string, []debPackage, 
 	if _, err := os.Stat("/var/lib/apt/lists"); err != nil {
 		return "", nil, fmt.Errorf("image %s is made of Debian packages and needs apt: %w", t.name, err)
 	}
+	// A fresh machine (a CI container) may have no package lists yet.
+	if lists, _ := filepath.Glob("/var/lib/apt/lists/*Packages*"); len(lists) == 0 {
+		fmt.Fprintln(os.Stderr, "imagebuild: no apt package lists: apt-get update")
+		if err := runCmd(ctx, "", os.Environ(), "apt-get", "update", "-q"); err != nil {
+			return "", nil, fmt.Errorf("image %s: %w", t.name, err)
+		}
+	}
 	root := filepath.Join(b.cacheDir, "trees")
 	// The request's key points at the tree of the package set it resolved to.
 	link := filepath.Join(root, t.name+"-request-"+t.requestKey())
 	if dir, err := os.Readlink(link); err == nil {
 		if pkgs, err := readPackages(filepath.Join(root, dir)); err == nil {
+			t.prune(root, dir)
 			return filepath.Join(root, dir, "rootfs"), pkgs, nil
 		}
 	}
@@ -125,7 +134,45 @@ func (t debianTree) build(ctx context.Context, b *build) (string, []debPackage, 
 	if err := os.Symlink(name, link); err != nil && !os.IsExist(err) {
 		return "", nil, err
 	}
+	t.prune(root, name)
 	return filepath.Join(entry, "rootfs"), pkgs, nil
+}
+
+// prune removes the trees of this image other than current, the request
+// links to them and the layers packed from them, once they are an hour old:
+// a package update or a new recipe leaves a tree of a few hundred MB behind
+// otherwise.
+func (t debianTree) prune(root, current string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if !strings.HasPrefix(n, t.name+"-") || n == current {
+			continue
+		}
+		if strings.HasPrefix(n, t.name+"-request-") {
+			if target, err := os.Readlink(filepath.Join(root, n)); err == nil && target != current {
+				_ = os.Remove(filepath.Join(root, n))
+			}
+			continue
+		}
+		// Another checkout on another recipe may be using a recent one.
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
+			_ = os.RemoveAll(filepath.Join(root, n))
+		}
+	}
+	if LayerCache == "" {
+		return
+	}
+	layers, _ := filepath.Glob(filepath.Join(LayerCache, "layer-"+t.name+"-*"))
+	for _, l := range layers {
+		info, err := os.Stat(l)
+		if err == nil && !strings.HasPrefix(filepath.Base(l), "layer-"+current+"-") && time.Since(info.ModTime()) > time.Hour {
+			_ = os.Remove(l)
+		}
+	}
 }
 
 func readPackages(entry string) ([]debPackage, error) {

@@ -313,6 +313,20 @@ func (s *Server) SetNoMatch(mode string) error {
 	return nil
 }
 
+// Throttle makes every API call of one credential ("access-token:#3", "oauth:<client id>",
+// "basic:<user>", as in Snapshot.CallsByCredential) answer 429 without Retry-After while on,
+// as Bitbucket does once that credential is over its limit; other credentials and the
+// runners' agents go on. The calls are counted in Calls, CallsByCredential and RateLimitHits.
+func (s *Server) Throttle(credential string, on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if on {
+		s.throttled[credential] = true
+	} else {
+		delete(s.throttled, credential)
+	}
+}
+
 // SetHourlyLimit changes the per-credential hourly budget; <0 disables it.
 func (s *Server) SetHourlyLimit(limit int) {
 	s.mu.Lock()
@@ -340,11 +354,12 @@ type faultsBody struct {
 	Latency    string  `json:"latency,omitempty"`
 	DropRate   float64 `json:"drop_rate"`
 	Force429   bool    `json:"force_429"`
+	NoRetry    bool    `json:"no_retry_after,omitempty"`
 	Seed       int64   `json:"seed,omitempty"`
 }
 
 func faultsToBody(f Faults) faultsBody {
-	b := faultsBody{ErrorRate: f.ErrorRate, ErrorCodes: f.ErrorCodes, DropRate: f.DropRate, Force429: f.Force429, Seed: f.Seed}
+	b := faultsBody{ErrorRate: f.ErrorRate, ErrorCodes: f.ErrorCodes, DropRate: f.DropRate, Force429: f.Force429, NoRetry: f.NoRetryAfter, Seed: f.Seed}
 	if f.Latency > 0 {
 		b.Latency = f.Latency.String()
 	}
@@ -352,7 +367,7 @@ func faultsToBody(f Faults) faultsBody {
 }
 
 func (b faultsBody) toFaults() (Faults, error) {
-	f := Faults{ErrorRate: b.ErrorRate, ErrorCodes: b.ErrorCodes, DropRate: b.DropRate, Force429: b.Force429, Seed: b.Seed}
+	f := Faults{ErrorRate: b.ErrorRate, ErrorCodes: b.ErrorCodes, DropRate: b.DropRate, Force429: b.Force429, NoRetryAfter: b.NoRetry, Seed: b.Seed}
 	if b.Latency != "" {
 		d, err := time.ParseDuration(b.Latency)
 		if err != nil {
@@ -465,6 +480,21 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("PUT /_sim/faults", setFaults)
 	mux.HandleFunc("POST /_sim/faults", setFaults)
+	mux.HandleFunc("PUT /_sim/throttle", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Credential string `json:"credential"`
+			On         bool   `json:"on"`
+		}
+		if !decodeAdmin(w, r, &body) {
+			return
+		}
+		if body.Credential == "" {
+			writeError(w, http.StatusBadRequest, "credential is required")
+			return
+		}
+		s.Throttle(body.Credential, body.On)
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("PUT /_sim/config", func(w http.ResponseWriter, r *http.Request) {
 		var body configBody
 		if !decodeAdmin(w, r, &body) {

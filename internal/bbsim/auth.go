@@ -148,6 +148,12 @@ func (s *Server) api(h http.HandlerFunc) http.Handler {
 			return
 		}
 		s.countCallLocked(cred.key, endpoint)
+		if s.throttled[cred.key] {
+			s.rateLimitHits[cred.key]++
+			s.mu.Unlock()
+			s.writeRateLimited(w, 0)
+			return
+		}
 		allowed, used := s.limiter.allow(cred.key, s.now(), s.hourlyLimit)
 		if !allowed {
 			s.rateLimitHits[cred.key]++

@@ -186,3 +186,36 @@ func TestCallsAreCountedPerEndpointAndCredentialWithoutSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestThrottleAnswersOneCredential429WithoutRetryAfter(t *testing.T) {
+	e := newEnv(t, Options{})
+	e.sim.Throttle("access-token:#1", true)
+	resp := e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID), nil)
+	if resp.status != http.StatusTooManyRequests || resp.header.Get("Retry-After") != "" {
+		t.Fatalf("throttled credential: status %d, Retry-After %q; want 429 without it", resp.status, resp.header.Get("Retry-After"))
+	}
+	var tok tokenResponse
+	e.fetchToken(DefaultClientID, DefaultClientSecret, true, nil).json(t, &tok)
+	saved := e.token
+	e.token = tok.AccessToken
+	other := e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID), nil)
+	e.token = saved
+	if other.status != http.StatusOK {
+		t.Errorf("another credential: status %d, want 200", other.status)
+	}
+	if hits := e.sim.State().RateLimitHits["access-token:#1"]; hits != 1 {
+		t.Errorf("RateLimitHits = %d, want 1", hits)
+	}
+	e.sim.Throttle("access-token:#1", false)
+	if resp := e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID), nil); resp.status != http.StatusOK {
+		t.Errorf("after the throttle: status %d", resp.status)
+	}
+}
+
+func TestForce429WithoutRetryAfter(t *testing.T) {
+	e := newEnv(t, Options{Faults: Faults{Force429: true, NoRetryAfter: true}})
+	resp := e.do(http.MethodGet, wsRunnersPath(DefaultWorkspaceUUID), nil)
+	if resp.status != http.StatusTooManyRequests || resp.header.Get("Retry-After") != "" {
+		t.Fatalf("status %d, Retry-After %q; want 429 without it", resp.status, resp.header.Get("Retry-After"))
+	}
+}

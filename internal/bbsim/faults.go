@@ -21,6 +21,9 @@ type Faults struct {
 	DropRate float64
 	// Force429 answers every API call (not the token endpoint) with 429 and Retry-After.
 	Force429 bool
+	// NoRetryAfter leaves Retry-After out of Force429's answers, as Bitbucket does when a
+	// credential is over its hourly limit: the client has to pick its own wait.
+	NoRetryAfter bool
 	// Seed makes the draws repeatable; 0 picks a random seed.
 	Seed int64
 }
@@ -95,6 +98,9 @@ func (fi *faultInjector) decide(isTokenEndpoint bool) (faultAction, int, time.Du
 // answered (or dropped) the request itself.
 func (fi *faultInjector) inject(w http.ResponseWriter, r *http.Request, stormRetry time.Duration) bool {
 	action, code, latency := fi.decide(strings.HasPrefix(r.URL.Path, "/site/oauth2/"))
+	if fi.get().NoRetryAfter {
+		stormRetry = 0
+	}
 	if latency > 0 {
 		select {
 		case <-time.After(latency):
@@ -107,7 +113,9 @@ func (fi *faultInjector) inject(w http.ResponseWriter, r *http.Request, stormRet
 		dropConnection(w)
 		return true
 	case faultStorm:
-		w.Header().Set("Retry-After", formatSeconds(stormRetry))
+		if stormRetry > 0 {
+			w.Header().Set("Retry-After", formatSeconds(stormRetry))
+		}
 		writeError(w, http.StatusTooManyRequests, "Rate limit for this resource has been exceeded.")
 		return true
 	case faultError:

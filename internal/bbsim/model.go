@@ -131,6 +131,7 @@ func (s *Server) resetLocked() {
 	s.tokenRequests = map[string]int{}
 	s.callsByCred = map[string]map[string]int{}
 	s.rateLimitHits = map[string]int{}
+	s.throttled = map[string]bool{}
 	s.runners = map[string]*runner{}
 	s.runnerOrder = nil
 	s.steps = map[string]*step{}

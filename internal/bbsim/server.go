@@ -104,6 +104,7 @@ type Server struct {
 	tokenRequests  map[string]int
 	callsByCred    map[string]map[string]int
 	rateLimitHits  map[string]int
+	throttled      map[string]bool // credentials answered 429 to every call (Throttle)
 	runners        map[string]*runner
 	runnerOrder    []*runner
 	steps          map[string]*step

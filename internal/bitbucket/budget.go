@@ -73,6 +73,12 @@ type Budget struct {
 	serverLimit int
 	sent        []time.Time // ascending
 	blocked     time.Time   // server said 429: send nothing before this
+	// The 429 streak (throttle.go): strikes in a row, when the last one
+	// came, the provisional block of the probe in flight, and the backoff.
+	strikes                  int
+	lastStrike               time.Time
+	probeBlock               time.Time
+	throttleMin, throttleMax time.Duration
 	// version counts changes, so a persister writes only budgets that moved.
 	version uint64
 }
@@ -83,7 +89,7 @@ func NewBudget(limit int, now func() time.Time) *Budget {
 	if now == nil {
 		now = time.Now
 	}
-	return &Budget{limit: limit, now: now}
+	return &Budget{limit: limit, now: now, throttleMin: DefaultThrottleMin, throttleMax: DefaultThrottleMax}
 }
 
 // Limit is the number of requests allowed per rolling hour (<= 0: unlimited):
@@ -183,6 +189,7 @@ func (b *Budget) takeStamped(p Priority, honourBlock bool) (time.Time, time.Dura
 		b.sent = append(b.sent, now)
 		b.version++
 	}
+	b.probe(now)
 	return now, 0, true
 }
 

@@ -92,6 +92,7 @@ func ParseBudgetState(text string) (BudgetState, error) {
 		return s, fmt.Errorf("budget state: unknown version %q", fields[0])
 	}
 	var sawStart, sawCounts bool
+	dropped := 0
 	for _, f := range fields[1:] {
 		name, value, ok := strings.Cut(f, "=")
 		if !ok {
@@ -111,15 +112,20 @@ func ParseBudgetState(text string) (BudgetState, error) {
 			}
 			parts := strings.Split(value, ",")
 			if len(parts) > maxStateMinutes {
-				return s, fmt.Errorf("budget state: %d minutes, at most %d", len(parts), maxStateMinutes)
+				// A hand-edited or foreign record: only the newest minutes can
+				// still be in the window. Start moves with them.
+				dropped = len(parts) - maxStateMinutes
+				parts = parts[dropped:]
 			}
 			s.Counts = make([]int, len(parts))
 			for i, p := range parts {
-				n, err := strconv.Atoi(p)
-				if err != nil || n < 0 || n > maxStateCount {
+				n, err := strconv.Atoi(strings.TrimSpace(p))
+				if err != nil && !errors.Is(err, strconv.ErrRange) {
 					return s, fmt.Errorf("budget state: count %q is not a number of requests", p)
 				}
-				s.Counts[i] = n
+				// Clamped, not refused: the other minutes of a record with one
+				// absurd count still say what was sent.
+				s.Counts[i] = min(max(n, 0), maxStateCount)
 			}
 		case "blocked":
 			t, err := time.Parse(time.RFC3339, value)
@@ -134,7 +140,50 @@ func ParseBudgetState(text string) (BudgetState, error) {
 	if !sawStart || !sawCounts {
 		return BudgetState{}, errors.New("budget state: start and counts are required")
 	}
+	s.Start = s.Start.Add(time.Duration(dropped) * time.Minute)
 	return s, nil
+}
+
+// maxClockSkew is how far in the future a saved minute may start and still count: the
+// replicas' clocks differ a little, a record from further ahead was edited by hand.
+const maxClockSkew = 2 * time.Minute
+
+// Clamp bounds a loaded state to what a real one can hold at now
+// (docs/adr/0018-throttle-backoff-and-clamps.md): minutes outside the window, or further in
+// the future than clock skew explains, are dropped; no minute and no window holds more than
+// limit requests (limit <= 0: no count bound); a block ends at most a window from now (a
+// Retry-After of more than an hour does not fit an hourly quota). A hand-edited Lease can
+// then cost at most one window of a full budget and a block of an hour, never more.
+func (s BudgetState) Clamp(now time.Time, limit int) BudgetState {
+	out := BudgetState{BlockedUntil: s.BlockedUntil}
+	if maxBlock := now.Add(budgetWindow); out.BlockedUntil.After(maxBlock) {
+		out.BlockedUntil = maxBlock.UTC().Truncate(time.Second)
+	}
+	first := now.Add(-budgetWindow).UTC().Truncate(time.Minute)
+	last := now.Add(maxClockSkew)
+	total := 0
+	for i, c := range s.Counts {
+		minute := s.Start.Add(time.Duration(i) * time.Minute)
+		if minute.Before(first) || minute.After(last) || c <= 0 {
+			continue
+		}
+		if out.Start.IsZero() {
+			out.Start = minute
+		}
+		if limit > 0 {
+			c = min(c, limit-total)
+		}
+		j := int(minute.Sub(out.Start) / time.Minute)
+		for len(out.Counts) <= j {
+			out.Counts = append(out.Counts, 0)
+		}
+		out.Counts[j] = max(c, 0)
+		total += out.Counts[j]
+	}
+	if out.Start.IsZero() {
+		out.Start = now.UTC().Truncate(time.Minute)
+	}
+	return out
 }
 
 // bucketStamps counts ascending send times per minute.
@@ -193,6 +242,7 @@ func (b *Budget) Restore(s BudgetState) {
 	defer b.mu.Unlock()
 	now := b.now()
 	b.prune(now)
+	s = s.Clamp(now, b.effectiveLimit())
 	b.blockUntil(s.BlockedUntil)
 	limit := b.effectiveLimit()
 	if limit <= 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,10 +45,7 @@ func TestParseBudgetStateRejects(t *testing.T) {
 		{"no start", "v1;counts=1"},
 		{"no counts", "v1;start=2026-11-27T12:01:00Z"},
 		{"bad start", "v1;start=noon;counts=1"},
-		{"negative count", "v1;start=2026-11-27T12:01:00Z;counts=1,-2"},
-		{"huge count", "v1;start=2026-11-27T12:01:00Z;counts=99999999"},
 		{"not a number", "v1;start=2026-11-27T12:01:00Z;counts=1,x"},
-		{"too many minutes", "v1;start=2026-11-27T12:01:00Z;counts=" + strings.Repeat("1,", maxStateMinutes) + "1"},
 		{"bad blocked", "v1;start=2026-11-27T12:01:00Z;counts=1;blocked=soon"},
 		{"field without value", "v1;start=2026-11-27T12:01:00Z;counts=1;junk"},
 	}
@@ -343,4 +341,87 @@ func FuzzParseBudgetState(f *testing.F) {
 			t.Fatalf("restored %d requests into a budget of 100", b.Used())
 		}
 	})
+}
+
+func TestParseBudgetStateClampsNumbers(t *testing.T) {
+	start := time.Date(2026, 11, 27, 12, 1, 0, 0, time.UTC)
+	tests := []struct {
+		name, text string
+		start      time.Time
+		counts     []int
+	}{
+		{"negative count", "v1;start=2026-11-27T12:01:00Z;counts=1,-2", start, []int{1, 0}},
+		{"huge count", "v1;start=2026-11-27T12:01:00Z;counts=99999999", start, []int{maxStateCount}},
+		{"count beyond int", "v1;start=2026-11-27T12:01:00Z;counts=999999999999999999999999", start, []int{maxStateCount}},
+		{"too many minutes keep the newest", "v1;start=2026-11-27T12:01:00Z;counts=9," + strings.Repeat("1,", maxStateMinutes-1) + "2",
+			start.Add(time.Minute), append(slices.Repeat([]int{1}, maxStateMinutes-1), 2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := ParseBudgetState(tt.text)
+			if err != nil {
+				t.Fatalf("ParseBudgetState: %v", err)
+			}
+			if !s.Start.Equal(tt.start) || !reflect.DeepEqual(s.Counts, tt.counts) {
+				t.Errorf("got start %s counts %v (len %d), want start %s counts len %d", s.Start, s.Counts[:min(5, len(s.Counts))], len(s.Counts), tt.start, len(tt.counts))
+			}
+		})
+	}
+}
+
+// TestBudgetStateClamp: whatever a hand-edited Lease says, a restored budget holds at most a
+// full window and a block of at most an hour.
+func TestBudgetStateClamp(t *testing.T) {
+	now := time.Date(2026, 12, 3, 22, 30, 20, 0, time.UTC)
+	minute := now.Truncate(time.Minute)
+	tests := []struct {
+		name  string
+		in    BudgetState
+		limit int
+		want  BudgetState
+	}{
+		{"a real state is kept", BudgetState{Start: minute.Add(-10 * time.Minute), Counts: []int{3, 0, 5}},
+			100, BudgetState{Start: minute.Add(-10 * time.Minute), Counts: []int{3, 0, 5}}},
+		{"counts above the limit", BudgetState{Start: minute.Add(-3 * time.Minute), Counts: []int{60, 70, 80}},
+			100, BudgetState{Start: minute.Add(-3 * time.Minute), Counts: []int{60, 40, 0}}},
+		{"negative counts", BudgetState{Start: minute.Add(-3 * time.Minute), Counts: []int{-5, 2}},
+			100, BudgetState{Start: minute.Add(-2 * time.Minute), Counts: []int{2}}},
+		{"minutes in the future", BudgetState{Start: minute.Add(time.Minute), Counts: []int{1, 1, 500}},
+			1000, BudgetState{Start: minute.Add(time.Minute), Counts: []int{1, 1}}},
+		{"start far in the future", BudgetState{Start: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Counts: []int{1000}},
+			1000, BudgetState{Start: minute}},
+		{"start in year one", BudgetState{Start: time.Time{}, Counts: []int{1000}},
+			1000, BudgetState{Start: minute}},
+		{"block beyond an hour", BudgetState{Start: minute, BlockedUntil: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+			1000, BudgetState{Start: minute, BlockedUntil: now.Add(time.Hour).Truncate(time.Second)}},
+		{"block within the hour is kept", BudgetState{Start: minute, BlockedUntil: now.Add(10 * time.Minute)},
+			1000, BudgetState{Start: minute, BlockedUntil: now.Add(10 * time.Minute)}},
+		{"unlimited keeps counts", BudgetState{Start: minute, Counts: []int{5000}},
+			-1, BudgetState{Start: minute, Counts: []int{5000}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.in.Clamp(now, tt.limit)
+			if !got.Start.Equal(tt.want.Start) || !slices.Equal(got.Counts, tt.want.Counts) || !got.BlockedUntil.Equal(tt.want.BlockedUntil) {
+				t.Errorf("Clamp = %+v, want %+v", got, tt.want)
+			}
+			if tt.limit > 0 && got.Total() > tt.limit {
+				t.Errorf("Clamp kept %d requests, limit %d", got.Total(), tt.limit)
+			}
+		})
+	}
+}
+
+func TestRestoreHandEditedState(t *testing.T) {
+	clock := newFakeClock()
+	b := NewBudget(100, clock.Now)
+	future := clock.Now().Add(24 * 365 * time.Hour)
+	b.Restore(BudgetState{Start: future, Counts: []int{100}, BlockedUntil: future})
+	if got := b.Remaining(); got != 100 {
+		t.Errorf("Remaining after a state from the future = %d, want 100", got)
+	}
+	clock.Advance(time.Hour + time.Second)
+	if _, ok := b.take(PriorityLow, true); !ok {
+		t.Error("a block from a hand-edited Lease outlived an hour")
+	}
 }

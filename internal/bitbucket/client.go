@@ -62,6 +62,10 @@ type Config struct {
 	// attempts (default 2m). A Retry-After longer than what is left is not
 	// waited out: the call returns the 429 so the caller can requeue.
 	MaxRetryWait time.Duration
+	// ThrottleMin and ThrottleMax bound the backoff of a credential that
+	// Bitbucket answers with 429 without saying how long to wait (defaults
+	// 5s and 5m): each 429 in a row doubles it. Shared through Budgets.
+	ThrottleMin, ThrottleMax time.Duration
 	// MaxPipelinePages bounds ListPipelines (default 2 pages of 100).
 	MaxPipelinePages int
 	// Budgets is the registry the budget comes from; default DefaultBudgets.
@@ -171,6 +175,7 @@ func New(cfg Config) (*Client, error) {
 	key := cfg.Credentials.budgetKey(base.String())
 	c.budgets, c.budgetKey = registry, key
 	c.budget = registry.Get(key, limit, c.now)
+	c.budget.setThrottle(orDefault(cfg.ThrottleMin, DefaultThrottleMin), orDefault(cfg.ThrottleMax, DefaultThrottleMax))
 	c.metrics.trackBudget(key, c.budget)
 	return c, nil
 }
@@ -240,9 +245,11 @@ type apiResponse struct {
 //     e.g. the dial failed): if Bitbucket saw the first create, a second one
 //     makes a duplicate runner that counts toward the 100-runner cap and has
 //     no pod. The caller then adopts by name instead.
-//   - 429: retried for every method, since the server refused it without
-//     acting; waits Retry-After when given, else the backoff, and blocks the
-//     shared budget for that long.
+//   - 429: a strike on the credential (throttle.go), which blocks the shared
+//     budget for Retry-After (or X-RateLimit-Reset) when given, else for the
+//     credential's exponential backoff. With a Retry-After the call waits and
+//     retries (any method: the server refused without acting); without one it
+//     returns at once, RetryAfter set to the backoff, for the caller to requeue.
 //   - 401 with OAuth: the token is dropped and the call retried once.
 //
 // Attempts stop at MaxAttempts, or when the next sleep would exceed
@@ -275,6 +282,14 @@ func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 		afterLimit = false
 		if err != nil && !wrote {
 			c.budget.refund(stamp)
+		}
+		switch {
+		case err != nil:
+			c.budget.answered(stamp, false)
+		case resp.status != http.StatusTooManyRequests:
+			if n := c.budget.answered(stamp, true); n > 0 {
+				log.Info("bitbucket answers this credential again after a run of 429s", "credential", credentialLabel(c.budgetKey), "consecutive429s", n)
+			}
 		}
 
 		var delay time.Duration
@@ -311,12 +326,22 @@ func (c *Client) do(ctx context.Context, req apiRequest) (*apiResponse, error) {
 				log.V(1).Info("bitbucket rejected the access token; fetching a new one")
 				continue
 			case resp.status == http.StatusTooManyRequests:
-				delay = apiErr.RetryAfter
-				announced := delay > 0
-				if !announced {
-					delay = c.backoff(failedTries + 1)
+				if apiErr.RetryAfter <= 0 {
+					if d, ok := rateLimitReset(resp.header, c.now()); ok {
+						apiErr.RetryAfter = d
+					}
 				}
+				announced := apiErr.RetryAfter > 0
+				delay = c.budget.strike(stamp, apiErr.RetryAfter)
 				c.budget.exhausted(delay, announced)
+				log.Error(apiErr, "bitbucket is throttling this credential; nothing is sent with it until the wait is over",
+					"credential", credentialLabel(c.budgetKey), "consecutive429s", c.budget.Throttle().Strikes, "wait", delay.String())
+				if !announced {
+					// Not retried here: the whole credential waits, and the caller
+					// requeues after RetryAfter rather than hold a worker that long.
+					apiErr.RetryAfter = delay
+					return nil, apiErr
+				}
 				reason = "rate_limited"
 			case resp.status >= 500 && idempotent(req.method):
 				delay = apiErr.RetryAfter

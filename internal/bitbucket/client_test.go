@@ -304,33 +304,46 @@ func TestRateLimitLongerThanTheRetryBudgetIsReturned(t *testing.T) {
 
 func TestRateLimitWithoutRetryAfterHoldsPollsBack(t *testing.T) {
 	env := newSimEnv(t, bbsim.Options{HourlyLimit: 1})
-	c := env.client(env.config())
+	cfg := env.config()
+	cfg.ThrottleMin = 50 * time.Millisecond
+	c := env.client(cfg)
 	ctx := ctxTimeout(t)
 	if _, err := c.ListRunners(ctx, wsScope); err != nil {
 		t.Fatal(err)
 	}
 	// The 429 says Bitbucket's window is full although ours holds one
-	// request: the poll's retry is held back locally rather than sent again.
+	// request: the call returns at once with the credential's backoff, and
+	// nothing is sent again in the call.
 	_, err := c.ListRunners(ctx, wsScope)
-	mustErr(t, err, ErrBudgetExhausted)
-	if d, ok := RetryAfter(err); !ok || d < 5*time.Minute {
-		t.Errorf("RetryAfter = %s, %v; want minutes: polls wait until the reserve is free again", d, ok)
+	mustErr(t, err, ErrRateLimited)
+	if d, ok := RetryAfter(err); !ok || d != cfg.ThrottleMin {
+		t.Errorf("RetryAfter = %s, %v; want the first backoff step %s", d, ok, cfg.ThrottleMin)
 	}
 	if n := env.rec.count(func(r seenRequest) bool { return r.status == http.StatusTooManyRequests }); n != 1 {
 		t.Errorf("429 answers = %d, want 1", n)
+	}
+	time.Sleep(2 * cfg.ThrottleMin)
+	// After the backoff, polls are still held back until the reserve frees.
+	_, err = c.ListRunners(ctx, wsScope)
+	mustErr(t, err, ErrBudgetExhausted)
+	if d, ok := RetryAfter(err); !ok || d < 5*time.Minute {
+		t.Errorf("RetryAfter = %s, %v; want minutes: polls wait until the reserve is free again", d, ok)
 	}
 	// The first guessed request leaves the window after the backoff.
 	if got := c.Budget().Remaining(); got > 1 {
 		t.Errorf("Remaining = %d after a 429, want at most 1", got)
 	}
 	// A create still gets the first slot that frees (and earns another 429:
-	// bbsim's limit of 1 is still spent).
+	// bbsim's limit of 1 is still spent), which doubles the backoff.
 	sent := env.rec.count(apiCalls)
 	if _, err = c.CreateRunner(ctx, wsScope, "x", defaultLabels); err == nil {
 		t.Fatal("CreateRunner succeeded past bbsim's limit")
 	}
-	if env.rec.count(apiCalls) == sent {
-		t.Error("a high priority call was not sent after the 429")
+	if env.rec.count(apiCalls) != sent+1 {
+		t.Errorf("requests sent by the create = %d, want 1", env.rec.count(apiCalls)-sent)
+	}
+	if th := c.Budget().Throttle(); th.Strikes != 2 || th.Wait > 2*cfg.ThrottleMin || th.Wait <= cfg.ThrottleMin/2 {
+		t.Errorf("throttle after two 429s = %+v, want 2 strikes and a wait of about %s", th, 2*cfg.ThrottleMin)
 	}
 }
 

@@ -82,23 +82,37 @@ func (c Credentials) mode() (AuthMode, error) {
 	return AuthAccessToken, nil
 }
 
-// budgetKey identifies the quota Bitbucket charges a request to: the OAuth
-// consumer, the access token, or the user (an app password and an API token of
-// the same user share one quota). The base URL is part of the key because two
+// budgetKey identifies the request budget of a credential: a SHA-256 over
+// the base URL, the mode and every field of the credential, secrets included.
+// Bitbucket counts per consumer, token or user, so keying by the identity
+// alone would be closer to its count; but then anyone who can write a Secret
+// with someone else's username (or OAuth client id) and any password would
+// spend, and be refused by, that user's budget without ever proving who they
+// are. Keyed by the whole credential, a wrong password has a budget of its
+// own, and two credentials of one user (an app password and an API token)
+// are counted apart: the 429 handling (Budget.exhausted) corrects the count
+// when Bitbucket's is higher. The base URL is part of the key because two
 // Bitbucket endpoints (say, two simulators in one test binary) have separate
-// quotas. Only a hash is kept, so no map key or metric label holds a secret.
+// quotas. Only the hash is kept, so no map key, Lease name or metric label
+// holds a secret (docs/adr/0018-throttle-backoff-and-clamps.md).
 func (c Credentials) budgetKey(baseURL string) string {
-	var identity string
+	fields := []string{strings.TrimRight(baseURL, "/"), string(c.Mode())}
 	switch c.Mode() {
 	case AuthOAuth:
-		identity = c.OAuthClientID
+		fields = append(fields, c.OAuthClientID, c.OAuthClientSecret)
 	case AuthAccessToken:
-		identity = c.AccessToken
+		fields = append(fields, c.AccessToken)
 	case AuthBasic:
-		identity = strings.ToLower(c.Username)
+		// Bitbucket accepts the username in any case; the secret is exact.
+		fields = append(fields, strings.ToLower(c.Username), c.Password)
 	}
-	sum := sha256.Sum256([]byte(strings.TrimRight(baseURL, "/") + "\x00" + string(c.Mode()) + "\x00" + identity))
-	return hex.EncodeToString(sum[:])
+	h := sha256.New()
+	for _, f := range fields {
+		// Length-prefixed, so no choice of values can make two different
+		// credentials hash the same bytes.
+		fmt.Fprintf(h, "%d:%s\x00", len(f), f)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // secrets lists the values that must never appear in an error or a log line.

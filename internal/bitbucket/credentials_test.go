@@ -48,18 +48,58 @@ func TestCredentialsValidate(t *testing.T) {
 
 func TestBudgetKey(t *testing.T) {
 	base := "https://api.bitbucket.org"
-	a := Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}.budgetKey(base)
-	rotated := Credentials{OAuthClientID: "id", OAuthClientSecret: "s2"}.budgetKey(base)
-	other := Credentials{OAuthClientID: "id2", OAuthClientSecret: "s1"}.budgetKey(base)
-	elsewhere := Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}.budgetKey("http://127.0.0.1:9")
-	token := Credentials{AccessToken: "tok-value"}.budgetKey(base)
-	if a != rotated {
-		t.Error("a rotated consumer secret changed the budget: Bitbucket counts per consumer")
+	key := func(c Credentials) string { return c.budgetKey(base) }
+	tests := []struct {
+		name string
+		a, b Credentials
+		same bool
+	}{
+		{"same oauth consumer", Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}, Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}, true},
+		{"oauth wrong secret", Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}, Credentials{OAuthClientID: "id", OAuthClientSecret: "wrong"}, false},
+		{"other consumer", Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}, Credentials{OAuthClientID: "id2", OAuthClientSecret: "s1"}, false},
+		{"basic wrong password for someone's username", Credentials{Username: "alice", Password: "right"}, Credentials{Username: "alice", Password: "wrong"}, false},
+		{"basic username case", Credentials{Username: "Alice", Password: "right"}, Credentials{Username: "alice", Password: "right"}, true},
+		{"other token", Credentials{AccessToken: "t1"}, Credentials{AccessToken: "t2"}, false},
+		{"field boundary", Credentials{Username: "ab", Password: "c"}, Credentials{Username: "a", Password: "bc"}, false},
 	}
-	if a == other || a == elsewhere {
-		t.Error("different consumers or endpoints share a budget key")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := key(tt.a) == key(tt.b); got != tt.same {
+				t.Errorf("same budget = %v, want %v", got, tt.same)
+			}
+		})
 	}
+	c := Credentials{OAuthClientID: "id", OAuthClientSecret: "s1"}
+	if c.budgetKey(base) == c.budgetKey("http://127.0.0.1:9") {
+		t.Error("two endpoints share a budget key")
+	}
+	token := key(Credentials{AccessToken: "tok-value"})
 	if strings.Contains(token, "tok-value") || len(token) != 64 {
 		t.Errorf("budget key is not an opaque hash: %q", token)
+	}
+}
+
+// TestWrongPasswordCannotSpendAnothersBudget is the tenant case: a pool whose Secret names
+// alice with a wrong password shares a registry with alice's pool, and spends nothing of hers.
+func TestWrongPasswordCannotSpendAnothersBudget(t *testing.T) {
+	reg := NewBudgetRegistry()
+	newClient := func(c Credentials) *Client {
+		t.Helper()
+		cl, err := New(Config{BaseURL: "http://127.0.0.1:9", Credentials: c, HourlyLimit: 10, Budgets: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	alice := newClient(Credentials{Username: "alice", Password: "right"})
+	mallory := newClient(Credentials{Username: "ALICE", Password: "guess"})
+	if alice.Budget() == mallory.Budget() {
+		t.Fatal("a wrong password for alice's username draws on alice's budget")
+	}
+	for i := 0; i < 10; i++ {
+		mallory.Budget().take(PriorityHigh, true)
+	}
+	if got := alice.Budget().Remaining(); got != 10 {
+		t.Errorf("alice's budget after the other credential spent its own: %d left, want 10", got)
 	}
 }

@@ -63,6 +63,15 @@ func NewMetrics() *Metrics {
 			desc: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "budget_remaining"),
 				"Requests left in the rolling hour for a credential, labelled by a prefix of the credential's hash.",
 				[]string{"credential"}, nil),
+			throttled: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "throttled"),
+				"1 while Bitbucket answers a credential with 429 in a row (each one doubles its backoff), else 0; labelled by a prefix of the credential's hash.",
+				[]string{"credential"}, nil),
+			backoff: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "throttle_backoff_seconds"),
+				"Seconds until a throttled credential may send its next request, 0 when it may send now.",
+				[]string{"credential"}, nil),
+			consecutive: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "consecutive_429"),
+				"429 answers in a row for a credential; 0 once Bitbucket answers it otherwise.",
+				[]string{"credential"}, nil),
 			budgets: map[string]*Budget{},
 		},
 	}
@@ -163,7 +172,8 @@ func credentialLabel(key string) string {
 // budgetCollector reads Remaining at scrape time: the window rolls even when
 // no request is sent, so a gauge set on each request would go stale.
 type budgetCollector struct {
-	desc    *prometheus.Desc
+	desc, throttled, backoff, consecutive *prometheus.Desc
+
 	mu      sync.Mutex
 	budgets map[string]*Budget
 }
@@ -174,12 +184,21 @@ func (c *budgetCollector) add(label string, b *Budget) {
 	c.budgets[label] = b
 }
 
-func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.throttled
+	ch <- c.backoff
+	ch <- c.consecutive
+}
 
 func (c *budgetCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for label, b := range c.budgets {
+		t := b.Throttle()
+		ch <- prometheus.MustNewConstMetric(c.throttled, prometheus.GaugeValue, float64(boolInt(t.Strikes > 0)), label)
+		ch <- prometheus.MustNewConstMetric(c.backoff, prometheus.GaugeValue, t.Wait.Seconds(), label)
+		ch <- prometheus.MustNewConstMetric(c.consecutive, prometheus.GaugeValue, float64(t.Strikes), label)
 		if b.Limit() <= 0 {
 			continue
 		}

@@ -35,6 +35,11 @@ const (
 	// DefaultLoadTimeout bounds how long a new leader waits for the saved budgets before it
 	// starts from empty ones (the old behaviour) rather than not at all.
 	DefaultLoadTimeout = 30 * time.Second
+	// maxRestored bounds how many saved budgets a load takes in: one per credential in use is
+	// a few dozen; thousands of Leases were made by hand, and each would hold memory in the
+	// registry until a client asked for it (never). The states themselves are clamped by
+	// bitbucket.BudgetState.Clamp when restored.
+	maxRestored = 1000
 )
 
 // Store loads the saved budgets into Registry when it starts and saves them every Interval.
@@ -135,7 +140,7 @@ func (s *Store) loadOnce(ctx context.Context) error {
 		return fmt.Errorf("list budget leases in %s: %w", s.Namespace, err)
 	}
 	now := s.Now()
-	restored := 0
+	restored, skipped := 0, 0
 	for i := range list.Items {
 		lease := &list.Items[i]
 		key, ok := strings.CutPrefix(lease.Name, NamePrefix)
@@ -155,9 +160,16 @@ func (s *Store) loadOnce(ctx context.Context) error {
 			}
 			continue
 		}
+		if restored >= maxRestored {
+			skipped++
+			continue
+		}
 		s.Registry.Restore(key, state)
 		s.leases[key] = lease
 		restored++
+	}
+	if skipped > 0 {
+		s.Logger.Error(nil, "too many saved Bitbucket request budgets; ignoring the rest", "namespace", s.Namespace, "restored", restored, "ignored", skipped)
 	}
 	s.Logger.Info("restored the saved Bitbucket request budgets", "namespace", s.Namespace, "credentials", restored)
 	return nil

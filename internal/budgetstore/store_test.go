@@ -103,6 +103,34 @@ func TestStoreWithTheAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("a hand-edited Lease is clamped", func(t *testing.T) {
+		putLease(t, c, "edited", "v1;start="+time.Now().Add(-5*time.Minute).UTC().Format(time.RFC3339)+";counts=-4,99999999,3;blocked=9999-01-01T00:00:00Z")
+		putLease(t, c, "future", "v1;start=9000-01-01T00:00:00Z;counts=1000")
+		s := newStore(c)
+		s.Registry.Hold()
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Start(ctx) }()
+		edited := s.Registry.Get("edited", 100, nil)
+		future := s.Registry.Get("future", 100, nil)
+		eventually(t, "the edited budget to be restored", func() (bool, string) {
+			return edited.Used() > 0, fmt.Sprintf("Used %d", edited.Used())
+		})
+		if got := edited.Used(); got != 100 {
+			t.Errorf("edited budget counts %d requests, want the limit 100", got)
+		}
+		if until := edited.State().BlockedUntil; until.After(time.Now().Add(time.Hour + time.Minute)) {
+			t.Errorf("edited budget blocked until %s, more than an hour", until)
+		}
+		if got := future.Used(); got != 0 {
+			t.Errorf("a budget from the year 9000 counts %d requests, want 0", got)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("saves only budgets that changed", func(t *testing.T) {
 		s := newStore(c)
 		b := s.Registry.Get("quiet", 100, nil)

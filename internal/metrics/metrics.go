@@ -60,6 +60,14 @@ var (
 		Help: "Leftovers removed by the operator, by kind (pod, bitbucket_runner) and reason. Secrets of gone runners are removed by garbage collection.",
 	}, []string{"namespace", "pool", "kind", "reason"})
 
+	// UndecodableObjects is 1 for each RunnerPool or Runner the operator cannot read (its spec
+	// or status does not decode into the API types), which it reports and otherwise leaves
+	// alone (docs/adr/0012-undecodable-objects.md).
+	UndecodableObjects = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "undecodable_objects",
+		Help: "1 for each RunnerPool or Runner whose spec or status the operator cannot decode; such an object is reported and left as it is.",
+	}, []string{"namespace", "kind", "name"})
+
 	// StepWaitSeconds is how long steps waited for a runner, as seen by the operator: from
 	// when a step was first seen waiting to when a runner of the pool picked it.
 	StepWaitSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -71,7 +79,7 @@ var (
 
 func init() {
 	crmetrics.Registry.MustRegister(Runners, DesiredRunners, MaxRunners, QueuedSteps, PendingTooLong,
-		PollIntervalSeconds, ScaleEvents, Cleanups, StepWaitSeconds)
+		PollIntervalSeconds, ScaleEvents, Cleanups, StepWaitSeconds, UndecodableObjects)
 }
 
 // ForgetPool drops a deleted pool's series.

@@ -28,8 +28,14 @@ const (
 	// reviews a minute, not two per scrape; a revoked grant is honoured within allowTTL.
 	allowTTL = time.Minute
 	denyTTL  = 10 * time.Second
-	// maxCached bounds the cache against a caller that sends a new token every request.
+	// maxCached bounds the cache of authenticated callers' decisions (200 and 403): only a
+	// token the API server accepted gets in, so only holders of real tokens can fill it.
 	maxCached = 1024
+	// maxUnauthenticated bounds the separate cache of tokens the API server rejected. Anyone
+	// who reaches the port can send a new garbage token per request: they churn this small
+	// cache among themselves and never evict a scraper's decision
+	// (docs/adr/0018-throttle-backoff-and-clamps.md).
+	maxUnauthenticated = 256
 	// reviewTimeout bounds one TokenReview or SubjectAccessReview.
 	reviewTimeout = 10 * time.Second
 )
@@ -46,7 +52,10 @@ func FilterProvider(cfg *rest.Config, httpClient *http.Client) (metricsserver.Fi
 // NewFilter returns a filter that reviews callers with the API server behind clientset.
 func NewFilter(clientset kubernetes.Interface) metricsserver.Filter {
 	return func(log logr.Logger, next http.Handler) (http.Handler, error) {
-		return &guard{clientset: clientset, next: next, log: log, cache: map[[32]byte]decision{}, now: time.Now}, nil
+		return &guard{clientset: clientset, next: next, log: log, now: time.Now,
+			cache:  boundedCache{max: maxCached, entries: map[[32]byte]decision{}},
+			denied: boundedCache{max: maxUnauthenticated, entries: map[[32]byte]decision{}},
+		}, nil
 	}
 }
 
@@ -62,8 +71,9 @@ type guard struct {
 	log       logr.Logger
 	now       func() time.Time
 
-	mu    sync.Mutex
-	cache map[[32]byte]decision
+	mu sync.Mutex
+	// cache holds decisions for authenticated tokens, denied the 401s.
+	cache, denied boundedCache
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -145,26 +155,57 @@ func (g *guard) review(ctx context.Context, token, verb, path string) (decision,
 func (g *guard) lookup(key [32]byte) (decision, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	d, ok := g.cache[key]
-	if !ok || !g.now().Before(d.expires) {
-		return decision{}, false
+	now := g.now()
+	if d, ok := g.cache.get(key, now); ok {
+		return d, true
 	}
-	return d, true
+	return g.denied.get(key, now)
 }
 
 func (g *guard) store(key [32]byte, d decision) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.cache) >= maxCached {
-		now := g.now()
-		for k, v := range g.cache {
+	if d.status == http.StatusUnauthorized {
+		g.denied.put(key, d, g.now())
+		return
+	}
+	g.cache.put(key, d, g.now())
+}
+
+// boundedCache holds at most max decisions. When full it drops the expired ones and, if
+// that is not enough, the one closest to expiry: never everything at once, so a burst of
+// new entries costs the others at most their own number of places.
+type boundedCache struct {
+	max     int
+	entries map[[32]byte]decision
+}
+
+func (c *boundedCache) get(key [32]byte, now time.Time) (decision, bool) {
+	d, ok := c.entries[key]
+	if !ok || !now.Before(d.expires) {
+		return decision{}, false
+	}
+	return d, true
+}
+
+func (c *boundedCache) put(key [32]byte, d decision, now time.Time) {
+	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.max {
+		var oldest [32]byte
+		var oldestExp time.Time
+		for k, v := range c.entries {
 			if !now.Before(v.expires) {
-				delete(g.cache, k)
+				delete(c.entries, k)
+				continue
+			}
+			if oldestExp.IsZero() || v.expires.Before(oldestExp) {
+				oldest, oldestExp = k, v.expires
 			}
 		}
-		if len(g.cache) >= maxCached {
-			clear(g.cache)
+		if len(c.entries) >= c.max {
+			delete(c.entries, oldest)
 		}
 	}
-	g.cache[key] = d
+	c.entries[key] = d
 }
+
+func (c *boundedCache) len() int { return len(c.entries) }

@@ -47,6 +47,13 @@ const (
 	queueShareCredential = "access-token:#2"
 )
 
+// throttledToken is the credential the throttle test has bbsim answer 429 to; bbsim names it
+// "access-token:#3".
+const (
+	throttledToken      = "throttled-token"
+	throttledCredential = "access-token:#3"
+)
+
 // operatorNamespace is where the in-process operator saves its request budgets.
 const operatorNamespace = "runnerpool-system"
 
@@ -77,7 +84,7 @@ func run(m *testing.M) int {
 		Logger: logger,
 		BBSim: bbsim.Options{
 			Workspaces: workspaces, ConnectDelay: 500 * time.Millisecond,
-			ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken, queueShareToken},
+			ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken, queueShareToken, throttledToken},
 		},
 		BudgetNamespace: operatorNamespace,
 	})

@@ -6,6 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -100,6 +101,8 @@ type ControlPlane struct {
 	components []*component
 	nodeSeq    atomic.Int64
 	realNode   *RealNode
+	// realNodeLock is held from Start until the real node takes it over (see lockRealNode).
+	realNodeLock io.Closer
 	// rootCAFile is the CA of the API server's certificate, when this package made it.
 	rootCAFile string
 
@@ -144,8 +147,12 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	log := opts.Logger
 	begin := time.Now()
 	if opts.RealNode != nil {
-		// Fail before anything starts when this machine cannot run it.
+		// Fail before anything starts when this machine cannot run it, and wait for another
+		// test's real node to go before starting anything either.
 		if _, err := checkRealNodeHost(binDir); err != nil {
+			return nil, fmt.Errorf("start control plane: %w", err)
+		}
+		if cp.realNodeLock, err = lockRealNode(ctx); err != nil {
 			return nil, fmt.Errorf("start control plane: %w", err)
 		}
 	}
@@ -385,6 +392,9 @@ func (cp *ControlPlane) Stop() error {
 			if err := cp.realNode.Stop(); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if cp.realNodeLock != nil {
+			_ = cp.realNodeLock.Close()
 		}
 		// Clients of the API server first, so they do not log a storm of errors
 		// while it goes away.

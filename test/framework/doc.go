@@ -10,7 +10,10 @@
 // a moment. Here those come from the real components, built from the versions
 // pinned in hack/tools/go.mod (make tools).
 //
-// Every process binds 127.0.0.1 only, runs in its own process group, and is stopped
-// by ControlPlane.Stop. Processes left behind by a test binary that was killed are
-// reaped by the next Start.
+// Options.RealNode adds one node run by a real kubelet with containerd, runc and a CNI bridge
+// of its own, where pods really run (docs/adr/0014-real-node.md).
+//
+// Every process binds 127.0.0.1 only (a real node's kubelet also its bridge's address),
+// runs in its own process group, and is stopped by ControlPlane.Stop. Processes left
+// behind by a test binary that was killed are reaped by the next Start.
 package framework

@@ -2,6 +2,7 @@ package framework
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 
@@ -48,7 +49,7 @@ type RealNode struct {
 	state      realNodeState
 	containerd *component
 	kubelet    *component
-	lock       interface{ Close() error }
+	lock       io.Closer
 
 	stopOnce sync.Once
 	stopErr  error
@@ -57,16 +58,19 @@ type RealNode struct {
 // realNodeState is what a real node changes on the machine outside its directory, written
 // there before each change, so that Stop, or the next Start after a killed test, undoes it.
 type realNodeState struct {
-	Bridge       string            `json:"bridge"`
-	Gateway      string            `json:"gateway"`
-	Subnet       string            `json:"subnet"`
-	Network      string            `json:"network"`
-	CgroupRoot   string            `json:"cgroupRoot"`
-	NATRule      []string          `json:"natRule,omitempty"`
-	Sysctls      map[string]string `json:"sysctls,omitempty"`
-	KubeletSet   map[string]string `json:"kubeletSet,omitempty"`
-	KubeletRoot  string            `json:"kubeletRoot"`
-	ContainerdSo string            `json:"containerdSocket"`
+	Bridge     string `json:"bridge"`
+	Gateway    string `json:"gateway"`
+	Subnet     string `json:"subnet"`
+	Network    string `json:"network"`
+	CgroupRoot string `json:"cgroupRoot"`
+	// NATRule is the rule's iptables arguments after the table and the operation.
+	NATRule []string `json:"natRule,omitempty"`
+	// Sysctls are the kernel settings the kubelet changes, as they were before it;
+	// KubeletSet are the values it gives them.
+	Sysctls          map[string]string `json:"sysctls,omitempty"`
+	KubeletSet       map[string]string `json:"kubeletSet,omitempty"`
+	KubeletRoot      string            `json:"kubeletRoot"`
+	ContainerdSocket string            `json:"containerdSocket"`
 }
 
 // Name is the node's name.

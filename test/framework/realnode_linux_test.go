@@ -28,7 +28,7 @@ func TestSweepRemovesWhatAKilledRealNodeLeft(t *testing.T) {
 	id := randomID()
 	n.state = realNodeState{
 		Bridge: "rpo" + id, Network: "runnerpool-" + id, CgroupRoot: "/runnerpool-node-" + id,
-		KubeletRoot: filepath.Join(n.dir, "kubelet"), ContainerdSo: filepath.Join(n.dir, "containerd.sock"),
+		KubeletRoot: filepath.Join(n.dir, "kubelet"), ContainerdSocket: filepath.Join(n.dir, "containerd.sock"),
 	}
 	t.Cleanup(func() {
 		if n.containerd != nil {

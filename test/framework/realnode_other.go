@@ -5,6 +5,7 @@ package framework
 import (
 	"context"
 	"fmt"
+	"io"
 	"runtime"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -14,6 +15,11 @@ import (
 
 func checkRealNodeHost(string) (string, error) {
 	return "", fmt.Errorf("%w: a kubelet and containerd need Linux, not %s", ErrRealNodeUnavailable, runtime.GOOS)
+}
+
+func lockRealNode(context.Context) (io.Closer, error) {
+	_, err := checkRealNodeHost("")
+	return nil, err
 }
 
 func (cp *ControlPlane) startRealNode(context.Context, string, RealNodeOptions) (*RealNode, error) {

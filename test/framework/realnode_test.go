@@ -20,6 +20,9 @@ import (
 // kube-root-ca.crt mounted), and a deleted pod leaves nothing on it.
 func TestRealNodeRunsPods(t *testing.T) {
 	bin := filepath.Join("..", "..", "bin")
+	if err := images.Pause.Check(bin); err != nil {
+		t.Fatal(err)
+	}
 	cp := framework.StartForTest(t, framework.Options{Nodes: -1, RealNode: &framework.RealNodeOptions{
 		PauseImage:   images.Pause.Ref,
 		PauseArchive: images.Pause.Archive(bin),
@@ -80,8 +83,5 @@ func TestRealNodeRunsPods(t *testing.T) {
 	if err := clientset.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	framework.Eventually(t, time.Minute, "nothing of the deleted pod left on the node", func() (bool, string) {
-		left := node.Leftovers(created.UID)
-		return len(left) == 0, strings.Join(left, "; ")
-	})
+	node.ExpectNothingLeft(t, time.Minute, created.UID)
 }

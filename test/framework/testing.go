@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // SkipEnv, set to 1, turns a missing control plane binary into a skipped test
@@ -13,11 +16,12 @@ import (
 // there; it is for running a quick `go test ./...` without them.
 const SkipEnv = "RUNNERPOOL_SKIP_CONTROLPLANE"
 
-// startTimeout bounds StartForTest; a start takes seconds, a real node's a minute or so on a
-// busy machine (images imported, the kubelet registered and Ready).
+// startTimeout bounds StartForTest; a start takes seconds. One with a real node takes a minute
+// at most on a busy machine (images imported, the kubelet registered and Ready), after waiting
+// for the real nodes of other tests, one at a time, to go.
 const (
 	startTimeout         = 2 * time.Minute
-	startTimeoutRealNode = 6 * time.Minute
+	startTimeoutRealNode = 15 * time.Minute
 )
 
 // StartForTest starts a control plane for tb and stops it when tb ends. When tb
@@ -70,4 +74,15 @@ func Eventually(tb testing.TB, timeout time.Duration, what string, cond func() (
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// ExpectNothingLeft waits until nothing of the given pods (of every pod, when none is given)
+// is left on the real node: no running container, no mount, no cgroup. It fails tb with what
+// is left after timeout.
+func (n *RealNode) ExpectNothingLeft(tb testing.TB, timeout time.Duration, pods ...types.UID) {
+	tb.Helper()
+	Eventually(tb, timeout, "nothing of the pods left on the real node", func() (bool, string) {
+		left := n.Leftovers(pods...)
+		return len(left) == 0, strings.Join(left, "; ")
+	})
 }

@@ -9,6 +9,8 @@
 package images
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 )
@@ -59,6 +61,16 @@ var (
 
 // All is every image, in the order `make images` builds them.
 var All = []Image{Manager, Pause, Dind, Step, RunnerStandin}
+
+// Check says how to get the image's archive when it is missing, so that a
+// test fails with what to do rather than with an import error.
+func (i Image) Check(binDir string) error {
+	p := i.Archive(binDir)
+	if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("image %s: archive %s missing: run `make images` (%w)", i.Ref, p, err)
+	}
+	return nil
+}
 
 // Platform is the os/architecture the images are built for: the machine's.
 func Platform() (os, arch string) { return "linux", runtime.GOARCH }

@@ -40,3 +40,10 @@ func TestArchivesAreNamedAfterTheirImages(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSaysToRunMakeImages(t *testing.T) {
+	err := Pause.Check(t.TempDir())
+	if err == nil || !regexp.MustCompile("run `make images`").MatchString(err.Error()) {
+		t.Fatalf("Check = %v", err)
+	}
+}

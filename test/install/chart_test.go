@@ -145,7 +145,14 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"Bitbucket URL that is no URL", []string{"--set", "poolPolicy.allowedBitbucketURLs={bitbucket.example.com}"}, "at '/poolPolicy/allowedBitbucketURLs/0'"},
 		{"namespace selector with a typo", []string{"--set", "poolPolicy.namespaceSelector.matchLabel.a=b"}, "additional properties 'matchLabel' not allowed"},
 
+		{"ServiceMonitor that cannot verify the self-signed certificate", []string{"--set", "metrics.serviceMonitor.enabled=true"}, "metrics.serviceMonitor: Prometheus cannot verify the self-signed certificate"},
+		{"ServiceMonitor skip verify not a boolean", []string{"--set-string", "metrics.serviceMonitor.insecureSkipVerify=yes"}, "at '/metrics/serviceMonitor/insecureSkipVerify'"},
+
 		{"two replicas", []string{"--set", "replicas=2"}, ""},
+		{"ServiceMonitor verifying against the metrics certificate's CA", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.certSecret=metrics-tls"}, ""},
+		{"ServiceMonitor verifying against another CA", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.caSecret.name=corp-ca"}, ""},
+		{"ServiceMonitor skipping verification when asked", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.insecureSkipVerify=true"}, ""},
+		{"ServiceMonitor with plain HTTP metrics", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.secure=false"}, ""},
 		{"plain HTTP metrics", []string{"--set", "metrics.secure=false"}, ""},
 		{"metrics certificate", []string{"--set", "metrics.certSecret=metrics-tls"}, ""},
 		{"no cleanup on uninstall", []string{"--set", "cleanupOnUninstall=false"}, ""},

@@ -11,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -33,6 +32,11 @@ const leaderElectionID = "runnerpool-operator.ci.runnerpool.dev"
 func TestChartRunsManagerOnRealNode(t *testing.T) {
 	r := &running{helm: tool(t, "helm"), kubectl: tool(t, "kubectl")}
 	bin := repoPath("bin")
+	for _, image := range []images.Image{images.Pause, images.Manager} {
+		if err := image.Check(bin); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r.cp = framework.StartForTest(t, framework.Options{Nodes: -1, RealNode: &framework.RealNodeOptions{
 		PauseImage:   images.Pause.Ref,
 		PauseArchive: images.Pause.Archive(bin),
@@ -117,10 +121,7 @@ func TestChartRunsManagerOnRealNode(t *testing.T) {
 	r.checkNothingLeft(t, team)
 	r.mustRunLong(t, r.helm, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "2m")
 	r.waitNoPods(t, namespace)
-	r.eventually(t, time.Minute, "nothing of the manager pod left on the node", func() (bool, string) {
-		left := node.Leftovers(types.UID(pod.UID))
-		return len(left) == 0, strings.Join(left, "; ")
-	})
+	node.ExpectNothingLeft(t, time.Minute, pod.UID)
 }
 
 // startBBSimOn serves bbsim on host, watching the pods as the runner agents it plays.
