@@ -18,17 +18,21 @@ import (
 // sidecar, the runner comes ONLINE, a step runs as a real container of that dind and sees the
 // files the runner wrote in the working directory at the same path, the step's memory is
 // capped by the cgroup at what the step size promises, and the daemon's storage (the images
-// and the step's container) sits on the pod's own volume.
+// and the step's container) sits on the pod's own volume. With maxSteps 1 the pod is then
+// recycled: it stops gracefully, runner first, leaves nothing on the node, and a fresh runner
+// takes its place.
 func TestRunnerPodRunsStepsInDockerOnRealNode(t *testing.T) {
 	begin := time.Now()
 	defer func() { t.Logf("took %s", time.Since(begin).Round(time.Millisecond)) }()
 	ns := namespace(t)
 	dumpOnFailure(t, ns)
 	pool := realPool(ns, "steps", 1, 1)
+	pool.Spec.Runner.MaxSteps = 1
 	createPool(t, pool)
 	rp := waitOnline(t, pool, 1)[0]
 	t.Logf("runner %s ONLINE in pod %s after %s", rp.runner.UUID, rp.pod.Name, time.Since(begin).Round(time.Millisecond))
 	checkSidecarOrder(t, rp.pod)
+	stop := watchStop(t, rp.pod)
 
 	// The step prints where it runs and what it finds there, then lingers, so that its
 	// process can be found on the node while it runs.
@@ -128,4 +132,19 @@ func TestRunnerPodRunsStepsInDockerOnRealNode(t *testing.T) {
 		t.Fatalf("the step ran in the pod's own container, not in a container of dind:\n%s", done.Log)
 	}
 	t.Logf("step log:\n%s", done.Log)
+
+	// Recycled after its one step: a new pod, a new runner, nothing left of the old one.
+	eventually(t, time.Minute, "the pod to be recycled after its step", func() (bool, string) {
+		return podGone(t, pod), "pod " + pod.Name + " still there"
+	})
+	next := waitOnline(t, pool, 1)[0]
+	if next.pod.UID == pod.UID {
+		t.Fatalf("pod %s was not recycled after its step", pod.Name)
+	}
+	checkStopOrder(t, pod.Name, stop)
+	eventually(t, time.Minute, "nothing of the recycled pod left on the node", func() (bool, string) {
+		left := sys.ControlPlane.RealNode().Leftovers(pod.UID)
+		return len(left) == 0, strings.Join(left, "; ")
+	})
+	t.Logf("pod %s recycled into %s after %s", pod.Name, next.pod.Name, time.Since(begin).Round(time.Millisecond))
 }
