@@ -20,7 +20,8 @@ build: ## Build manager and bbsim into bin/.
 
 .PHONY: run
 run: tools build ## Local control plane + bbsim + operator + sample pool + demo workload, live. Ctrl-C stops it all.
-	$(GO) run ./hack/demo
+	@$(GO) build -o $(BIN)/demo ./hack/demo
+	@$(BIN)/demo
 
 ## Images: OCI archives in bin/images, built without a container engine or a registry (docs/adr/0013-images-without-a-registry.md).
 

@@ -2,6 +2,7 @@ package runnerpod
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -48,7 +49,7 @@ func WaitingMessage(pod *corev1.Pod) string {
 	}
 	for _, cs := range containerStatuses(pod) {
 		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
-			return fmt.Sprintf("Container %s is waiting: %s %s", cs.Name, w.Reason, w.Message)
+			return fmt.Sprintf("Container %s is waiting: %s %s", cs.Name, w.Reason, w.Message) + lastExit(cs)
 		}
 	}
 	return fmt.Sprintf("The runner pod is %s", pod.Status.Phase)
@@ -60,11 +61,44 @@ var failingReasons = map[string]bool{
 	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
 }
 
+// Of a crashed container's termination message (the end of its log, as the runner pod's
+// containers ask), the last lines say why it ended: a crash loop of docker-in-docker is
+// otherwise "CrashLoopBackOff" and nothing more in the Runner's status.
+const (
+	lastExitLines    = 3
+	lastExitLineSize = 200
+)
+
+// lastExit is ", last exit code N: <the end of its termination message>" for a container that
+// ended before, "" otherwise.
+func lastExit(cs corev1.ContainerStatus) string {
+	last := cs.LastTerminationState.Terminated
+	if last == nil {
+		return ""
+	}
+	var lines []string
+	for _, line := range strings.Split(last.Message, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			if len(line) > lastExitLineSize {
+				line = "..." + line[len(line)-lastExitLineSize:]
+			}
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) > lastExitLines {
+		lines = lines[len(lines)-lastExitLines:]
+	}
+	if len(lines) == 0 {
+		return fmt.Sprintf(", last exit code %d", last.ExitCode)
+	}
+	return fmt.Sprintf(", last exit code %d: %s", last.ExitCode, strings.Join(lines, " | "))
+}
+
 // Failing names why a pod cannot start, "" if it may still start.
 func Failing(pod *corev1.Pod) string {
 	for _, cs := range containerStatuses(pod) {
 		if w := cs.State.Waiting; w != nil && failingReasons[w.Reason] {
-			return fmt.Sprintf("container %s: %s", cs.Name, w.Reason)
+			return fmt.Sprintf("container %s: %s", cs.Name, w.Reason) + lastExit(cs)
 		}
 	}
 	return ""

@@ -1,6 +1,7 @@
 package runnerpod
 
 import (
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +13,12 @@ func waiting(name, reason, message string) corev1.ContainerStatus {
 
 func terminated(name, reason string, exitCode int32) corev1.ContainerStatus {
 	return corev1.ContainerStatus{Name: name, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: reason, ExitCode: exitCode}}}
+}
+
+func crashed(name string, exitCode int32, message string) corev1.ContainerStatus {
+	cs := waiting(name, "CrashLoopBackOff", "")
+	cs.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: exitCode, Message: message}
+	return cs
 }
 
 func running(name string) corev1.ContainerStatus {
@@ -26,6 +33,12 @@ func TestFailing(t *testing.T) {
 	}{
 		{"a pod whose image cannot be pulled is failing", corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{running("docker"), waiting("runner", "ImagePullBackOff", "")}}, "container runner: ImagePullBackOff"},
 		{"a crash-looping sidecar fails the pod", corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{waiting("docker", "CrashLoopBackOff", "")}}, "container docker: CrashLoopBackOff"},
+		{"a crash loop tells the end of the last exit's message", corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{crashed("docker", 1, "+ exec rootlesskit\nfirst\n\nopen: Permission denied\n[rootlesskit:parent] error: failed to setup network\n")}},
+			"container docker: CrashLoopBackOff, last exit code 1: first | open: Permission denied | [rootlesskit:parent] error: failed to setup network"},
+		{"a long last line keeps its end", corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{crashed("docker", 2, strings.Repeat("x", 300)+"exit status 1")}},
+			"container docker: CrashLoopBackOff, last exit code 2: ..." + strings.Repeat("x", 187) + "exit status 1"},
+		{"a crash without a message tells the exit code", corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{crashed("docker", 137, "")}},
+			"container docker: CrashLoopBackOff, last exit code 137"},
 		{"a pod with an invalid image name is failing", corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{waiting("runner", "InvalidImageName", "")}}, "container runner: InvalidImageName"},
 		{"a pod whose container config is broken is failing", corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{waiting("runner", "CreateContainerConfigError", "")}}, "container runner: CreateContainerConfigError"},
 		{"a container being created may still start", corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{waiting("runner", "ContainerCreating", "")}}, ""},

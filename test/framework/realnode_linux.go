@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 const (
@@ -208,8 +209,16 @@ func (n *RealNode) setUpNetwork() error {
 		return err
 	}
 	prefix, _ := subnet.Mask.Size()
+	// A bridge whose address is not set takes the lowest of its ports' addresses, so it
+	// changes when that pod goes; the other pods' ARP entries for their gateway then point
+	// nowhere and their connections to the node stall for the 15 s or so the kernel takes to
+	// find out. An address set here is kept whatever the ports.
+	mac, err := bridgeAddress()
+	if err != nil {
+		return err
+	}
 	for _, args := range [][]string{
-		{"link", "add", n.state.Bridge, "type", "bridge"},
+		{"link", "add", n.state.Bridge, "address", mac, "type", "bridge"},
 		{"addr", "add", fmt.Sprintf("%s/%d", gateway, prefix), "dev", n.state.Bridge},
 		{"link", "set", n.state.Bridge, "up"},
 	} {
@@ -226,6 +235,16 @@ func (n *RealNode) setUpNetwork() error {
 		return err
 	}
 	return nil
+}
+
+// bridgeAddress is a random locally administered unicast MAC address.
+func bridgeAddress() (string, error) {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("bridge address: %w", err)
+	}
+	b[0] = b[0]&^0x01 | 0x02
+	return net.HardwareAddr(b).String(), nil
 }
 
 // freeSubnet picks the first 10.213.x.0/24 that no interface of the machine is on.
@@ -549,4 +568,23 @@ func run(program string, args ...string) error {
 		return fmt.Errorf("%s %s: %w: %s", program, strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// ContainerLog returns what the kubelet has logged so far of a container of a pod on the node,
+// read from its log directory, which goes with the pod: a test that examines a failure after
+// the pod is gone keeps a copy while the pod runs.
+func (n *RealNode) ContainerLog(namespace, pod string, uid types.UID, container string) ([]byte, error) {
+	files, err := filepath.Glob(filepath.Join(n.dir, "pod-logs", namespace+"_"+pod+"_"+string(uid), container, "*.log"))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no log of container %s of pod %s/%s on node %s", container, namespace, pod, n.name)
+	}
+	var out []byte
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, data...)
+	}
+	return out, nil
 }

@@ -53,6 +53,9 @@ type Options struct {
 	// BudgetNamespace, when set, is created and holds the operator's saved request budgets, as
 	// the operator's own namespace does in a cluster.
 	BudgetNamespace string
+	// RealNode, when set, adds a real node to the control plane (framework.Options.RealNode);
+	// bbsim then listens on the node's address, where the node's pods reach it.
+	RealNode *framework.RealNodeOptions
 }
 
 // System is a running local system.
@@ -100,6 +103,7 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 		CRDDirectoryPaths: []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		Nodes:             opts.Nodes,
 		LogDir:            opts.LogDir,
+		RealNode:          opts.RealNode,
 	}
 	cp, err := framework.Start(ctx, fo)
 	if err != nil {
@@ -137,7 +141,13 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 		}
 	}
 	sys.BBSim = bbsim.New(opts.BBSim)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bbsimHost := "127.0.0.1"
+	if node := cp.RealNode(); node != nil {
+		// The host end of the node's bridge: the operator reaches it from this process, the
+		// runner pods from theirs.
+		bbsimHost = node.IP().String()
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(bbsimHost, "0"))
 	if err != nil {
 		return sys, fmt.Errorf("listen for bbsim: %w", err)
 	}
