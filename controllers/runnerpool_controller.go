@@ -275,6 +275,11 @@ func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *r
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonBudgetLow,
 			fmt.Sprintf("Policy %s wants %d runners; polls are stretched to every %s because the Bitbucket request budget of these credentials runs low", pool.Spec.Scaling.Policy, decision.Desired, scope.Poll))
 	}
+	// A snapshot still fresh enough can carry a throttled credential through the scale path; the
+	// 429 streak says more to the user than the stretched polls it causes.
+	if th := bitbucket.ThrottleOf(scope.API); th.Strikes > 0 {
+		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited, th.Message())
+	}
 	if n := countRegistrationReason(runners, ReasonRunnerLimitReached); n > 0 {
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRunnerLimitReached,
 			fmt.Sprintf("Bitbucket refused %d runners: its limit of %d runners per workspace or repository is reached (all pools and other tools count)", n, v1alpha1.MaxRunnersPerScope))
