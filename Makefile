@@ -50,7 +50,7 @@ unit: ## Unit tests only (no control plane).
 	$(GO) test -count=1 ./api/... ./internal/... ./cmd/...
 
 .PHONY: node-prereqs
-node-prereqs: ## Install what the real test node runs beside its kubelet: Debian's containerd, runc, CNI plugins and iptables (as root; skipped when present).
+node-prereqs: ## Install what the real test node runs beside its kubelet: Debian's containerd, runc, CNI plugins and iptables (as root; installs only what is missing).
 	@hack/node-prereqs.sh
 
 .PHONY: test

@@ -44,23 +44,6 @@ type edgeCase struct {
 	reason string
 }
 
-// specAt sets the value at a dotted path of the spec, creating the objects on the way.
-func specAt(path string, v any) func(map[string]any) {
-	return func(spec map[string]any) {
-		parts := strings.Split(path, ".")
-		m := spec
-		for _, p := range parts[:len(parts)-1] {
-			next, ok := m[p].(map[string]any)
-			if !ok {
-				next = map[string]any{}
-				m[p] = next
-			}
-			m = next
-		}
-		m[parts[len(parts)-1]] = v
-	}
-}
-
 func allOf(edits ...func(map[string]any)) func(map[string]any) {
 	return func(spec map[string]any) {
 		for _, e := range edits {
@@ -70,87 +53,87 @@ func allOf(edits ...func(map[string]any)) func(map[string]any) {
 }
 
 func percentageIdle(up, down, upMul, downMul any) func(map[string]any) {
-	return allOf(specAt("scaling.policy", "PercentageIdle"), specAt("scaling.percentageIdle", map[string]any{
+	return allOf(harness.SetField("scaling.policy", "PercentageIdle"), harness.SetField("scaling.percentageIdle", map[string]any{
 		"scaleUpThreshold": up, "scaleDownThreshold": down, "scaleUpMultiplier": upMul, "scaleDownMultiplier": downMul,
 	}))
 }
 
 func withVolume(v map[string]any) func(map[string]any) {
 	v["name"] = "extra"
-	return specAt("template.volumes", []any{v})
+	return harness.SetField("template.volumes", []any{v})
 }
 
 var edgeCases = []edgeCase{
 	// Integers at and past their bounds.
-	{name: "max runners at Bitbucket's limit", edit: specAt("maxRunners", int64(100))},
-	{name: "max runners at its minimum", edit: specAt("maxRunners", int64(1))},
-	{name: "max runners zero", edit: specAt("maxRunners", int64(0)), reject: "spec.maxRunners"},
-	{name: "max runners past int32", edit: specAt("maxRunners", int64(1)<<31), reject: "spec.maxRunners"},
-	{name: "max runners a fraction", edit: specAt("maxRunners", 1.5), reject: "spec.maxRunners"},
-	{name: "idle runners past the limit", edit: specAt("scaling.idleRunners", int64(101)), reject: "spec.scaling.idleRunners"},
-	{name: "max steps at its maximum", edit: specAt("runner.maxSteps", int64(1000000))},
-	{name: "max steps past int32", edit: specAt("runner.maxSteps", int64(1)<<40), reject: "spec.runner.maxSteps"},
-	{name: "grace period negative", edit: specAt("template.terminationGracePeriodSeconds", int64(-1)), reject: "spec.template.terminationGracePeriodSeconds"},
-	{name: "grace period past a day", edit: specAt("template.terminationGracePeriodSeconds", int64(86401)), reject: "spec.template.terminationGracePeriodSeconds"},
+	{name: "max runners at Bitbucket's limit", edit: harness.SetField("maxRunners", int64(100))},
+	{name: "max runners at its minimum", edit: harness.SetField("maxRunners", int64(1))},
+	{name: "max runners zero", edit: harness.SetField("maxRunners", int64(0)), reject: "spec.maxRunners"},
+	{name: "max runners past int32", edit: harness.SetField("maxRunners", int64(1)<<31), reject: "spec.maxRunners"},
+	{name: "max runners a fraction", edit: harness.SetField("maxRunners", 1.5), reject: "spec.maxRunners"},
+	{name: "idle runners past the limit", edit: harness.SetField("scaling.idleRunners", int64(101)), reject: "spec.scaling.idleRunners"},
+	{name: "max steps at its maximum", edit: harness.SetField("runner.maxSteps", int64(1000000))},
+	{name: "max steps past int32", edit: harness.SetField("runner.maxSteps", int64(1)<<40), reject: "spec.runner.maxSteps"},
+	{name: "grace period negative", edit: harness.SetField("template.terminationGracePeriodSeconds", int64(-1)), reject: "spec.template.terminationGracePeriodSeconds"},
+	{name: "grace period past a day", edit: harness.SetField("template.terminationGracePeriodSeconds", int64(86401)), reject: "spec.template.terminationGracePeriodSeconds"},
 	{name: "volume mode past int32 (a core/v1 field)", edit: withVolume(map[string]any{"secret": map[string]any{"secretName": "s", "defaultMode": int64(1) << 32}}), reject: "spec.template.volumes[0].secret.defaultMode"},
 	{name: "volume mode in range", edit: withVolume(map[string]any{"secret": map[string]any{"secretName": "s", "defaultMode": int64(0o644)}})},
-	{name: "toleration seconds past int64", edit: specAt("template.tolerations", []any{map[string]any{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": float64(1e19)}}), reject: "spec.template.tolerations[0].tolerationSeconds"},
+	{name: "toleration seconds past int64", edit: harness.SetField("template.tolerations", []any{map[string]any{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": float64(1e19)}}), reject: "spec.template.tolerations[0].tolerationSeconds"},
 
 	// Enums, every value.
-	{name: "platform arm64", edit: specAt("platform", "linux/arm64")},
-	{name: "step size 8x", edit: specAt("runner.stepSize", "8x")},
-	{name: "docker rootless", edit: specAt("docker.mode", "Rootless")},
-	{name: "queue policy", edit: specAt("scaling.policy", "Queue")},
-	{name: "pull policy Never", edit: specAt("runner.imagePullPolicy", "Never")},
-	{name: "pull policy lowercase", edit: specAt("runner.imagePullPolicy", "never"), reject: "spec.runner.imagePullPolicy"},
+	{name: "platform arm64", edit: harness.SetField("platform", "linux/arm64")},
+	{name: "step size 8x", edit: harness.SetField("runner.stepSize", "8x")},
+	{name: "docker rootless", edit: harness.SetField("docker.mode", "Rootless")},
+	{name: "queue policy", edit: harness.SetField("scaling.policy", "Queue")},
+	{name: "pull policy Never", edit: harness.SetField("runner.imagePullPolicy", "Never")},
+	{name: "pull policy lowercase", edit: harness.SetField("runner.imagePullPolicy", "never"), reject: "spec.runner.imagePullPolicy"},
 
 	// Strings: empty, whitespace, unicode, very long.
-	{name: "label at 50 characters", edit: specAt("labels", []any{strings.Repeat("a", 50)})},
-	{name: "label at 51 characters", edit: specAt("labels", []any{strings.Repeat("a", 51)}), reject: "spec.labels[0]"},
-	{name: "label with unicode", edit: specAt("labels", []any{"bäckend"}), reject: "spec.labels[0]"},
-	{name: "empty label", edit: specAt("labels", []any{""}), reject: "spec.labels[0]"},
-	{name: "no labels", edit: specAt("labels", []any{})},
-	{name: "secret name of spaces", edit: specAt("bitbucket.credentialsSecretRef.name", "   ")},
-	{name: "secret name at 253 characters", edit: specAt("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 253))},
-	{name: "secret name at 254 characters", edit: specAt("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 254)), reject: "spec.bitbucket.credentialsSecretRef.name"},
-	{name: "empty image", edit: specAt("runner.image", ""), reject: "spec.runner.image"},
-	{name: "image at 512 characters", edit: specAt("runner.image", "registry.example/"+strings.Repeat("i", 495))},
-	{name: "image past 512 characters", edit: specAt("runner.image", strings.Repeat("i", 513)), reject: "spec.runner.image"},
-	{name: "image with unicode", edit: specAt("docker.image", "dökker:dind")},
-	{name: "working directory with a space", edit: specAt("runner.workingDirectory", "/tmp/my builds"), reject: "spec.runner.workingDirectory"},
-	{name: "working directory past 255 characters", edit: specAt("runner.workingDirectory", "/"+strings.Repeat("d", 255)), reject: "spec.runner.workingDirectory"},
-	{name: "api URL not http", edit: specAt("bitbucket.apiURL", "ftp://bitbucket.example"), reject: "spec.bitbucket.apiURL"},
-	{name: "priority class with spaces", edit: specAt("template.priorityClassName", "High Priority"), reject: "spec.template.priorityClassName"},
-	{name: "service account with unicode", edit: specAt("template.serviceAccountName", "bäuer"), reject: "spec.template.serviceAccountName"},
-	{name: "node selector with unicode", edit: specAt("template.nodeSelector", map[string]any{"zone": "zürich"})},
-	{name: "repository slug", edit: specAt("scaling.repositories", []any{"my.repo_2-x", "{" + strings.Trim(bbsim.DefaultRepositoryUUID, "{}") + "}"})},
-	{name: "repository ..", edit: specAt("scaling.repositories", []any{".."}), reject: "spec.scaling.repositories[0]"},
-	{name: "repository .", edit: specAt("scaling.repositories", []any{"."}), reject: "spec.scaling.repositories[0]"},
-	{name: "repository with a slash", edit: specAt("scaling.repositories", []any{"a/../b"}), reject: "spec.scaling.repositories[0]"},
-	{name: "repository escaped", edit: specAt("scaling.repositories", []any{"%2e%2e"}), reject: "spec.scaling.repositories[0]"},
+	{name: "label at 50 characters", edit: harness.SetField("labels", []any{strings.Repeat("a", 50)})},
+	{name: "label at 51 characters", edit: harness.SetField("labels", []any{strings.Repeat("a", 51)}), reject: "spec.labels[0]"},
+	{name: "label with unicode", edit: harness.SetField("labels", []any{"bäckend"}), reject: "spec.labels[0]"},
+	{name: "empty label", edit: harness.SetField("labels", []any{""}), reject: "spec.labels[0]"},
+	{name: "no labels", edit: harness.SetField("labels", []any{})},
+	{name: "secret name of spaces", edit: harness.SetField("bitbucket.credentialsSecretRef.name", "   ")},
+	{name: "secret name at 253 characters", edit: harness.SetField("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 253))},
+	{name: "secret name at 254 characters", edit: harness.SetField("bitbucket.credentialsSecretRef.name", strings.Repeat("s", 254)), reject: "spec.bitbucket.credentialsSecretRef.name"},
+	{name: "empty image", edit: harness.SetField("runner.image", ""), reject: "spec.runner.image"},
+	{name: "image at 512 characters", edit: harness.SetField("runner.image", "registry.example/"+strings.Repeat("i", 495))},
+	{name: "image past 512 characters", edit: harness.SetField("runner.image", strings.Repeat("i", 513)), reject: "spec.runner.image"},
+	{name: "image with unicode", edit: harness.SetField("docker.image", "dökker:dind")},
+	{name: "working directory with a space", edit: harness.SetField("runner.workingDirectory", "/tmp/my builds"), reject: "spec.runner.workingDirectory"},
+	{name: "working directory past 255 characters", edit: harness.SetField("runner.workingDirectory", "/"+strings.Repeat("d", 255)), reject: "spec.runner.workingDirectory"},
+	{name: "api URL not http", edit: harness.SetField("bitbucket.apiURL", "ftp://bitbucket.example"), reject: "spec.bitbucket.apiURL"},
+	{name: "priority class with spaces", edit: harness.SetField("template.priorityClassName", "High Priority"), reject: "spec.template.priorityClassName"},
+	{name: "service account with unicode", edit: harness.SetField("template.serviceAccountName", "bäuer"), reject: "spec.template.serviceAccountName"},
+	{name: "node selector with unicode", edit: harness.SetField("template.nodeSelector", map[string]any{"zone": "zürich"})},
+	{name: "repository slug", edit: harness.SetField("scaling.repositories", []any{"my.repo_2-x", "{" + strings.Trim(bbsim.DefaultRepositoryUUID, "{}") + "}"})},
+	{name: "repository ..", edit: harness.SetField("scaling.repositories", []any{".."}), reject: "spec.scaling.repositories[0]"},
+	{name: "repository .", edit: harness.SetField("scaling.repositories", []any{"."}), reject: "spec.scaling.repositories[0]"},
+	{name: "repository with a slash", edit: harness.SetField("scaling.repositories", []any{"a/../b"}), reject: "spec.scaling.repositories[0]"},
+	{name: "repository escaped", edit: harness.SetField("scaling.repositories", []any{"%2e%2e"}), reject: "spec.scaling.repositories[0]"},
 
 	// Durations, in the language of time.ParseDuration and not.
-	{name: "poll interval in words", edit: specAt("scaling.pollInterval", "5 minutes"), reject: "spec.scaling.pollInterval"},
-	{name: "poll interval empty", edit: specAt("scaling.pollInterval", ""), reject: "spec.scaling.pollInterval"},
-	{name: "poll interval compound", edit: specAt("scaling.pollInterval", "1m30s")},
-	{name: "poll interval overflowing", edit: specAt("scaling.pollInterval", "99999999999999h"), reject: "spec.scaling.pollInterval"},
-	{name: "max age in words", edit: specAt("runner.maxAge", "one day"), reject: "spec.runner.maxAge"},
-	{name: "max age zero", edit: specAt("runner.maxAge", "0s")},
-	{name: "max age a year", edit: specAt("runner.maxAge", "8760h")},
-	{name: "max age past a year", edit: specAt("runner.maxAge", "8761h"), reject: "maxAge must be between 0s and 8760h"},
-	{name: "max age negative", edit: specAt("runner.maxAge", "-1h"), reject: "spec.runner.maxAge"},
-	{name: "scale-down delay fractional", edit: specAt("scaling.scaleDownDelay", "1.5h")},
-	{name: "pending timeout without unit", edit: specAt("scaling.pendingTimeout", "600"), reject: "spec.scaling.pendingTimeout"},
-	{name: "duration a number", edit: specAt("scaling.scaleDownDelay", int64(300)), reject: "spec.scaling.scaleDownDelay"},
+	{name: "poll interval in words", edit: harness.SetField("scaling.pollInterval", "5 minutes"), reject: "spec.scaling.pollInterval"},
+	{name: "poll interval empty", edit: harness.SetField("scaling.pollInterval", ""), reject: "spec.scaling.pollInterval"},
+	{name: "poll interval compound", edit: harness.SetField("scaling.pollInterval", "1m30s")},
+	{name: "poll interval overflowing", edit: harness.SetField("scaling.pollInterval", "99999999999999h"), reject: "spec.scaling.pollInterval"},
+	{name: "max age in words", edit: harness.SetField("runner.maxAge", "one day"), reject: "spec.runner.maxAge"},
+	{name: "max age zero", edit: harness.SetField("runner.maxAge", "0s")},
+	{name: "max age a year", edit: harness.SetField("runner.maxAge", "8760h")},
+	{name: "max age past a year", edit: harness.SetField("runner.maxAge", "8761h"), reject: "maxAge must be between 0s and 8760h"},
+	{name: "max age negative", edit: harness.SetField("runner.maxAge", "-1h"), reject: "spec.runner.maxAge"},
+	{name: "scale-down delay fractional", edit: harness.SetField("scaling.scaleDownDelay", "1.5h")},
+	{name: "pending timeout without unit", edit: harness.SetField("scaling.pendingTimeout", "600"), reject: "spec.scaling.pendingTimeout"},
+	{name: "duration a number", edit: harness.SetField("scaling.scaleDownDelay", int64(300)), reject: "spec.scaling.scaleDownDelay"},
 
 	// Quantities, in the language of resource.ParseQuantity and not.
-	{name: "memory in words", edit: specAt("runner.memory", "lots"), reject: "spec.runner.memory"},
-	{name: "memory as a number", edit: specAt("runner.memory", int64(1<<30))},
-	{name: "memory with an exponent", edit: specAt("runner.memory", "1e9")},
-	{name: "cpu with a fractional exponent", edit: specAt("runner.resources", map[string]any{"limits": map[string]any{"cpu": "1e.5"}}), reject: "spec.runner.resources.limits.cpu"},
-	{name: "cpu with a huge exponent", edit: specAt("runner.resources", map[string]any{"requests": map[string]any{"cpu": "1e99999999999"}}), reject: "spec.runner.resources.requests.cpu"},
-	{name: "docker memory fractional", edit: specAt("docker.resources", map[string]any{"requests": map[string]any{"memory": "1.5Gi"}})},
-	{name: "size limit in words", edit: specAt("runner.workVolume", map[string]any{"emptyDir": map[string]any{"sizeLimit": "big"}}), reject: "spec.runner.workVolume.emptyDir.sizeLimit"},
+	{name: "memory in words", edit: harness.SetField("runner.memory", "lots"), reject: "spec.runner.memory"},
+	{name: "memory as a number", edit: harness.SetField("runner.memory", int64(1<<30))},
+	{name: "memory with an exponent", edit: harness.SetField("runner.memory", "1e9")},
+	{name: "cpu with a fractional exponent", edit: harness.SetField("runner.resources", map[string]any{"limits": map[string]any{"cpu": "1e.5"}}), reject: "spec.runner.resources.limits.cpu"},
+	{name: "cpu with a huge exponent", edit: harness.SetField("runner.resources", map[string]any{"requests": map[string]any{"cpu": "1e99999999999"}}), reject: "spec.runner.resources.requests.cpu"},
+	{name: "docker memory fractional", edit: harness.SetField("docker.resources", map[string]any{"requests": map[string]any{"memory": "1.5Gi"}})},
+	{name: "size limit in words", edit: harness.SetField("runner.workVolume", map[string]any{"emptyDir": map[string]any{"sizeLimit": "big"}}), reject: "spec.runner.workVolume.emptyDir.sizeLimit"},
 
 	// Decimals of the PercentageIdle policy and their ranges.
 	{name: "percentage idle in range", edit: percentageIdle("0.8", "0.1", "2", "0.25")},
@@ -163,16 +146,16 @@ var edgeCases = []edgeCase{
 	{name: "decimal a JSON number", edit: percentageIdle(0.5, "0.2", "1.5", "0.5"), reject: "spec.scaling.percentageIdle.scaleUpThreshold"},
 
 	// Raw fields of the wrong shape, and unknown fields.
-	{name: "runner a string", edit: specAt("runner", "big"), reject: "spec.runner"},
-	{name: "labels a string", edit: specAt("labels", "docker"), reject: "spec.labels"},
-	{name: "tolerations an object", edit: specAt("template.tolerations", map[string]any{"key": "k"}), reject: "spec.template.tolerations"},
-	{name: "pod label a number", edit: specAt("template.metadata.labels", map[string]any{"team": int64(5)}), reject: "spec.template.metadata.labels.team"},
-	{name: "env value a number", edit: specAt("runner.env", []any{map[string]any{"name": "A", "value": int64(5)}}), reject: "spec.runner.env[0].value"},
-	{name: "unknown fields are dropped", edit: allOf(specAt("surprise", "x"), specAt("runner.surprise", int64(1)))},
-	{name: "affinity a string", edit: specAt("template.affinity", "anywhere"), reject: "spec.template.affinity"},
-	{name: "affinity of the wrong shape (schemaless)", edit: specAt("template.affinity", map[string]any{"nodeAffinity": "anywhere"}), reason: controllers.ReasonInvalidSpec},
-	{name: "ephemeral volume of the wrong shape (schemaless)", edit: specAt("runner.workVolume", map[string]any{"ephemeral": map[string]any{"volumeClaimTemplate": []any{}}}), reason: controllers.ReasonInvalidSpec},
-	{name: "affinity with unknown fields (schemaless)", edit: specAt("template.affinity", map[string]any{"nodeAffinity": map[string]any{}, "future": true})},
+	{name: "runner a string", edit: harness.SetField("runner", "big"), reject: "spec.runner"},
+	{name: "labels a string", edit: harness.SetField("labels", "docker"), reject: "spec.labels"},
+	{name: "tolerations an object", edit: harness.SetField("template.tolerations", map[string]any{"key": "k"}), reject: "spec.template.tolerations"},
+	{name: "pod label a number", edit: harness.SetField("template.metadata.labels", map[string]any{"team": int64(5)}), reject: "spec.template.metadata.labels.team"},
+	{name: "env value a number", edit: harness.SetField("runner.env", []any{map[string]any{"name": "A", "value": int64(5)}}), reject: "spec.runner.env[0].value"},
+	{name: "unknown fields are dropped", edit: allOf(harness.SetField("surprise", "x"), harness.SetField("runner.surprise", int64(1)))},
+	{name: "affinity a string", edit: harness.SetField("template.affinity", "anywhere"), reject: "spec.template.affinity"},
+	{name: "affinity of the wrong shape (schemaless)", edit: harness.SetField("template.affinity", map[string]any{"nodeAffinity": "anywhere"}), reason: controllers.ReasonInvalidSpec},
+	{name: "ephemeral volume of the wrong shape (schemaless)", edit: harness.SetField("runner.workVolume", map[string]any{"ephemeral": map[string]any{"volumeClaimTemplate": []any{}}}), reason: controllers.ReasonInvalidSpec},
+	{name: "affinity with unknown fields (schemaless)", edit: harness.SetField("template.affinity", map[string]any{"nodeAffinity": map[string]any{}, "future": true})},
 }
 
 // TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled creates one pool per case while another

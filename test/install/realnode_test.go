@@ -8,14 +8,9 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
-	"github.com/runnerpool/runnerpool-operator/internal/operator"
 	"github.com/runnerpool/runnerpool-operator/test/framework"
 	"github.com/runnerpool/runnerpool-operator/test/images"
 )
@@ -37,30 +32,13 @@ func TestChartRunsManagerOnRealNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.cp = framework.StartForTest(t, framework.Options{Nodes: -1, RealNode: &framework.RealNodeOptions{
+	r.start(t, framework.Options{Nodes: -1, RealNode: &framework.RealNodeOptions{
 		PauseImage:   images.Pause.Ref,
 		PauseArchive: images.Pause.Archive(bin),
 		Images:       []string{images.Manager.Archive(bin)},
 	}})
 	node := r.cp.RealNode()
 	ctx := t.Context()
-	r.env = commandEnv(t, r.cp.KubeconfigPath)
-	var err error
-	if r.clientset, err = kubernetes.NewForConfig(r.cp.Config); err != nil {
-		t.Fatal(err)
-	}
-	if r.client, err = client.New(r.cp.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cp.StartWorkloadControllers(); err != nil {
-		t.Fatal(err)
-	}
-	taint := func(node *corev1.Node) {
-		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: runnerTaint, Effect: corev1.TaintEffectNoSchedule})
-	}
-	if _, err := r.cp.CreateNodes(ctx, 2, resource.MustParse("16"), resource.MustParse("64Gi"), taint); err != nil {
-		t.Fatal(err)
-	}
 	// bbsim listens on the node's address, the host end of its bridge, where the manager pod
 	// reaches it.
 	r.startBBSimOn(t, node.IP().String())

@@ -64,25 +64,9 @@ type running struct {
 func TestInstalledOperatorServesPools(t *testing.T) {
 	r := &running{helm: tool(t, "helm"), kubectl: tool(t, "kubectl")}
 	manager := buildManager(t)
-	r.cp = framework.StartForTest(t, framework.Options{Nodes: -1})
+	r.start(t, framework.Options{Nodes: -1})
 	ctx := t.Context()
-	r.env = commandEnv(t, r.cp.KubeconfigPath)
 	var err error
-	if r.clientset, err = kubernetes.NewForConfig(r.cp.Config); err != nil {
-		t.Fatal(err)
-	}
-	if r.client, err = client.New(r.cp.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.cp.StartWorkloadControllers(); err != nil {
-		t.Fatal(err)
-	}
-	taint := func(node *corev1.Node) {
-		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: runnerTaint, Effect: corev1.TaintEffectNoSchedule})
-	}
-	if _, err := r.cp.CreateNodes(ctx, 2, resource.MustParse("16"), resource.MustParse("64Gi"), taint); err != nil {
-		t.Fatal(err)
-	}
 	r.kubelet, err = r.cp.StartKubelet(ctx, framework.KubeletOptions{
 		NodeName: "local-kubelet",
 		Programs: map[string]string{
@@ -122,6 +106,30 @@ func buildManager(t *testing.T) string {
 
 func (r *running) startBBSim(t *testing.T) {
 	r.startBBSimOn(t, "127.0.0.1")
+}
+
+// start brings up the control plane of opts for r, its clients, the workload controllers and
+// two kwok nodes tainted for runner pods.
+func (r *running) start(t *testing.T, opts framework.Options) {
+	t.Helper()
+	r.cp = framework.StartForTest(t, opts)
+	r.env = commandEnv(t, r.cp.KubeconfigPath)
+	var err error
+	if r.clientset, err = kubernetes.NewForConfig(r.cp.Config); err != nil {
+		t.Fatal(err)
+	}
+	if r.client, err = client.New(r.cp.Config, client.Options{Scheme: operator.Scheme()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cp.StartWorkloadControllers(); err != nil {
+		t.Fatal(err)
+	}
+	taint := func(node *corev1.Node) {
+		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: runnerTaint, Effect: corev1.TaintEffectNoSchedule})
+	}
+	if _, err := r.cp.CreateNodes(t.Context(), 2, resource.MustParse("16"), resource.MustParse("64Gi"), taint); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (r *running) helmLifecycle(t *testing.T) {
