@@ -83,6 +83,10 @@ type RunnerStatus struct {
 	// PodName is the runner pod.
 	// +optional
 	PodName string `json:"podName,omitempty"`
+	// LayerCacheClaim is the PersistentVolumeClaim holding this runner's docker storage, when
+	// the pool keeps a layer cache. The claim's ci.runnerpool.dev/runner label says the same.
+	// +optional
+	LayerCacheClaim string `json:"layerCacheClaim,omitempty"`
 	// SecretName is the Secret holding the runner's OAuth client credentials.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`

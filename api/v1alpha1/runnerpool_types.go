@@ -393,6 +393,45 @@ type DockerSpec struct {
 	// needs (4 GiB per 1x).
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// LayerCache keeps the daemon's images and build cache across runner pods: each runner gets
+	// a PersistentVolumeClaim from a set the pool keeps (at most maxRunners claims, never two
+	// runners on one claim) for /var/lib/docker, and the next runner reuses it after a recycle
+	// or a scale-down. Without it, every pod starts with empty docker storage.
+	// +optional
+	LayerCache *LayerCacheSpec `json:"layerCache,omitempty"`
+}
+
+// LayerCacheSpec sizes the claims that keep docker storage across runner pods.
+type LayerCacheSpec struct {
+	// Size of each runner's claim, for example 50Gi. At least 1Gi.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1Gi')) >= 0",message="layerCache.size must be at least 1Gi"
+	Size resource.Quantity `json:"size"`
+
+	// StorageClassName of the claims. Unset uses the cluster's default storage class. A class
+	// with volumeBindingMode WaitForFirstConsumer keeps each claim on the node (or zone) of its
+	// first runner.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// AccessModes of the claims. Defaults to ReadWriteOnce. The operator never gives one claim
+	// to two runners, whatever the mode.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=3
+	// +kubebuilder:validation:items:Enum=ReadWriteOnce;ReadWriteOncePod;ReadWriteMany
+	AccessModes []corev1.PersistentVolumeAccessMode `json:"accessModes,omitempty"`
+
+	// PruneAbovePercent empties a claim before its next daemon starts when more than this share
+	// of its space is in use: the images, build cache and containers of earlier runners all go,
+	// as with `docker system prune -af`. Between 1 and 100; 100 never empties it.
+	// +optional
+	// +kubebuilder:default=80
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	PruneAbovePercent int32 `json:"pruneAbovePercent,omitempty"`
 }
 
 // PodTemplateOverrides are merged into every runner pod.

@@ -123,6 +123,13 @@ func TestBuildPodGolden(t *testing.T) {
 			runner: newRunner(),
 		},
 		{
+			name: "docker-layer-cache",
+			pool: newPool(func(p *v1alpha1.RunnerPool) {
+				p.Spec.Docker.LayerCache = &v1alpha1.LayerCacheSpec{Size: resource.MustParse("50Gi"), PruneAbovePercent: 75}
+			}),
+			runner: newRunner(func(r *v1alpha1.Runner) { r.Status.LayerCacheClaim = testPool + "-layer-cache-2" }),
+		},
+		{
 			name: "docker-unprivileged-sandboxed",
 			pool: newPool(func(p *v1alpha1.RunnerPool) {
 				p.Spec.Docker.Mode = v1alpha1.DockerModeUnprivileged

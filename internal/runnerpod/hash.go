@@ -27,6 +27,10 @@ const (
 // ephemeral, labels) are not in the pod and do not change it.
 func TemplateHash(pool *v1alpha1.RunnerPool) string {
 	probe := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: hashRunnerName, Namespace: pool.Namespace}}
+	if pool.Spec.Docker.LayerCache != nil {
+		// Turning the layer cache on or off changes the pods; which claim a runner holds does not.
+		probe.Status.LayerCacheClaim = hashRunnerName
+	}
 	var subject any
 	if pod, err := buildPod(pool, probe, hashRunnerUUID); err == nil {
 		subject = struct {

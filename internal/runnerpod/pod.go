@@ -124,7 +124,11 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	if err != nil {
 		return nil, err
 	}
-	volumes, err := buildVolumes(workVolume, in.Template.Volumes)
+	storageVolume, err := dockerStorageVolume(in.Docker.LayerCache, r)
+	if err != nil {
+		return nil, err
+	}
+	volumes, err := buildVolumes(workVolume, storageVolume, in.Template.Volumes)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +169,7 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 			ImagePullSecrets:              in.Template.ImagePullSecrets,
 			PriorityClassName:             in.Template.PriorityClassName,
 			RuntimeClassName:              in.Template.RuntimeClassName,
-			InitContainers:                dockerContainers(in.Docker, workDir, dockerResources),
+			InitContainers:                append(layerCacheContainers(in.Docker), dockerContainers(in.Docker, workDir, dockerResources)...),
 			Containers: []corev1.Container{{
 				Name:                     RunnerContainerName,
 				Image:                    in.Runner.Image,
@@ -510,13 +514,12 @@ func buildWorkVolume(source *v1alpha1.WorkVolumeSource) (corev1.Volume, error) {
 }
 
 // buildVolumes returns the pod's own volumes followed by the user's, in the user's order.
-func buildVolumes(work corev1.Volume, user []corev1.Volume) ([]corev1.Volume, error) {
+func buildVolumes(work, storage corev1.Volume, user []corev1.Volume) ([]corev1.Volume, error) {
 	volumes := []corev1.Volume{
 		work,
 		{Name: dockerRunVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: dockerContainersVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		// Fresh docker storage per pod is what keeps images and containers from piling up.
-		{Name: dockerStorageVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		storage,
 	}
 	seen := make(map[string]bool, len(volumes)+len(user))
 	for _, v := range volumes {
