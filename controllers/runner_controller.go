@@ -157,6 +157,9 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if r.awaitingConnection(runner) {
 		requeue = connectRecheck
 	}
+	if waitingForLayerCache(runner) {
+		requeue = layerCacheRecheck
+	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
 
@@ -380,6 +383,11 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 }
 
 func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+	if pool.Spec.Docker.LayerCache != nil {
+		if ok, err := r.acquireLayerCache(ctx, pool, runner); err != nil || !ok {
+			return err
+		}
+	}
 	pod, err := runnerpod.BuildPod(pool, runner, runner.Status.UUID)
 	if err != nil {
 		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "InvalidPodTemplate", err.Error())
@@ -595,6 +603,12 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 			if err != nil || !res.IsZero() {
 				return res, err
 			}
+		}
+	}
+	if pool != nil {
+		// Without the pool, its claims go with it (they are the pool's, not the runner's).
+		if res, err := r.releaseLayerCache(ctx, pool, runner); err != nil || !res.IsZero() {
+			return res, err
 		}
 	}
 	// A patch, not an update: whatever else changed the Runner meanwhile, the finalizer goes

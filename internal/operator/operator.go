@@ -118,7 +118,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if o.ProbeAddr == "" {
 		o.ProbeAddr = "0"
 	}
-	// The operator's pods and Secrets carry the pool label; caching only those keeps memory
+	// The operator's pods, Secrets and claims carry the pool label; caching only those keeps memory
 	// flat however many pods and Secrets the cluster has. Credentials Secrets are read directly.
 	owned, err := labels.Parse(v1alpha1.LabelPool)
 	if err != nil {
@@ -127,6 +127,8 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Pod{}:    {Label: owned},
 		&corev1.Secret{}: {Label: owned},
+		// Layer cache claims (spec.docker.layerCache).
+		&corev1.PersistentVolumeClaim{}: {Label: owned},
 	}}
 	if len(o.Namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}

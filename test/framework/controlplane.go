@@ -269,15 +269,17 @@ func (cp *ControlPlane) startAPIServer(binDir string, crdPaths []string, realPod
 func (cp *ControlPlane) startControllers(ctx context.Context, binDir string) error {
 	kubeconfig := "--kubeconfig=" + cp.KubeconfigPath
 
-	// Only two controllers: the garbage collector, so owner references are
-	// honoured as in a real cluster, and the node lifecycle controller, which
+	// Only three controllers: the garbage collector, so owner references are
+	// honoured as in a real cluster; the node lifecycle controller, which
 	// removes the node.kubernetes.io/not-ready taint the API server puts on new
-	// nodes (nothing would schedule otherwise). kwok's fast stages send no
-	// heartbeats, so the grace period is long enough that nodes are not marked
-	// unknown during a test; should a long demo outlast it, kwok's node-initialize
-	// stage makes the node Ready again at once. secure-port=0: no serving port,
-	// so no delegated authentication is needed either.
-	controllers := "garbage-collector-controller,node-lifecycle-controller"
+	// nodes (nothing would schedule otherwise); and the persistent volume binder,
+	// which binds claims to the volumes a test creates, as in a cluster with
+	// statically provisioned volumes (there is no provisioner). kwok's fast stages
+	// send no heartbeats, so the grace period is long enough that nodes are not
+	// marked unknown during a test; should a long demo outlast it, kwok's
+	// node-initialize stage makes the node Ready again at once. secure-port=0: no
+	// serving port, so no delegated authentication is needed either.
+	controllers := "garbage-collector-controller,node-lifecycle-controller,persistentvolume-binder-controller"
 	args := []string{kubeconfig, "--leader-elect=false", "--secure-port=0", "--node-monitor-grace-period=1h"}
 	if cp.rootCAFile != "" {
 		// Real pods need their namespace's default ServiceAccount and kube-root-ca.crt,
