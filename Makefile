@@ -14,9 +14,10 @@ help: ## Show the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build manager and bbsim into bin/.
+build: ## Build manager, bbsim and runnerpoolctl into bin/.
 	$(GO) build -o $(BIN)/manager ./cmd/manager
 	$(GO) build -o $(BIN)/bbsim ./cmd/bbsim
+	$(GO) build -o $(BIN)/runnerpoolctl ./cmd/runnerpoolctl
 
 .PHONY: run
 run: tools build ## Local control plane + bbsim + operator + sample pool + demo workload, live. Ctrl-C stops it all.

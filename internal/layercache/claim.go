@@ -100,5 +100,4 @@ func RunnersOf(runners []v1alpha1.Runner) []Runner {
 	return out
 }
 
-
 func ptr[T any](v T) *T { return &v }
