@@ -53,11 +53,13 @@ func layerCacheContainers(docker v1alpha1.DockerSpec) []corev1.Container {
 	}
 	// df reports the claim's file system: on a volume that shares a disk with other data
 	// (hostPath, local volumes) that disk's use counts, which pruneAbovePercent must allow for.
+	// Only sh, df, tail, tr and rm: docker:dind has busybox, a Debian-built daemon image coreutils.
 	script := fmt.Sprintf(`set -eu
-used=$(df -P %[1]s | awk 'NR==2 {sub("%%", "", $5); print $5}')
+set -- $(df -P %[1]s | tail -n 1)
+used=$(echo "$5" | tr -d %%)
 echo "layer cache: ${used}%% of the claim in use, emptied above %[2]d%%"
 if [ "$used" -gt %[2]d ]; then
-  find %[1]s -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+  rm -rf %[1]s/* %[1]s/.[!.]* %[1]s/..?*
   echo "layer cache emptied"
 fi
 `, dockerStoragePath, limit)
