@@ -135,6 +135,15 @@ var edgeCases = []edgeCase{
 	{name: "docker memory fractional", edit: harness.SetField("docker.resources", map[string]any{"requests": map[string]any{"memory": "1.5Gi"}})},
 	{name: "size limit in words", edit: harness.SetField("runner.workVolume", map[string]any{"emptyDir": map[string]any{"sizeLimit": "big"}}), reject: "spec.runner.workVolume.emptyDir.sizeLimit"},
 
+	// The layer cache: its size's floor, its percentage and its access modes.
+	{name: "layer cache of 50Gi", edit: harness.SetField("docker.layerCache", map[string]any{"size": "50Gi", "storageClassName": "fast", "accessModes": []any{"ReadWriteOncePod"}, "pruneAbovePercent": int64(100)})},
+	{name: "layer cache size as a number", edit: harness.SetField("docker.layerCache", map[string]any{"size": int64(2 << 30)})},
+	{name: "layer cache below 1Gi", edit: harness.SetField("docker.layerCache", map[string]any{"size": "512Mi"}), reject: "layerCache.size must be at least 1Gi"},
+	{name: "layer cache size in words", edit: harness.SetField("docker.layerCache", map[string]any{"size": "big"}), reject: "spec.docker.layerCache.size"},
+	{name: "layer cache without a size", edit: harness.SetField("docker.layerCache", map[string]any{}), reject: "spec.docker.layerCache.size"},
+	{name: "layer cache pruned above 0%", edit: harness.SetField("docker.layerCache", map[string]any{"size": "10Gi", "pruneAbovePercent": int64(0)}), reject: "spec.docker.layerCache.pruneAbovePercent"},
+	{name: "layer cache read-only", edit: harness.SetField("docker.layerCache", map[string]any{"size": "10Gi", "accessModes": []any{"ReadOnlyMany"}}), reject: "spec.docker.layerCache.accessModes[0]"},
+
 	// Decimals of the PercentageIdle policy and their ranges.
 	{name: "percentage idle in range", edit: percentageIdle("0.8", "0.1", "2", "0.25")},
 	{name: "threshold above 1", edit: percentageIdle("1.5", "0.2", "1.5", "0.5"), reject: "scaleUpThreshold must be between 0 and 1"},
