@@ -149,6 +149,7 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"ServiceMonitor skip verify not a boolean", []string{"--set-string", "metrics.serviceMonitor.insecureSkipVerify=yes"}, "at '/metrics/serviceMonitor/insecureSkipVerify'"},
 
 		{"disruption budget that blocks every eviction", []string{"--set", "podDisruptionBudget.enabled=true"}, "podDisruptionBudget: minAvailable must be below replicas"},
+		{"disruption budget with no pod to spare", []string{"--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable=0"}, "podDisruptionBudget: maxUnavailable 0"},
 		{"disruption budget of a word", []string{"--set", "podDisruptionBudget.maxUnavailable=one"}, "at '/podDisruptionBudget/maxUnavailable'"},
 		{"allowed host with a scheme", []string{"--set", "bitbucket.allowedHosts={https://bitbucket.example.com}"}, "at '/bitbucket/allowedHosts/0'"},
 		{"extra volume named like the chart's", []string{"--set-json", `extraVolumes=[{"name":"webhook-secret","emptyDir":{}}]`}, "at '/extraVolumes/0/name'"},

@@ -105,4 +105,7 @@ Rules between values that values.schema.json cannot state with a readable messag
 {{- if and $pdb.enabled (eq (toString $pdb.maxUnavailable) "") (kindIs "float64" $pdb.minAvailable) (ge (int $pdb.minAvailable) (int .Values.replicas)) }}
 {{- fail "podDisruptionBudget: minAvailable must be below replicas, or no manager pod could ever be evicted and node drains would hang; set replicas to 2 or more, or use maxUnavailable" }}
 {{- end }}
+{{- if and $pdb.enabled (has (toString $pdb.maxUnavailable) (list "0" "0%")) }}
+{{- fail "podDisruptionBudget: maxUnavailable 0 lets no manager pod be evicted, and node drains would hang" }}
+{{- end }}
 {{- end }}
