@@ -6,7 +6,8 @@
 //
 // CHAOS_QUICK=1 runs a short version; CHAOS_SOAK=1 the soak (over 100 leader kills); CHAOS_SEED=n
 // repeats the random choices of an earlier run; CHAOS_OUT=path writes the results elsewhere;
-// CHAOS_PHASES=a,b runs only those phases (and the final deletion), while developing one.
+// CHAOS_PHASES=a,b runs only those phases (and the final deletion), while developing one;
+// CHAOS_TMP=dir keeps the logs and dumps there instead of test/chaos/tmp.
 package main
 
 import (
@@ -136,7 +137,8 @@ func runMain() (int, error) {
 		return 2, err
 	}
 	root := harness.RepoRoot()
-	tmp := filepath.Join(root, "test", "chaos", "tmp")
+	// CHAOS_TMP keeps a second run (a soak next to a full run, say) from cleaning out the first's.
+	tmp := cmp.Or(os.Getenv("CHAOS_TMP"), filepath.Join(root, "test", "chaos", "tmp"))
 	if err := cleanTmp(tmp); err != nil {
 		return 2, err
 	}
