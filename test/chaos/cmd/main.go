@@ -87,14 +87,14 @@ func settingsFromEnv() (settings, error) {
 	}
 	if os.Getenv("CHAOS_SOAK") == "1" {
 		// The soak: at least 100 leader kills across scale-up, scale-down, deletion and load
-		// (11 cycles of 3+2+2, a load phase with a kill every 12-22 s, the tenant phase's and
-		// the final deletion's), with every invariant checked as in the full run. The fault
+		// (12 cycles of 3+2+2, a load phase with a kill 10-18 s after each new leader, the tenant
+		// phase's and the final deletion's), with every invariant checked as in the full run. The fault
 		// scenarios run in every full run and add no kills, so the soak leaves them out.
 		s.soak, s.quick = true, false
-		s.killCycles, s.killsUp, s.killsDown, s.killsDeletion = 11, 3, 2, 2
+		s.killCycles, s.killsUp, s.killsDown, s.killsDeletion = 12, 3, 2, 2
 		s.faultPhases = false
 		s.loadDuration = 8 * time.Minute
-		s.loadKillEvery = [2]time.Duration{12 * time.Second, 22 * time.Second}
+		s.loadKillEvery = [2]time.Duration{10 * time.Second, 18 * time.Second}
 		s.tenantWindow = 90 * time.Second
 		s.floodDeliveries = 3000
 		s.deadline = 150 * time.Minute

@@ -522,22 +522,7 @@ func (r *run) editBudgetLeases(ctx context.Context, names []string) (int, error)
 		if err != nil || len(state.Counts) == 0 {
 			continue
 		}
-		// The real minutes stay; two hours of absurd counts go before them, and minutes of
-		// absurd counts from an hour ahead after them.
-		var counts []string
-		for range 120 {
-			counts = append(counts, "99999999999999999999")
-		}
-		for _, c := range state.Counts {
-			counts = append(counts, strconv.Itoa(c))
-		}
-		gap := int(now.Add(time.Hour).Sub(state.Start.Add(time.Duration(len(state.Counts))*time.Minute)) / time.Minute)
-		for range max(gap, 0) {
-			counts = append(counts, "0")
-		}
-		counts = append(counts, "1000000", "-5", "1000000")
-		text := fmt.Sprintf("v1;start=%s;counts=%s;blocked=2001-01-01T00:00:00Z;owner=someone-else",
-			state.Start.Add(-120*time.Minute).Format(time.RFC3339), strings.Join(counts, ","))
+		text := editedBudgetState(state, now)
 		patch := client.MergeFrom(lease.DeepCopy())
 		lease.Annotations[budgetstore.AnnotationState] = text
 		if err := r.env.c.Patch(ctx, lease, patch); err != nil {
@@ -567,6 +552,30 @@ func (r *run) editBudgetLeases(ctx context.Context, names []string) (int, error)
 		}
 	}
 	return edited, nil
+}
+
+// editedBudgetState is a hand edit of a saved budget that clamping must make harmless: the real
+// minutes stay; two hours of absurd counts go four hours before them (past the window, and past
+// the 120 minutes a record may hold), minutes of absurd and negative counts an hour ahead (past
+// the clock skew allowed), a block that ended in 2001 and an unknown field.
+func editedBudgetState(state bitbucket.BudgetState, now time.Time) string {
+	var counts []string
+	for range 120 {
+		counts = append(counts, "99999999999999999999")
+	}
+	for range 120 {
+		counts = append(counts, "0")
+	}
+	for _, c := range state.Counts {
+		counts = append(counts, strconv.Itoa(c))
+	}
+	end := state.Start.Add(time.Duration(len(state.Counts)) * time.Minute)
+	for range max(int(now.Add(time.Hour).Sub(end)/time.Minute), 0) {
+		counts = append(counts, "0")
+	}
+	counts = append(counts, "1000000", "-5", "1000000")
+	return fmt.Sprintf("v1;start=%s;counts=%s;blocked=2001-01-01T00:00:00Z;owner=someone-else",
+		state.Start.Add(-240*time.Minute).UTC().Format(time.RFC3339), strings.Join(counts, ","))
 }
 
 // harmWatch finds the good tenant's runners deleted or disabled by someone other than their own
