@@ -580,8 +580,9 @@ func editedBudgetState(state bitbucket.BudgetState, now time.Time) string {
 
 // harmWatch finds the good tenant's runners deleted or disabled by someone other than their own
 // pool: a Bitbucket runner that goes DISABLED or away, a runner Secret that goes, while its
-// Runner is neither draining nor being deleted (nor, for a disable, records one of its own).
-// Each must persist over harmConfirm samples
+// Runner is neither draining nor being deleted, and has not drained in the last minute (a
+// drain it cancelled leaves its runner disabled for ADR 11's 10 s hold; one it finished removes
+// the runner before the Runner shows it). Each must persist over harmConfirm samples
 // (the lists are taken one after the other, and a drain is written before the runner is
 // disabled), so a pool's own scale-down is never counted.
 type harmWatch struct {
@@ -659,13 +660,13 @@ func (h *harmWatch) check(ctx context.Context) {
 			// A Runner that drained lately may have disabled it itself, for a drain since
 			// cancelled: the re-enable waits out ADR 11's 10 s hold.
 			h.flag(current, "disabled:"+uuid, fmt.Sprintf("Bitbucket runner %s of Runner %s/%s was disabled while the Runner was not draining", uuid, rn.Namespace, rn.Name))
-		case h.seen["bb:"+uuid]:
+		case h.seen["bb:"+uuid] && !inBB && !h.drainedLately(rn):
 			h.flag(current, "deleted:"+uuid, fmt.Sprintf("Bitbucket runner %s of Runner %s/%s was deleted while the Runner was neither draining nor deleted", uuid, rn.Namespace, rn.Name))
 		}
 		if name := rn.Status.SecretName; name != "" {
 			if secretNames[name] {
 				h.seen["secret:"+name] = true
-			} else if h.seen["secret:"+name] {
+			} else if h.seen["secret:"+name] && !h.drainedLately(rn) {
 				h.flag(current, "secret:"+name, fmt.Sprintf("Secret %s/%s of Runner %s was deleted while the Runner was neither draining nor deleted", rn.Namespace, name, rn.Name))
 			}
 		}
