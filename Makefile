@@ -117,5 +117,5 @@ bench: tools build ## Measure burst, overshoot, API cost, scale and memory; prin
 ## Chaos: the long reliability run (test/chaos/README.md).
 
 .PHONY: chaos
-chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write test/chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SEED=n repeats one).
+chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write test/chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SOAK=1 over 100 leader kills, CHAOS_SEED=n repeats one).
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./test/chaos/cmd
