@@ -52,17 +52,17 @@ func (q *Reader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, apiURL s
 	if err != nil {
 		return 0, err
 	}
+	pools, err := q.poolsOfWorkspace(ctx, ws)
+	if err != nil {
+		return 0, err
+	}
 	var waiting []WaitingStep
 	for _, repo := range repos {
-		steps, err := q.Steps.Waiting(ctx, api, Key(apiURL, ws, repo), notBefore)
+		steps, err := q.Steps.WaitingFor(ctx, api, Key(apiURL, ws, repo), notBefore, wantedBy(pools, ws, repo))
 		if err != nil {
 			return 0, fmt.Errorf("read the queue of repository %s: %w", repo, err)
 		}
 		waiting = append(waiting, steps...)
-	}
-	pools, err := q.poolsOfWorkspace(ctx, ws)
-	if err != nil {
-		return 0, err
 	}
 	id := poolID(pool)
 	mine := Assign(waiting, pools)[id]
@@ -85,15 +85,15 @@ func (q *Reader) observeWaits(pool *v1alpha1.RunnerPool, mine []WaitingStep) {
 	now := time.Now()
 	current := make(map[string]time.Time, len(mine))
 	for _, s := range mine {
-		current[s.UUID] = s.FirstSeen
+		current[s.ID()] = s.FirstSeen
 	}
 	key := client.ObjectKeyFromObject(pool)
 	q.mu.Lock()
 	prev := q.waiting[key]
 	q.waiting[key] = current
 	q.mu.Unlock()
-	for uuid, first := range prev {
-		if _, still := current[uuid]; !still && !first.IsZero() {
+	for id, first := range prev {
+		if _, still := current[id]; !still && !first.IsZero() {
 			metrics.StepWaitSeconds.WithLabelValues(pool.Namespace, pool.Name).Observe(now.Sub(first).Seconds())
 		}
 	}

@@ -72,19 +72,22 @@ func TestPoolsReadingOneRepositoryShareOneQueueRead(t *testing.T) {
 			}
 		}
 	}
-	calls := func() (pipelines, steps int) {
+	calls := func() (pipelines, files int) {
 		c := sim.State().Calls
-		return c[callPipelines], c[callSteps]
+		return c[callPipelines], c[callFile]
 	}
 
 	round(map[*v1alpha1.RunnerPool]int{docker: 2, gpu: 2})
-	if pipelines, steps := calls(); pipelines != 1 || steps != 2 {
-		t.Errorf("first round: %d pipelines lists and %d steps lists, want 1 and 2 for both pools (2 and 4 read one by one)", pipelines, steps)
+	if pipelines, files := calls(); pipelines != 1 || files != 2 {
+		t.Errorf("first round: %d pipelines lists and %d file reads, want 1 and 2 for both pools (2 and 4 read one by one)", pipelines, files)
 	}
 	time.Sleep(2 * time.Millisecond) // the next round's time is after the first read
 	round(map[*v1alpha1.RunnerPool]int{docker: 2, gpu: 2})
-	if pipelines, steps := calls(); pipelines != 2 || steps != 2 {
-		t.Errorf("second round: %d pipelines lists and %d steps lists in all, want 2 and 2: no step started, the pending pipelines are not read again", pipelines, steps)
+	if pipelines, files := calls(); pipelines != 2 || files != 2 {
+		t.Errorf("second round: %d pipelines lists and %d file reads in all, want 2 and 2: no step started, each commit's file is read once", pipelines, files)
+	}
+	if steps := sim.State().Calls[callSteps]; steps != 0 {
+		t.Errorf("%d steps lists, want 0: the steps of PENDING pipelines come from their files", steps)
 	}
 }
 
