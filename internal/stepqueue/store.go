@@ -116,13 +116,12 @@ type entry struct {
 }
 
 // readSteps is what is known of a pipeline's steps and the pipeline as it
-// was listed then: read from the steps API, or told by the pipeline file
-// and the pipeline's state (told).
+// was listed then: read from the steps API, or told by the pipeline file and
+// the pipeline's state (stepsPlan).
 type readSteps struct {
 	at       time.Time
 	pipeline bitbucket.Pipeline
 	steps    []bitbucket.Step
-	told     bool
 	// labels are the steps' runs-on labels as resolved then; nil when no
 	// step waited.
 	labels []resolution
@@ -163,10 +162,11 @@ func (s *Store) Waiting(ctx context.Context, api bitbucket.QueueReader, k RepoKe
 	return s.WaitingFor(ctx, api, k, notBefore, nil)
 }
 
-// WaitingFor is Waiting, where a refresh this call starts reads a running
-// pipeline again for a step that may have started only when wanted (nil:
-// any self-hosted step) takes that step's labels. Callers sharing a
-// repository should pass the same rule: the one of the refresh is used.
+// WaitingFor is Waiting with the caller's rule of which steps matter: a
+// refresh it starts reads a running pipeline again, for a step that may have
+// started unseen, only when wanted accepts that step's labels (nil accepts
+// any self-hosted step). Callers sharing a repository should pass the same
+// rule, since a refresh runs with the rule of the caller that started it.
 func (s *Store) WaitingFor(ctx context.Context, api bitbucket.QueueReader, k RepoKey, notBefore time.Time, wanted Wanted) ([]WaitingStep, error) {
 	for {
 		s.mu.Lock()
@@ -325,7 +325,7 @@ func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, 
 			read[i] = pipelineSteps{pipeline: p, steps: prev.steps}
 			r.steps[p.UUID] = prev
 		case planStarted:
-			rs := readSteps{at: at, pipeline: p, steps: startedAll(prev.steps, at), told: true}
+			rs := readSteps{at: at, pipeline: p, steps: startedAll(prev.steps, at)}
 			read[i] = pipelineSteps{pipeline: p, steps: rs.steps}
 			r.steps[p.UUID] = rs
 		case planFile:
@@ -360,7 +360,7 @@ func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, 
 			continue
 		}
 		read[i] = pipelineSteps{pipeline: p, steps: steps}
-		r.steps[p.UUID] = readSteps{at: at, pipeline: p, steps: steps, told: true}
+		r.steps[p.UUID] = readSteps{at: at, pipeline: p, steps: steps}
 	}
 
 	slices.Sort(toRead)
