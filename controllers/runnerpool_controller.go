@@ -204,16 +204,21 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	} else {
 		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
-	plan := scaling.PlanPool(scaling.Observation{
+	obs := scaling.Observation{
 		Pool:         pool,
 		Runners:      runners,
 		Snapshot:     scope.Snapshot,
 		Unseen:       r.created.pending(client.ObjectKeyFromObject(pool), runners, scope.Now),
-		Queued:       r.queued(ctx, pool, scope),
 		TemplateHash: scope.TemplateHash(),
 		OfflineGrace: r.Timings.OfflineGrace,
 		Now:          scope.Now,
-	})
+	}
+	// How the runners count does not depend on the queue; whether the queue is worth a read
+	// depends on how they count.
+	plan := scaling.PlanPool(obs)
+	if obs.Queued = r.queued(ctx, pool, scope, plan.Counts); obs.Queued > 0 {
+		plan = scaling.PlanPool(obs)
+	}
 	r.writeCounts(pool, plan.Summary)
 	pool.Status.Desired = int32(plan.Desired)
 	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
@@ -357,10 +362,12 @@ func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1
 	return errors.Join(errs...)
 }
 
-// queued reads the steps waiting for the pool when the policy or a recent webhook asks for it.
+// queued reads the steps waiting for the pool when the policy, a saturated pool or a recent
+// webhook asks for it (scaling.ReadsQueue).
 // A queue that cannot be read leaves the pool scaling on its runners alone, and says so.
-func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope) int {
-	if r.Queue == nil || !scaling.ReadsQueue(pool, scope.Now) {
+func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, counts scaling.Counts) int {
+	budgetLow := scope.Poll > pool.Spec.Scaling.PollInterval.Duration
+	if r.Queue == nil || !scaling.ReadsQueue(pool, scope.Now, counts, budgetLow) {
 		pool.Status.Queued = 0
 		metrics.QueuedSteps.WithLabelValues(pool.Namespace, pool.Name).Set(0)
 		return 0

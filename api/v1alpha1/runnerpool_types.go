@@ -146,7 +146,8 @@ type ScalingPolicy string
 
 const (
 	// ScalingPolicyIdleBuffer keeps busy + idleRunners runners. After a webhook announces a
-	// pipeline it also counts the steps waiting, for a fast ramp-up.
+	// pipeline, and whenever every runner is busy with none idle or starting, it also counts the
+	// steps waiting, so a burst gets runners for all its steps at the next poll, webhooks or not.
 	ScalingPolicyIdleBuffer ScalingPolicy = "IdleBuffer"
 	// ScalingPolicyPercentageIdle follows the thresholds and multipliers of Atlassian's
 	// runners-autoscaler, for teams migrating from it.
@@ -178,7 +179,8 @@ type ScalingSpec struct {
 	PercentageIdle *PercentageIdleSpec `json:"percentageIdle,omitempty"`
 
 	// Repositories whose pipelines a workspace pool reads to count waiting steps (Queue
-	// policy, and after webhooks), by UUID with braces or by slug. Defaults to the pool's
+	// policy; after webhooks; IdleBuffer while every runner is busy), by UUID with braces or by
+	// slug. Defaults to the pool's
 	// repository, or to the first 25 repositories of the workspace. Each costs at least one
 	// Bitbucket request per poll. A slug is made of letters, digits, `-`, `_` and `.`, and is
 	// not `.` or `..`.

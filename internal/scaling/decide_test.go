@@ -225,6 +225,33 @@ func TestQueuePolicyAddsWaitingSteps(t *testing.T) {
 	})
 }
 
+// A saturated IdleBuffer pool reads the queue (ReadsQueue); what it reads counts as under the
+// Queue policy, so a burst gets runners for all its steps at once.
+func TestASaturatedIdleBufferPoolCountsTheStepsItRead(t *testing.T) {
+	idleBuffer := func(queued int, runners ...scaling.Runner) scaling.Input {
+		in := pool(1, runners...)
+		in.Min, in.Max, in.Queued = 1, 10, queued
+		return in
+	}
+	runDecideCases(t, []decideCase{
+		{
+			name: "the burst seen at the first poll: one runner busy, 19 waiting, up to max at once",
+			in:   idleBuffer(19, busy("b1")),
+			want: want{Desired: 10, Create: 9},
+		},
+		{
+			name: "without the queue the same pool grows by its buffer only",
+			in:   idleBuffer(0, busy("b1")),
+			want: want{Desired: 2, Create: 1},
+		},
+		{
+			name: "a few waiting steps: one runner each, and the buffer",
+			in:   idleBuffer(2, busy("b1"), busy("b2"), busy("b3")),
+			want: want{Desired: 6, Create: 3},
+		},
+	})
+}
+
 // The defaults of runners-autoscaler's percentageRunnersIdle strategy.
 var autoscalerDefaults = scaling.PercentageIdleParams{
 	ScaleUpThreshold: 0.5, ScaleDownThreshold: 0.2, ScaleUpMultiplier: 1.5, ScaleDownMultiplier: 0.5,

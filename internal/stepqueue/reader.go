@@ -29,8 +29,15 @@ type Reader struct {
 	Steps  *Store
 
 	mu      sync.Mutex
-	repos   map[string]repoList                       // by API URL + workspace
-	waiting map[client.ObjectKey]map[string]time.Time // a pool's waiting steps at its last read
+	repos   map[string]repoList            // by API URL + workspace
+	waiting map[client.ObjectKey]poolWaits // a pool's waiting steps at its last read
+}
+
+// poolWaits are the steps waiting for a pool at its last read (by WaitingStep.ID, when each was
+// first seen) and the time of that read.
+type poolWaits struct {
+	at    time.Time
+	steps map[string]time.Time
 }
 
 type repoList struct {
@@ -40,7 +47,7 @@ type repoList struct {
 
 // NewReader returns a reader with its own caches.
 func NewReader(reader client.Reader) *Reader {
-	return &Reader{Reader: reader, Steps: NewStore(nil), repos: map[string]repoList{}, waiting: map[client.ObjectKey]map[string]time.Time{}}
+	return &Reader{Reader: reader, Steps: NewStore(nil), repos: map[string]repoList{}, waiting: map[client.ObjectKey]poolWaits{}}
 }
 
 // Queued returns the number of steps waiting for this pool: steps whose runs-on labels the
@@ -52,17 +59,17 @@ func (q *Reader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, apiURL s
 	if err != nil {
 		return 0, err
 	}
+	pools, err := q.poolsOfWorkspace(ctx, ws)
+	if err != nil {
+		return 0, err
+	}
 	var waiting []WaitingStep
 	for _, repo := range repos {
-		steps, err := q.Steps.Waiting(ctx, api, Key(apiURL, ws, repo), notBefore)
+		steps, err := q.Steps.WaitingFor(ctx, api, Key(apiURL, ws, repo), notBefore, wantedBy(pools, ws, repo))
 		if err != nil {
 			return 0, fmt.Errorf("read the queue of repository %s: %w", repo, err)
 		}
 		waiting = append(waiting, steps...)
-	}
-	pools, err := q.poolsOfWorkspace(ctx, ws)
-	if err != nil {
-		return 0, err
 	}
 	id := poolID(pool)
 	mine := Assign(waiting, pools)[id]
@@ -80,24 +87,34 @@ func Key(apiURL, workspace, repository string) RepoKey {
 }
 
 // observeWaits records, for steps that were waiting for the pool at its last read and are not
-// any more, how long they waited: the queue-to-start latency users feel.
+// any more, how long they waited: the queue-to-start latency users feel. A pool that reads the
+// queue only now and then (IdleBuffer: after a webhook, or while saturated) does not know when
+// a step it lost sight of started; a wait is recorded only when the last read is at most
+// maxObservedGap poll intervals old, so that it is right within a poll or two.
 func (q *Reader) observeWaits(pool *v1alpha1.RunnerPool, mine []WaitingStep) {
 	now := time.Now()
-	current := make(map[string]time.Time, len(mine))
+	current := poolWaits{at: now, steps: make(map[string]time.Time, len(mine))}
 	for _, s := range mine {
-		current[s.UUID] = s.FirstSeen
+		current.steps[s.ID()] = s.FirstSeen
 	}
 	key := client.ObjectKeyFromObject(pool)
 	q.mu.Lock()
 	prev := q.waiting[key]
 	q.waiting[key] = current
 	q.mu.Unlock()
-	for uuid, first := range prev {
-		if _, still := current[uuid]; !still && !first.IsZero() {
+	if now.Sub(prev.at) > maxObservedGap*pool.Spec.Scaling.PollInterval.Duration {
+		return
+	}
+	for id, first := range prev.steps {
+		if _, still := current.steps[id]; !still && !first.IsZero() {
 			metrics.StepWaitSeconds.WithLabelValues(pool.Namespace, pool.Name).Observe(now.Sub(first).Seconds())
 		}
 	}
 }
+
+// maxObservedGap is how many poll intervals may pass between two reads of a pool for the waits
+// of the steps that started in between to be recorded.
+const maxObservedGap = 2
 
 // Forget drops what the reader remembers of a deleted pool.
 func (q *Reader) Forget(pool client.ObjectKey) {
