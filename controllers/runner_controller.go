@@ -56,7 +56,8 @@ type RunnerReconciler struct {
 	// Clock is the real clock unless a test sets one.
 	Clock clock.PassiveClock
 
-	flips stateFlips
+	flips   stateFlips
+	written writtenStatus
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
@@ -72,9 +73,11 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetUndecodable(kindRunner, req.Namespace, req.Name)
+			r.written.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.written.apply(runner)
 	if runner.DecodeError() != nil {
 		return r.reportUndecodableRunner(ctx, runner)
 	}
@@ -180,6 +183,10 @@ func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
+// The registration is not written on its own: the reconcile goes on to create the pod, and its
+// one status patch at the end carries both. Until that patch, the Secret (created right after the
+// Bitbucket runner, annotated with its UUID) is the record a crash leaves, and the next reconcile
+// adopts the runner through it.
 func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	api, key := scope.API, scope.Key
 	logger := log.FromContext(ctx)
@@ -211,7 +218,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 			logger.Info("adopting Bitbucket runner registered before a restart", "uuid", existing.UUID)
 			r.markRegistered(runner, existing.UUID, secret.Name)
 			r.event(runner, corev1.EventTypeNormal, "Adopted", "Register", "Adopted Bitbucket runner %s (%s)", runner.Spec.BitbucketName, existing.UUID)
-			return r.saveRegistration(ctx, runner)
+			return ctrl.Result{}, nil
 		}
 		// Its OAuth secret was only ever returned at creation and is lost: the runner can never
 		// connect, so replace it.
@@ -259,7 +266,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	}
 	r.markRegistered(runner, created.UUID, newSecret.Name)
 	r.event(runner, corev1.EventTypeNormal, "Registered", "Register", "Registered Bitbucket runner %s as %s", runner.Spec.BitbucketName, created.UUID)
-	return r.saveRegistration(ctx, runner)
+	return ctrl.Result{}, nil
 }
 
 func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretName string) {
@@ -268,15 +275,6 @@ func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretN
 	runner.Status.SecretName = secretName
 	runner.Status.RegisteredTime = &now
 	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionTrue, ReasonRegistered, "Registered in Bitbucket as "+uuid)
-}
-
-// saveRegistration writes the UUID at once, so that the window in which a crash leaves a
-// registered runner only findable by name stays as short as it can be.
-func (r *RunnerReconciler) saveRegistration(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	if err := r.Status().Update(ctx, runner); err != nil {
-		return ctrl.Result{}, fmt.Errorf("save registration of %s: %w", runner.Status.UUID, err)
-	}
-	return ctrl.Result{}, nil
 }
 
 // mirror copies the Bitbucket state of the runner into its status. It reports true when the
@@ -675,9 +673,11 @@ func (r *RunnerReconciler) patchStatus(ctx context.Context, before, after *v1alp
 	if equalStatus(before.Status, after.Status) {
 		return nil
 	}
+	from := after.ResourceVersion
 	if err := r.Status().Patch(ctx, after, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patch runner status: %w", err)
 	}
+	r.written.remember(after, from)
 	return nil
 }
 
