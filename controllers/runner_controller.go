@@ -110,6 +110,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	res, err := throttled(r.reconcileNormal(ctx, pool, runner))
 	runner.Status.Phase = runnerPhase(runner)
 	runner.Status.ObservedGeneration = runner.Generation
+	holdPodReady(before, runner, r.podReadySince(ctx, runner), r.now())
 	if perr := r.patchStatus(ctx, before, runner); perr != nil {
 		err = errors.Join(err, perr)
 	}
@@ -140,7 +141,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	// pool counts it (and the step it takes) long before the next regular poll. The lists are
 	// shared by every runner of the scope, and this stops after connectWindow.
 	requeue, notBefore := scope.Poll, scope.NotBefore
-	if r.awaitingConnection(runner) {
+	if r.awaitingConnection(runner, r.podReadySince(ctx, runner)) {
 		requeue = connectRecheck
 		notBefore = scope.Now.Add(-connectRecheck)
 	}
@@ -157,7 +158,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if res, err := r.reconcileDrain(ctx, scope, runner); err != nil || !res.IsZero() {
 		return res, err
 	}
-	if r.awaitingConnection(runner) {
+	if r.awaitingConnection(runner, readySinceOf(runner)) {
 		requeue = connectRecheck
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
@@ -171,15 +172,63 @@ const (
 	connectWindow = time.Minute
 )
 
-// awaitingConnection reports a runner whose pod is ready but which Bitbucket does not show
-// ONLINE yet, within connectWindow of the pod becoming ready.
-func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
+// awaitingConnection reports a runner whose pod became ready at readySince (zero: it is not
+// ready) but which Bitbucket does not show ONLINE yet, within connectWindow of the pod becoming
+// ready.
+func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner, readySince time.Time) bool {
 	st := runner.Status
 	if st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) || runner.Spec.Drain {
 		return false
 	}
-	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionPodReady)
-	return c != nil && c.Status == metav1.ConditionTrue && r.now().Sub(c.LastTransitionTime.Time) < connectWindow
+	return !readySince.IsZero() && r.now().Sub(readySince) < connectWindow
+}
+
+// readySinceOf is when the runner's pod became ready, as its PodReady condition says; zero when
+// it says the pod is not ready.
+func readySinceOf(runner *v1alpha1.Runner) time.Time {
+	if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c != nil && c.Status == metav1.ConditionTrue {
+		return c.LastTransitionTime.Time
+	}
+	return time.Time{}
+}
+
+// podReadySince is when the runner's pod became ready, from the pod itself: the Runner's
+// PodReady condition may not say so yet (holdPodReady).
+func (r *RunnerReconciler) podReadySince(ctx context.Context, runner *v1alpha1.Runner) time.Time {
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		return time.Time{}
+	}
+	return runnerpod.ReadySince(pod)
+}
+
+// podReadyHold is how long a runner's PodReady condition may wait to be written with its
+// connection. The agent connects within seconds of its pod becoming ready, and the Runner is
+// observed every connectRecheck meanwhile: written together, the two cost one status write
+// instead of two. A runner that has not connected by then has PodReady written on its own.
+// Nothing waits on it: the pool's check for agents that never connect looks at it only after
+// the pending timeout (30 s at least), and the quick rechecks go by the pod.
+const podReadyHold = 5 * time.Second
+
+// holdPodReady leaves the PodReady condition of after as it is in before when the news it
+// brings is a pod that became ready at readySince, less than podReadyHold ago, for a runner
+// Bitbucket does not show ONLINE yet: its connection, expected any moment, writes both. It
+// reports whether it held the condition back.
+func holdPodReady(before, after *v1alpha1.Runner, readySince, now time.Time) bool {
+	was := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionPodReady)
+	is := meta.FindStatusCondition(after.Status.Conditions, v1alpha1.ConditionPodReady)
+	st := after.Status
+	if is == nil || is.Status != metav1.ConditionTrue || (was != nil && was.Status == metav1.ConditionTrue) ||
+		st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) ||
+		after.Spec.Drain || !after.DeletionTimestamp.IsZero() || readySince.IsZero() || now.Sub(readySince) >= podReadyHold {
+		return false
+	}
+	if was == nil {
+		meta.RemoveStatusCondition(&after.Status.Conditions, v1alpha1.ConditionPodReady)
+	} else {
+		*is = *was.DeepCopy()
+	}
+	return true
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
@@ -364,7 +413,14 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	}
 	switch {
 	case runnerpod.Ready(pod):
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, runnerpod.ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
+		// Dated by the pod, not by this reconcile: a PodReady held back (holdPodReady) keeps the
+		// time the pod became ready, and so does the connection window that counts from it.
+		// (A zero time, from a pod without one, is taken as now.)
+		meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+			Type: v1alpha1.ConditionPodReady, Status: metav1.ConditionTrue, Reason: runnerpod.ReasonPodRunning,
+			Message: "The runner pod is running and docker-in-docker is up", ObservedGeneration: runner.Generation,
+			LastTransitionTime: metav1.NewTime(runnerpod.ReadySince(pod)),
+		})
 	case runnerpod.Failing(pod) != "":
 		reason := runnerpod.Failing(pod)
 		if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c == nil || c.Reason != runnerpod.ReasonPodFailing {
