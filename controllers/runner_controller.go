@@ -460,7 +460,9 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	runner.Status.PodTemplateHash = pod.Annotations[runnerpod.AnnotationTemplateHash]
 	runner.Status.OnlineTime = nil
 	runner.Status.StepsStarted = 0
-	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, "The runner pod was created")
+	// Worded as the next reconcile words the new pod (Create returned it as stored, Pending), so
+	// that reconcile has nothing to write.
+	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,13 @@ func TestANewRunnerIsWrittenOncePerStepOfItsStart(t *testing.T) {
 	for name, vs := range versions {
 		if !controllerutil.ContainsFinalizer(vs[0], v1alpha1.RunnerFinalizer) {
 			t.Errorf("Runner %s was created without its finalizer %s: adding it costs a write", name, v1alpha1.RunnerFinalizer)
+		}
+		// A reconcile working from a copy older than its own last write would take the runner
+		// for one a crash left behind.
+		for _, e := range events(t, ns, name) {
+			if strings.HasPrefix(e, "Adopted") {
+				t.Errorf("Runner %s was adopted although the operator never stopped: %s", name, e)
+			}
 		}
 		if writes := len(vs) - 1; writes > maxWritesToIdle {
 			t.Errorf("Runner %s was written %d times between its creation and Idle, want at most %d: %s", name, writes, maxWritesToIdle, phases(map[string][]*v1alpha1.Runner{name: vs}))
