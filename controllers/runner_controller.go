@@ -203,12 +203,12 @@ func (r *RunnerReconciler) podReadySince(ctx context.Context, runner *v1alpha1.R
 }
 
 // podReadyHold is how long a runner's PodReady condition may wait to be written with its
-// connection. The agent connects within seconds of its pod becoming ready, and the Runner is
-// observed every connectRecheck meanwhile: written together, the two cost one status write
-// instead of two. A runner that has not connected by then has PodReady written on its own.
-// Nothing waits on it: the pool's check for agents that never connect looks at it only after
-// the pending timeout (30 s at least), and the quick rechecks go by the pod.
-const podReadyHold = 5 * time.Second
+// connection: about as long as an agent takes to start and connect once its pod is ready. The
+// Runner is observed every connectRecheck meanwhile, so when the connection comes, the two cost
+// one status write instead of two; a runner that has not connected by then has PodReady written
+// on its own. Nothing waits on it: the pool's check for agents that never connect looks at it
+// only after the pending timeout (30 s at least), and the quick rechecks go by the pod.
+const podReadyHold = 15 * time.Second
 
 // holdPodReady leaves the PodReady condition of after as it is in before when the news it
 // brings is a pod that became ready at readySince, less than podReadyHold ago, for a runner
