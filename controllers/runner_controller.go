@@ -218,7 +218,9 @@ func holdPodReady(before, after *v1alpha1.Runner, readySince, now time.Time) boo
 	was := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionPodReady)
 	is := meta.FindStatusCondition(after.Status.Conditions, v1alpha1.ConditionPodReady)
 	st := after.Status
-	if is == nil || is.Status != metav1.ConditionTrue || (was != nil && was.Status == metav1.ConditionTrue) ||
+	// Only a pod that was starting is held: one that recovers from failing is news for the pool
+	// (the runner is no longer a candidate for replacement) and for people.
+	if is == nil || is.Status != metav1.ConditionTrue || (was != nil && was.Reason != runnerpod.ReasonPodNotReady) ||
 		st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) ||
 		after.Spec.Drain || !after.DeletionTimestamp.IsZero() || readySince.IsZero() || now.Sub(readySince) >= podReadyHold {
 		return false

@@ -139,6 +139,7 @@ func TestHoldPodReady(t *testing.T) {
 		{"a pod ready with the runner ONLINE is written with it", starting, ready(time.Second, fixture.Mirrored(bitbucket.RunnerStatusOnline, "")), time.Second, false},
 		{"a pod already ready in the written status is not held", ready(2 * time.Second), ready(2 * time.Second), 2 * time.Second, false},
 		{"a pod that is not ready is written at once", []fixture.RunnerMod{fixture.Registered(uuid)}, starting, 0, false},
+		{"a pod that recovers from failing is written at once", append(slices.Clone(registered), fixture.WithCondition(v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodFailing, time.Minute)), ready(time.Second), time.Second, false},
 		{"a pod without a ready time is written at once", starting, ready(0), 0, false},
 		{"a draining runner is written at once", starting, ready(time.Second, fixture.Draining()), time.Second, false},
 		{"a runner on a step is written at once", starting, ready(time.Second, fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}")), time.Second, false},
