@@ -56,7 +56,8 @@ type RunnerReconciler struct {
 	// Clock is the real clock unless a test sets one.
 	Clock clock.PassiveClock
 
-	flips stateFlips
+	flips   stateFlips
+	written writtenStatus
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
@@ -72,9 +73,11 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetUndecodable(kindRunner, req.Namespace, req.Name)
+			r.written.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.written.apply(runner)
 	if runner.DecodeError() != nil {
 		return r.reportUndecodableRunner(ctx, runner)
 	}
@@ -107,6 +110,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	res, err := throttled(r.reconcileNormal(ctx, pool, runner))
 	runner.Status.Phase = runnerPhase(runner)
 	runner.Status.ObservedGeneration = runner.Generation
+	holdPodReady(before, runner, r.podReadySince(ctx, runner), r.now())
 	if perr := r.patchStatus(ctx, before, runner); perr != nil {
 		err = errors.Join(err, perr)
 	}
@@ -137,7 +141,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	// pool counts it (and the step it takes) long before the next regular poll. The lists are
 	// shared by every runner of the scope, and this stops after connectWindow.
 	requeue, notBefore := scope.Poll, scope.NotBefore
-	if r.awaitingConnection(runner) {
+	if r.awaitingConnection(runner, r.podReadySince(ctx, runner)) {
 		requeue = connectRecheck
 		notBefore = scope.Now.Add(-connectRecheck)
 	}
@@ -154,7 +158,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if res, err := r.reconcileDrain(ctx, scope, runner); err != nil || !res.IsZero() {
 		return res, err
 	}
-	if r.awaitingConnection(runner) {
+	if r.awaitingConnection(runner, readySinceOf(runner)) {
 		requeue = connectRecheck
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
@@ -168,18 +172,72 @@ const (
 	connectWindow = time.Minute
 )
 
-// awaitingConnection reports a runner whose pod is ready but which Bitbucket does not show
-// ONLINE yet, within connectWindow of the pod becoming ready.
-func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
+// awaitingConnection reports a runner whose pod became ready at readySince (zero: it is not
+// ready) but which Bitbucket does not show ONLINE yet, within connectWindow of the pod becoming
+// ready.
+func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner, readySince time.Time) bool {
 	st := runner.Status
 	if st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) || runner.Spec.Drain {
 		return false
 	}
-	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionPodReady)
-	return c != nil && c.Status == metav1.ConditionTrue && r.now().Sub(c.LastTransitionTime.Time) < connectWindow
+	return !readySince.IsZero() && r.now().Sub(readySince) < connectWindow
+}
+
+// readySinceOf is when the runner's pod became ready, as its PodReady condition says; zero when
+// it says the pod is not ready.
+func readySinceOf(runner *v1alpha1.Runner) time.Time {
+	if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c != nil && c.Status == metav1.ConditionTrue {
+		return c.LastTransitionTime.Time
+	}
+	return time.Time{}
+}
+
+// podReadySince is when the runner's pod became ready, from the pod itself: the Runner's
+// PodReady condition may not say so yet (holdPodReady).
+func (r *RunnerReconciler) podReadySince(ctx context.Context, runner *v1alpha1.Runner) time.Time {
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		return time.Time{}
+	}
+	return runnerpod.ReadySince(pod)
+}
+
+// podReadyHold is how long a runner's PodReady condition may wait to be written with its
+// connection: about as long as an agent takes to start and connect once its pod is ready. The
+// Runner is observed every connectRecheck meanwhile, so when the connection comes, the two cost
+// one status write instead of two; a runner that has not connected by then has PodReady written
+// on its own. Nothing waits on it: the pool's check for agents that never connect looks at it
+// only after the pending timeout (30 s at least), and the quick rechecks go by the pod.
+const podReadyHold = 15 * time.Second
+
+// holdPodReady leaves the PodReady condition of after as it is in before when the news it
+// brings is a pod that became ready at readySince, less than podReadyHold ago, for a runner
+// Bitbucket does not show ONLINE yet: its connection, expected any moment, writes both. It
+// reports whether it held the condition back.
+func holdPodReady(before, after *v1alpha1.Runner, readySince, now time.Time) bool {
+	was := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionPodReady)
+	is := meta.FindStatusCondition(after.Status.Conditions, v1alpha1.ConditionPodReady)
+	st := after.Status
+	// Only a pod that was starting is held: one that recovers from failing is news for the pool
+	// (the runner is no longer a candidate for replacement) and for people.
+	if is == nil || is.Status != metav1.ConditionTrue || (was != nil && was.Reason != runnerpod.ReasonPodNotReady) ||
+		st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) ||
+		after.Spec.Drain || !after.DeletionTimestamp.IsZero() || readySince.IsZero() || now.Sub(readySince) >= podReadyHold {
+		return false
+	}
+	if was == nil {
+		meta.RemoveStatusCondition(&after.Status.Conditions, v1alpha1.ConditionPodReady)
+	} else {
+		*is = *was.DeepCopy()
+	}
+	return true
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
+// The registration is not written on its own: the reconcile goes on to create the pod, and its
+// one status patch at the end carries both. Until that patch, the Secret (created right after the
+// Bitbucket runner, annotated with its UUID) is the record a crash leaves, and the next reconcile
+// adopts the runner through it.
 func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	api, key := scope.API, scope.Key
 	logger := log.FromContext(ctx)
@@ -211,7 +269,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 			logger.Info("adopting Bitbucket runner registered before a restart", "uuid", existing.UUID)
 			r.markRegistered(runner, existing.UUID, secret.Name)
 			r.event(runner, corev1.EventTypeNormal, "Adopted", "Register", "Adopted Bitbucket runner %s (%s)", runner.Spec.BitbucketName, existing.UUID)
-			return r.saveRegistration(ctx, runner)
+			return ctrl.Result{}, nil
 		}
 		// Its OAuth secret was only ever returned at creation and is lost: the runner can never
 		// connect, so replace it.
@@ -259,7 +317,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	}
 	r.markRegistered(runner, created.UUID, newSecret.Name)
 	r.event(runner, corev1.EventTypeNormal, "Registered", "Register", "Registered Bitbucket runner %s as %s", runner.Spec.BitbucketName, created.UUID)
-	return r.saveRegistration(ctx, runner)
+	return ctrl.Result{}, nil
 }
 
 func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretName string) {
@@ -268,15 +326,6 @@ func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretN
 	runner.Status.SecretName = secretName
 	runner.Status.RegisteredTime = &now
 	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionTrue, ReasonRegistered, "Registered in Bitbucket as "+uuid)
-}
-
-// saveRegistration writes the UUID at once, so that the window in which a crash leaves a
-// registered runner only findable by name stays as short as it can be.
-func (r *RunnerReconciler) saveRegistration(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	if err := r.Status().Update(ctx, runner); err != nil {
-		return ctrl.Result{}, fmt.Errorf("save registration of %s: %w", runner.Status.UUID, err)
-	}
-	return ctrl.Result{}, nil
 }
 
 // mirror copies the Bitbucket state of the runner into its status. It reports true when the
@@ -366,7 +415,14 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	}
 	switch {
 	case runnerpod.Ready(pod):
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, runnerpod.ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
+		// Dated by the pod, not by this reconcile: a PodReady held back (holdPodReady) keeps the
+		// time the pod became ready, and so does the connection window that counts from it.
+		// (A zero time, from a pod without one, is taken as now.)
+		meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+			Type: v1alpha1.ConditionPodReady, Status: metav1.ConditionTrue, Reason: runnerpod.ReasonPodRunning,
+			Message: "The runner pod is running and docker-in-docker is up", ObservedGeneration: runner.Generation,
+			LastTransitionTime: metav1.NewTime(runnerpod.ReadySince(pod)),
+		})
 	case runnerpod.Failing(pod) != "":
 		reason := runnerpod.Failing(pod)
 		if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c == nil || c.Reason != runnerpod.ReasonPodFailing {
@@ -406,7 +462,9 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	runner.Status.PodTemplateHash = pod.Annotations[runnerpod.AnnotationTemplateHash]
 	runner.Status.OnlineTime = nil
 	runner.Status.StepsStarted = 0
-	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, "The runner pod was created")
+	// Worded as the next reconcile words the new pod (Create returned it as stored, Pending), so
+	// that reconcile has nothing to write.
+	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
 	return nil
 }
 
@@ -675,9 +733,11 @@ func (r *RunnerReconciler) patchStatus(ctx context.Context, before, after *v1alp
 	if equalStatus(before.Status, after.Status) {
 		return nil
 	}
+	from := after.ResourceVersion
 	if err := r.Status().Patch(ctx, after, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patch runner status: %w", err)
 	}
+	r.written.remember(after, from)
 	return nil
 }
 

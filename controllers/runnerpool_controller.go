@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -88,6 +89,8 @@ type RunnerPoolReconciler struct {
 	// created remembers Runners this reconciler created that its cache may not show yet, so
 	// that a reconcile right after a create never counts too few runners and goes above max.
 	created expectations
+	// wakes spaces out the reconciles that Runner changes cause.
+	wakes poolWakes
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools,verbs=get;list;watch;update;patch
@@ -101,6 +104,7 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetUndecodable(kindRunnerPool, req.Namespace, req.Name)
+			r.wakes.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -108,6 +112,7 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return r.reportUndecodablePool(ctx, pool, derr)
 	}
 	forgetUndecodable(kindRunnerPool, pool.Namespace, pool.Name)
+	r.wakes.started(req.NamespacedName, r.now())
 	runners, err := r.runnersOf(ctx, pool)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -232,14 +237,7 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 // ones, and removes orphaned Bitbucket runners.
 func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, plan scaling.Plan) error {
 	decision := plan.Decision
-	var errs []error
-	for i := 0; i < decision.Create; i++ {
-		if err := r.createRunner(ctx, pool); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "create", "scale_up").Inc()
-	}
+	errs := []error{r.createRunners(ctx, pool, decision.Create)}
 	byName := map[string]*v1alpha1.Runner{}
 	for i := range runners {
 		byName[runners[i].Name] = &runners[i]
@@ -439,6 +437,36 @@ func setReady(pool *v1alpha1.RunnerPool) {
 	}
 }
 
+// maxParallelCreates bounds the Runner creates one pool reconcile has in flight: a pool scaling
+// from 0 to 100 does not wait for 100 round trips in a row, and the API server never sees more
+// than this many creates from one pool at once (the Runner reconciler's workers bound the
+// Bitbucket registrations and pod creates that follow).
+const maxParallelCreates = 10
+
+// createRunners creates n Runners, up to maxParallelCreates at a time. Each create is recorded
+// in the expectations before the next reconcile can run (the pool's reconciles never overlap),
+// so the pool never counts too few and goes above max.
+func (r *RunnerPoolReconciler) createRunners(ctx context.Context, pool *v1alpha1.RunnerPool, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxParallelCreates)
+	for i := range n {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if errs[i] = r.createRunner(ctx, pool); errs[i] == nil {
+				metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "create", "scale_up").Inc()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.RunnerPool) error {
 	name := runnerName(pool)
 	runner := &v1alpha1.Runner{
@@ -446,6 +474,9 @@ func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.
 			Name:      name,
 			Namespace: pool.Namespace,
 			Labels:    map[string]string{v1alpha1.LabelPool: pool.Name},
+			// Set at creation, so the Runner reconciler does not spend a write adding it; it
+			// still adds it to a Runner made without it.
+			Finalizers: []string{v1alpha1.RunnerFinalizer},
 		},
 		Spec: v1alpha1.RunnerSpec{
 			Workspace:     pool.Spec.Bitbucket.Workspace,
@@ -525,6 +556,7 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 	}
 	metrics.ForgetPool(pool.Namespace, pool.Name)
 	r.created.forget(client.ObjectKeyFromObject(pool))
+	r.wakes.forget(client.ObjectKeyFromObject(pool))
 	if r.Queue != nil {
 		r.Queue.Forget(client.ObjectKeyFromObject(pool))
 	}
@@ -564,7 +596,7 @@ func (r *RunnerPoolReconciler) now() time.Time {
 func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&v1alpha1.Runner{}).
+		Watches(&v1alpha1.Runner{}, r.wakes.handler(r.now)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("runnerpool").
 		Complete(r)
