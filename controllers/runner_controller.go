@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +42,12 @@ const (
 	ReasonCredentials        = "CredentialsUnavailable"
 	ReasonOnline             = "Online"
 	ReasonNotOnline          = "NotOnline"
+	// ReasonOutOfScope: the Runner names a workspace, repository or Bitbucket runner outside
+	// its pool's scope and marker (see runnerpod.OutOfScope); nothing is done in Bitbucket.
+	ReasonOutOfScope = "OutOfScope"
+	// ReasonNotControlled: a pod or Secret has the name the Runner's would have, but the Runner
+	// does not control it; it is left alone.
+	ReasonNotControlled = "NotControlled"
 )
 
 // RunnerReconciler acts on one Runner: it registers the Bitbucket runner, keeps its Secret and
@@ -90,6 +97,11 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	if !runner.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, pool, runner)
+	}
+	if pool != nil {
+		if why := runnerpod.OutOfScope(pool, runner); why != "" {
+			return r.refuse(ctx, runner, why)
+		}
 	}
 	if pool == nil {
 		// The pool is gone without draining us (its finalizer was removed by hand): nothing can
@@ -144,6 +156,11 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, notBefore)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if why := foreignRunner(pool, runner, scope.Snapshot); why != "" {
+		r.eventOnce(runner, ReasonOutOfScope, "Observe", why)
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
+		return ctrl.Result{}, nil
 	}
 	if vanished := r.mirror(ctx, runner, scope.Snapshot); vanished {
 		return ctrl.Result{Requeue: true}, nil
@@ -200,6 +217,13 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 		}
 		secret = nil
 	}
+	if secret != nil && !metav1.IsControlledBy(secret, runner) {
+		// Its UUID annotation and its credentials say nothing about this Runner.
+		msg := fmt.Sprintf("Secret %s exists but this Runner does not control it; rename or delete it", secret.Name)
+		r.eventOnce(runner, ReasonNotControlled, "Register", msg)
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonNotControlled, msg)
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
+	}
 
 	existing, ok := snap.ByName(runner.Spec.BitbucketName)
 	if !ok && secret != nil && secret.Annotations[v1alpha1.AnnotationRunnerUUID] != "" {
@@ -222,7 +246,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 		r.event(runner, corev1.EventTypeWarning, "Replaced", "Register", "Bitbucket runner %s had lost its credentials; registering a new one", existing.UUID)
 	}
 	if secret != nil {
-		if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
+		if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("delete stale runner secret: %w", err)
 		}
 	}
@@ -342,6 +366,12 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 		return r.createPod(ctx, pool, runner)
 	case err != nil:
 		return fmt.Errorf("get runner pod: %w", err)
+	}
+	if !metav1.IsControlledBy(pod, runner) {
+		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
+		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
+		return nil
 	}
 	runner.Status.PodName = pod.Name
 	if !pod.DeletionTimestamp.IsZero() {
@@ -582,7 +612,15 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 	if !controllerutil.ContainsFinalizer(runner, v1alpha1.RunnerFinalizer) {
 		return ctrl.Result{}, nil
 	}
-	if runner.Status.UUID != "" {
+	var why string
+	if pool != nil {
+		why = runnerpod.OutOfScope(pool, runner)
+	}
+	switch {
+	case why != "":
+		// Whatever its status names is not this pool's to delete.
+		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
+	case runner.Status.UUID != "":
 		if pool == nil {
 			r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "The pool is gone, so its credentials are unknown; Bitbucket runner %s must be removed by hand", runner.Status.UUID)
 		} else {
@@ -618,6 +656,15 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	}
 	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
 	key := scope.Key
+	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, r.now().Add(-min(scope.Poll, maxDrainConfirmWait)))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if why := foreignRunner(pool, runner, snap); why != "" {
+		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
+		runner.Status.UUID = ""
+		return ctrl.Result{}, r.deleteOwned(ctx, runner)
+	}
 	idle, res, err := r.disableAndConfirmIdle(ctx, scope, runner)
 	if err != nil || !idle {
 		return res, err
@@ -637,20 +684,69 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	return ctrl.Result{}, nil
 }
 
-// deleteOwned deletes the runner's pod and Secret.
+// deleteOwned deletes the runner's pod and Secret, only if the Runner controls them: an object
+// that merely has the name is someone else's. The UID precondition makes sure the object deleted
+// is the one checked, not one created under the same name since.
 func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Runner) error {
-	meta := metav1.ObjectMeta{Namespace: runner.Namespace}
-	pod := &corev1.Pod{ObjectMeta: meta}
-	pod.Name = runnerpod.PodName(runner)
-	if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete runner pod: %w", err)
-	}
-	secret := &corev1.Secret{ObjectMeta: meta}
-	secret.Name = runnerpod.SecretName(runner)
-	if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete runner secret: %w", err)
+	key := types.NamespacedName{Namespace: runner.Namespace}
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Secret{}} {
+		key.Name = runnerpod.PodName(runner)
+		if _, isSecret := obj.(*corev1.Secret); isSecret {
+			key.Name = runnerpod.SecretName(runner)
+		}
+		if err := r.Get(ctx, key, obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("get runner %T %s: %w", obj, key.Name, err)
+		}
+		if !metav1.IsControlledBy(obj, runner) {
+			continue
+		}
+		uid := obj.GetUID()
+		if err := r.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete runner %T %s: %w", obj, key.Name, err)
+		}
 	}
 	return nil
+}
+
+// refuse reports a Runner that may not act for its pool and does nothing else: no Bitbucket
+// call, no pod, no finalizer.
+func (r *RunnerReconciler) refuse(ctx context.Context, runner *v1alpha1.Runner, why string) (ctrl.Result, error) {
+	log.FromContext(ctx).Info("refusing a Runner outside its pool's scope", "why", why)
+	before := runner.DeepCopy()
+	r.eventOnce(runner, ReasonOutOfScope, "Register", why)
+	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
+	runner.Status.Phase = v1alpha1.RunnerPhaseFailed
+	runner.Status.ObservedGeneration = runner.Generation
+	return ctrl.Result{}, r.patchStatus(ctx, before, runner)
+}
+
+// foreignRunner says why the Bitbucket runner the Runner's status names is not the pool's: it
+// exists in the scope but does not carry the pool's marker (a status written by hand, or a
+// runner renamed in Bitbucket). Such a runner is never disabled or deleted for this Runner.
+func foreignRunner(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot) string {
+	if runner.Status.UUID == "" {
+		return ""
+	}
+	bb, ok := snap.ByUUID(runner.Status.UUID)
+	if !ok || strings.HasPrefix(bb.Name, runnerpod.BitbucketNamePrefix(pool)) {
+		return ""
+	}
+	return fmt.Sprintf("Bitbucket runner %s is named %q, without the pool's marker %q: it is not this pool's", runner.Status.UUID, bb.Name, runnerpod.BitbucketNamePrefix(pool))
+}
+
+// eventOnce records a warning unless the Runner's conditions show the same already: call it
+// before setting the condition, so a Runner refused at every reconcile does not fill the event
+// stream.
+func (r *RunnerReconciler) eventOnce(runner *v1alpha1.Runner, reason, action, note string) {
+	for _, c := range runner.Status.Conditions {
+		if c.Reason == reason && c.Status == metav1.ConditionFalse && c.Message == note {
+			return
+		}
+	}
+	r.event(runner, corev1.EventTypeWarning, reason, action, "%s", note)
 }
 
 func (r *RunnerReconciler) poolOf(ctx context.Context, runner *v1alpha1.Runner) (*v1alpha1.RunnerPool, error) {

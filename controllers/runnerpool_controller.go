@@ -531,7 +531,9 @@ func (r *RunnerPoolReconciler) runnersOf(ctx context.Context, pool *v1alpha1.Run
 	}
 	out := list.Items[:0]
 	for _, runner := range list.Items {
-		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID {
+		// A Runner outside the pool's scope is refused by the Runner reconciler: it is not one
+		// of the pool's runners, and the plan neither counts nor drains it.
+		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID && (runner.DecodeError() != nil || runnerpod.OutOfScope(pool, &runner) == "") {
 			out = append(out, runner)
 		}
 	}
@@ -578,20 +580,15 @@ func runnerName(pool *v1alpha1.RunnerPool) string {
 	return prefix + "-" + utilrand.String(5)
 }
 
-// BitbucketRunnerName is the Bitbucket name of a pool's runner: a marker made of the pool's UID,
-// then the Runner's name. The marker finds the pool's runners in Bitbucket (leftovers of a
-// crash included) without mistaking another cluster's pool of the same name for this one.
+// BitbucketRunnerName is the Bitbucket name of a pool's runner (runnerpod.BitbucketRunnerName).
 func BitbucketRunnerName(pool *v1alpha1.RunnerPool, runnerName string) string {
-	return BitbucketNamePrefix(pool) + runnerName
+	return runnerpod.BitbucketRunnerName(pool, runnerName)
 }
 
-// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with.
+// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with
+// (runnerpod.BitbucketNamePrefix).
 func BitbucketNamePrefix(pool *v1alpha1.RunnerPool) string {
-	uid := string(pool.UID)
-	if len(uid) > 8 {
-		uid = uid[:8]
-	}
-	return "rp-" + uid + "-"
+	return runnerpod.BitbucketNamePrefix(pool)
 }
 
 func truncate(s string, n int) string {
