@@ -55,6 +55,10 @@ const (
 // the object goes.
 type RunnerReconciler struct {
 	client.Client
+	// APIReader reads what the cache cannot show: the cache holds only pods and Secrets with
+	// the pool label, so an object someone else made under a runner's name is read through it
+	// (once per registration, and when a create finds the name taken). The client when nil.
+	APIReader client.Reader
 	Recorder events.EventRecorder
 	Clients  *credentials.Clients
 	Store    *runnerlist.Store
@@ -155,8 +159,13 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	}
 	scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, notBefore)
 	if err != nil {
+		if _, _, ok := credentials.Condition(err); ok {
+			// The pool reports it; the runner waits without a hot loop.
+			return ctrl.Result{RequeueAfter: max(scope.Poll, time.Minute)}, nil
+		}
 		return ctrl.Result{}, err
 	}
+	r.Clients.Listed(scope.Key)
 	if why := foreignRunner(pool, runner, scope.Snapshot); why != "" {
 		r.eventOnce(runner, ReasonOutOfScope, "Observe", why)
 		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
@@ -211,7 +220,9 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	}
 	secret := &corev1.Secret{}
 	secretKey := types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
-	if err := r.Get(ctx, secretKey, secret); err != nil {
+	// Read live: a Secret without the pool label is not in the cache, and registering a
+	// runner whose Secret cannot be created would only have to be undone.
+	if err := r.apiReader().Get(ctx, secretKey, secret); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get runner secret: %w", err)
 		}
@@ -421,7 +432,8 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	if err := r.Create(ctx, pod); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return nil
+			// Ours, not in the cache yet; or someone else's, which the cache never shows.
+			return r.checkExistingPod(ctx, runner, pod.Name)
 		}
 		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
 			setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "PodRejected", err.Error())
@@ -709,6 +721,28 @@ func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Run
 		}
 	}
 	return nil
+}
+
+// checkExistingPod reports a pod that has the runner's pod name but that the runner does not
+// control; one it controls is left to the next reconcile.
+func (r *RunnerReconciler) checkExistingPod(ctx context.Context, runner *v1alpha1.Runner, name string) error {
+	pod := &corev1.Pod{}
+	if err := r.apiReader().Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: name}, pod); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(pod, runner) {
+		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
+		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
 }
 
 // refuse reports a Runner that may not act for its pool and does nothing else: no Bitbucket

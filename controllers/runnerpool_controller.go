@@ -141,13 +141,18 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 
 	api, err := r.Clients.For(ctx, pool)
+	var key runnerlist.Key
 	if err == nil {
-		scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), scaling.PollRequested(pool))
+		key = r.Clients.ListKey(pool)
+		scope := newScope(pool, api, key, r.now(), scaling.PollRequested(pool))
 		poll = scope.Poll
 		pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 		metrics.PollIntervalSeconds.WithLabelValues(pool.Namespace, pool.Name).Set(poll.Seconds())
 		scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, scope.NotBefore)
 		if err == nil {
+			// The pool's own credential listed the scope (a credential's own key is never
+			// served a list made with another): from now on it shares the scope's list.
+			r.Clients.Listed(scope.Key)
 			observed := metav1.NewTime(scope.Snapshot.At)
 			pool.Status.LastObservedTime = &observed
 			res, err := r.scale(ctx, pool, scope, runners)
@@ -160,7 +165,11 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	if reason, msg, ok := credentials.Condition(err); ok {
 		if reason == credentials.ReasonInvalidCredentials || reason == credentials.ReasonPermissionDenied {
 			r.Clients.Invalidate(pool) // read the Secret afresh next time: it may be fixed
+			r.Store.Drop(key)
 		}
+		// Whatever the status said about runners came from Bitbucket with these credentials:
+		// with them refused, it shows only what the cluster itself knows.
+		pool.Status.Queued = 0
 		r.reportCredentials(pool, reason, msg)
 		r.countOnly(pool, runners)
 		return ctrl.Result{RequeueAfter: credentialsRetry}, nil

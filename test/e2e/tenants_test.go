@@ -122,7 +122,9 @@ func TestARunnerOutsideItsPoolsScopeTouchesNothingInBitbucket(t *testing.T) {
 // someone else owns: it reports them and never deletes them, not even when it goes.
 func TestARunnerLeavesAPodAndSecretItDoesNotControlAlone(t *testing.T) {
 	ns := namespace(t)
-	pool := createPool(t, harness.Pool(ns, "bystander", 0, 1))
+	pool := harness.Pool(ns, "bystander", 0, 1)
+	pool.Spec.Scaling.IdleRunners = 0 // no runner of its own: every Bitbucket runner is the test's
+	pool = createPool(t, pool)
 
 	podOwner := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}}
 	pod := &corev1.Pod{
