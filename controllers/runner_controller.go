@@ -59,9 +59,9 @@ type RunnerReconciler struct {
 	// the pool label, so an object someone else made under a runner's name is read through it
 	// (once per registration, and when a create finds the name taken). The client when nil.
 	APIReader client.Reader
-	Recorder events.EventRecorder
-	Clients  *credentials.Clients
-	Store    *runnerlist.Store
+	Recorder  events.EventRecorder
+	Clients   *credentials.Clients
+	Store     *runnerlist.Store
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
 	// Clock is the real clock unless a test sets one.

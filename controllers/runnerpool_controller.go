@@ -71,6 +71,7 @@ const (
 	ReasonRateLimited         = "RateLimited"
 	ReasonThrottled           = "Throttled" // event: Bitbucket answers the credentials with 429
 	ReasonBudgetLow           = "RequestBudgetLow"
+	ReasonReplaceBackoff      = "ReplaceBackoff" // event: failed runners wait their turn to be replaced
 )
 
 // RunnerPoolReconciler decides how many runners a pool needs and creates or drains Runner
@@ -258,7 +259,11 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 	for _, name := range decision.Undrain {
 		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, plan.Runners[name].Reason))
 	}
-	for _, name := range decision.Replace {
+	replace, err := r.replaceBackoff(ctx, pool, decision.Replace, scope.Now)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, name := range replace {
 		runner := byName[name]
 		r.event(pool, corev1.EventTypeWarning, "ReplacingRunner", "Replace", "Runner %s failed to start (%s); replacing it", name, runner.Status.Phase)
 		if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
@@ -270,6 +275,38 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 
 	errs = append(errs, r.removeOrphans(ctx, pool, scope, runners))
 	return errors.Join(errs...)
+}
+
+// replaceBackoff picks the stuck runners to replace now (scaling.ReplaceBackoff: one at a time,
+// further apart with each failure in a row) and saves the backoff in the pool's annotation, so
+// a restarted operator keeps it. The others wait, counted against max, so no extra runner is
+// created for them meanwhile.
+func (r *RunnerPoolReconciler) replaceBackoff(ctx context.Context, pool *v1alpha1.RunnerPool, stuck []string, now time.Time) ([]string, error) {
+	state := scaling.ParseReplaceBackoff(pool.Annotations[v1alpha1.AnnotationReplaceBackoff])
+	n, next := state.Replace(len(stuck), now)
+	if n > 0 && len(stuck) > n {
+		// Once per replacement, not at every poll that waits.
+		r.event(pool, corev1.EventTypeWarning, ReasonReplaceBackoff, "Replace", "%d more runners failed to start; %d replaced in a row, the next is replaced at %s",
+			len(stuck)-n, next.Failures, next.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if next.String() != pool.Annotations[v1alpha1.AnnotationReplaceBackoff] {
+		patch := client.MergeFrom(pool.DeepCopy())
+		if pool.Annotations == nil {
+			pool.Annotations = map[string]string{}
+		}
+		if v := next.String(); v != "" {
+			pool.Annotations[v1alpha1.AnnotationReplaceBackoff] = v
+		} else {
+			delete(pool.Annotations, v1alpha1.AnnotationReplaceBackoff)
+		}
+		// Only the metadata is sent: the status patch that follows is computed from a copy
+		// taken before, and carries no annotations.
+		if err := r.Patch(ctx, pool.DeepCopy(), patch); err != nil {
+			// Without the record the backoff could be lost: replace nothing this time.
+			return nil, fmt.Errorf("save replace backoff: %w", err)
+		}
+	}
+	return stuck[:n], nil
 }
 
 // reportScaling sets the ScalingActive and Ready conditions after a decision.

@@ -26,8 +26,10 @@ func setupControllers(mgr ctrl.Manager, clients *credentials.Clients, concurrenc
 	waker := runnerlist.NewWaker(mgr.GetClient())
 	store.OnRefresh = waker.OnRefresh
 
+	queue := stepqueue.NewReader(mgr.GetClient())
+	queue.Trust = clients
 	pools := &controllers.RunnerPoolReconciler{
-		Queue:    stepqueue.NewReader(mgr.GetClient()),
+		Queue:    queue,
 		Timings:  timings,
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("runnerpool-controller"),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
+	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
@@ -167,4 +168,142 @@ func TestARunnerLeavesAPodAndSecretItDoesNotControlAlone(t *testing.T) {
 		t.Errorf("%d Bitbucket runners left behind", n)
 	}
 	deleteAndWaitGone(t, pool, 60*time.Second)
+}
+
+// TestAPoolWithBadCredentialsSeesNothingAndTakesNoStep puts two tenants' Queue pools with the
+// same labels on one workspace, one of them with a wrong client secret: the other's list and
+// queue are fresh in the operator's caches, yet the bad pool reads none of them, is given no
+// step and shows CredentialsValid=False, while the good pool runs every step.
+func TestAPoolWithBadCredentialsSeesNothingAndTakesNoStep(t *testing.T) {
+	const label = "sharedlabel"
+	queuePool := func(ns, name string) *v1alpha1.RunnerPool {
+		p := harness.Pool(ns, name, 0, 3)
+		p.Spec.Labels = []v1alpha1.RunnerLabel{label}
+		p.Spec.Scaling.IdleRunners = 0
+		p.Spec.Scaling.Policy = v1alpha1.ScalingPolicyQueue
+		p.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
+		return p
+	}
+	goodNS := namespace(t)
+	good := createPool(t, queuePool(goodNS, "good"))
+	eventually(t, 30*time.Second, "the good pool to observe Bitbucket", func() (bool, string) {
+		p := getPool(t, goodNS, good.Name)
+		c := condition(p, v1alpha1.ConditionCredentialsValid)
+		return c != nil && c.Status == "True" && p.Status.LastObservedTime != nil, fmt.Sprintf("%+v", c)
+	})
+
+	badNS := goodNS + "-bad"
+	if err := sys.CreateNamespace(t.Context(), badNS); err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "wrong", Namespace: badNS}, StringData: map[string]string{
+		v1alpha1.SecretKeyClientID: bbsim.DefaultClientID, v1alpha1.SecretKeyClientSecret: "a-wrong-secret"}}
+	if err := sys.Client.Create(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	badSpec := queuePool(badNS, "bad")
+	badSpec.Spec.Bitbucket.CredentialsSecretRef.Name = secret.Name
+	bad := createPool(t, badSpec)
+
+	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 3, RunsOn: []string{label}, Duration: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 120*time.Second, "every step to run on the good pool's runners", func() (bool, string) {
+		steps := stepsOf(label)
+		done := 0
+		for _, s := range steps {
+			if s.Status == "completed" && s.Result == "SUCCESSFUL" {
+				done++
+			}
+		}
+		return done == 3, fmt.Sprintf("%d of %d steps done", done, len(steps))
+	})
+
+	p := getPool(t, badNS, bad.Name)
+	if c := condition(p, v1alpha1.ConditionCredentialsValid); c == nil || c.Status != "False" {
+		t.Errorf("the bad pool's CredentialsValid = %+v, want False", c)
+	}
+	if p.Status.LastObservedTime != nil || p.Status.Queued != 0 || p.Status.Desired != 0 || p.Status.Replicas != 0 {
+		t.Errorf("the bad pool saw something: lastObserved %v, queued %d, desired %d, replicas %d",
+			p.Status.LastObservedTime, p.Status.Queued, p.Status.Desired, p.Status.Replicas)
+	}
+	if n := countObjects(t, badNS, &v1alpha1.RunnerList{}, nil); n != 0 {
+		t.Errorf("the bad pool has %d Runners", n)
+	}
+	if n := len(bbRunners(controllers.BitbucketNamePrefix(bad))); n != 0 {
+		t.Errorf("%d Bitbucket runners registered for the bad pool", n)
+	}
+	deleteAndWaitGone(t, bad, 60*time.Second)
+	deleteAndWaitGone(t, good, 60*time.Second)
+}
+
+// TestRunnersThatFailToStartAreReplacedOneAtATimeWithBackoff breaks every pod of a pool at once
+// (an image that cannot be pulled): the pool replaces one runner, waits, then the next, and
+// records the backoff on the pool where a restarted operator finds it.
+func TestRunnersThatFailToStartAreReplacedOneAtATimeWithBackoff(t *testing.T) {
+	ns := namespace(t)
+	pool := harness.Pool(ns, "crashloop", 3, 3)
+	pool.Spec.Scaling.IdleRunners = 0
+	pool = createPool(t, pool)
+	var first []string
+	eventually(t, 90*time.Second, "3 runners ONLINE", func() (bool, string) {
+		var list v1alpha1.RunnerList
+		countObjects(t, ns, &list, client.MatchingLabels{v1alpha1.LabelPool: pool.Name})
+		first = first[:0]
+		for _, r := range list.Items {
+			if r.Status.Phase == v1alpha1.RunnerPhaseIdle {
+				first = append(first, r.Name)
+			}
+		}
+		return len(first) == 3, fmt.Sprintf("%d idle of %d", len(first), len(list.Items))
+	})
+	for _, name := range first {
+		pod := &corev1.Pod{}
+		if err := sys.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, pod); err != nil {
+			t.Fatal(err)
+		}
+		// kwok never fails an image pull; write what the kubelet would.
+		pod.Status.Phase = corev1.PodPending
+		pod.Status.Conditions = nil
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "runner", Image: pod.Spec.Containers[0].Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}
+		if err := sys.Client.Status().Update(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remaining := func() int {
+		n := 0
+		for _, name := range first {
+			r := &v1alpha1.Runner{}
+			if err := sys.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, r); err == nil && r.DeletionTimestamp.IsZero() {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 60*time.Second, "the first failed runner to be replaced", func() (bool, string) {
+		n := remaining()
+		return n < 3, fmt.Sprintf("%d of the failed runners left", n)
+	})
+	replacedAt := time.Now()
+	if n := remaining(); n != 2 {
+		t.Errorf("%d of the 3 failed runners left right after the first replacement, want 2: replaced all at once", n)
+	}
+	if v := getPool(t, ns, pool.Name).Annotations[v1alpha1.AnnotationReplaceBackoff]; !strings.HasPrefix(v, "1/") {
+		t.Errorf("replace-backoff annotation = %q, want one failure recorded", v)
+	}
+	eventually(t, 30*time.Second, "a ReplaceBackoff event", func() (bool, string) {
+		ev := events(t, ns, pool.Name)
+		return slices.ContainsFunc(ev, func(e string) bool { return strings.HasPrefix(e, controllers.ReasonReplaceBackoff+":") }), fmt.Sprint(ev)
+	})
+	eventually(t, 120*time.Second, "every failed runner to be replaced", func() (bool, string) {
+		n := remaining()
+		return n == 0, fmt.Sprintf("%d of the failed runners left", n)
+	})
+	// 10 s after the first, 20 s after the second: the last one goes 30 s after the first at
+	// the earliest.
+	if took := time.Since(replacedAt); took < 25*time.Second {
+		t.Errorf("the three failed runners were replaced within %s of the first: no backoff", took)
+	}
+	deleteAndWaitGone(t, pool, 90*time.Second)
 }
