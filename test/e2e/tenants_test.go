@@ -17,6 +17,7 @@ import (
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
@@ -306,4 +307,65 @@ func TestRunnersThatFailToStartAreReplacedOneAtATimeWithBackoff(t *testing.T) {
 		t.Errorf("the three failed runners were replaced within %s of the first: no backoff", took)
 	}
 	deleteAndWaitGone(t, pool, 90*time.Second)
+}
+
+// TestWakesWaitForThePollOnceHalfTheBudgetIsSpent requests polls of a pool (as a webhook does)
+// before and after half of its credential's hourly budget is spent: the first is served at once,
+// the second waits for the pool's own poll.
+func TestWakesWaitForThePollOnceHalfTheBudgetIsSpent(t *testing.T) {
+	ns := namespace(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "wake-budget", Namespace: ns},
+		StringData: map[string]string{v1alpha1.SecretKeyAccessToken: wakeBudgetToken}}
+	if err := sys.Client.Create(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	spec := queuePool(ns, "wakebudget", bbsim.DefaultRepositoryUUID)
+	spec.Spec.Bitbucket.CredentialsSecretRef.Name = secret.Name
+	spec.Spec.Scaling.PollInterval = metav1.Duration{Duration: 5 * time.Minute}
+	pool := createPool(t, spec)
+	observed := func() time.Time {
+		if at := getPool(t, ns, pool.Name).Status.LastObservedTime; at != nil {
+			return at.Time
+		}
+		return time.Time{}
+	}
+	requestPoll := func() time.Time {
+		t.Helper()
+		p := getPool(t, ns, pool.Name)
+		patch := client.MergeFrom(p.DeepCopy())
+		now := time.Now()
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[v1alpha1.AnnotationPollRequested] = now.UTC().Format(time.RFC3339Nano)
+		if err := sys.Client.Patch(t.Context(), p, patch); err != nil {
+			t.Fatal(err)
+		}
+		return now
+	}
+	eventually(t, 30*time.Second, "the first observation", func() (bool, string) { return !observed().IsZero(), "none yet" })
+	time.Sleep(1100 * time.Millisecond) // observations are kept to the second
+	requested := requestPoll()
+	eventually(t, 30*time.Second, "a requested poll to be served at once", func() (bool, string) {
+		return !observed().Before(requested.Truncate(time.Second)), fmt.Sprintf("last observed %s", observed())
+	})
+
+	// Spend just over half of the credential's hourly budget, as a flood of wakes would.
+	spender, err := bitbucket.New(bitbucket.Config{BaseURL: sys.BBSimURL, Credentials: bitbucket.Credentials{AccessToken: wakeBudgetToken}, Budgets: sys.Budgets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for spender.Budget().Remaining() > spender.Budget().Limit()/2-5 {
+		if _, err := spender.ListRunners(t.Context(), bitbucket.Scope{Workspace: bbsim.DefaultWorkspaceUUID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := observed()
+	time.Sleep(1100 * time.Millisecond)
+	requestPoll()
+	time.Sleep(15 * time.Second)
+	if after := observed(); after.After(before) {
+		t.Errorf("a requested poll read Bitbucket at %s with half the budget spent (last observation before: %s); it should wait for the poll", after, before)
+	}
+	deleteAndWaitGone(t, pool, 60*time.Second)
 }
