@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -166,7 +167,7 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 		return ctrl.Result{}, err
 	}
 	r.Clients.Listed(scope.Key)
-	if why := foreignRunner(pool, runner, scope.Snapshot); why != "" {
+	if why := r.foreignRunner(ctx, pool, runner, scope.Snapshot); why != "" {
 		r.eventOnce(runner, ReasonOutOfScope, "Observe", why)
 		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
 		return ctrl.Result{}, nil
@@ -672,7 +673,7 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if why := foreignRunner(pool, runner, snap); why != "" {
+	if why := r.foreignRunner(ctx, pool, runner, snap); why != "" {
 		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
 		runner.Status.UUID = ""
 		return ctrl.Result{}, r.deleteOwned(ctx, runner)
@@ -757,19 +758,32 @@ func (r *RunnerReconciler) refuse(ctx context.Context, runner *v1alpha1.Runner, 
 	return ctrl.Result{}, r.patchStatus(ctx, before, runner)
 }
 
-// foreignRunner says why the Bitbucket runner the Runner's status names is not the pool's: it
-// exists in the scope but does not carry the pool's marker (a status written by hand, or a
-// runner renamed in Bitbucket). Such a runner is never disabled or deleted for this Runner.
-func foreignRunner(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot) string {
+// foreignRunner says why the Bitbucket runner the Runner's status names is not the pool's to
+// act on, or returns "". It is the pool's when Bitbucket lists it under the pool's marker; or,
+// renamed by hand without any pool's marker, when the Secret the Runner controls records its
+// UUID (written at registration). A status written by hand can therefore point neither at
+// another pool's runner nor at a runner the operator never registered for this Runner.
+func (r *RunnerReconciler) foreignRunner(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot) string {
 	if runner.Status.UUID == "" {
 		return ""
 	}
 	bb, ok := snap.ByUUID(runner.Status.UUID)
-	if !ok || strings.HasPrefix(bb.Name, runnerpod.BitbucketNamePrefix(pool)) {
+	prefix := runnerpod.BitbucketNamePrefix(pool)
+	if !ok || strings.HasPrefix(bb.Name, prefix) {
 		return ""
 	}
-	return fmt.Sprintf("Bitbucket runner %s is named %q, without the pool's marker %q: it is not this pool's", runner.Status.UUID, bb.Name, runnerpod.BitbucketNamePrefix(pool))
+	if !poolMarker.MatchString(bb.Name) {
+		secret := &corev1.Secret{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, secret)
+		if err == nil && metav1.IsControlledBy(secret, runner) && secret.Annotations[v1alpha1.AnnotationRunnerUUID] == runner.Status.UUID {
+			return "" // renamed in Bitbucket; registered for this Runner
+		}
+	}
+	return fmt.Sprintf("Bitbucket runner %s is named %q, without the pool's marker %q, and this Runner's Secret does not record it: it is not this pool's", runner.Status.UUID, bb.Name, prefix)
 }
+
+// poolMarker matches a name carrying some pool's marker (runnerpod.BitbucketNamePrefix).
+var poolMarker = regexp.MustCompile(`^rp-[0-9a-f]{8}-`)
 
 // eventOnce records a warning unless the Runner's conditions show the same already: call it
 // before setting the condition, so a Runner refused at every reconcile does not fill the event
