@@ -315,6 +315,10 @@ func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *r
 		setReady(pool)
 		return
 	}
+	var prevReason string
+	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive); c != nil {
+		prevReason = c.Reason
+	}
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
 	if scope.Poll > pool.Spec.Scaling.PollInterval.Duration {
@@ -324,6 +328,11 @@ func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *r
 	// A snapshot still fresh enough can carry a throttled credential through the scale path; the
 	// 429 streak says more to the user than the stretched polls it causes.
 	if th := bitbucket.ThrottleOf(scope.API); th.Strikes > 0 {
+		if prevReason != ReasonRateLimited {
+			// The error path reports it too; a pool that keeps planning on a fresh list would
+			// otherwise show the condition without the event.
+			r.event(pool, corev1.EventTypeWarning, ReasonThrottled, "Observe", "%s", th.Message())
+		}
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited, th.Message())
 	}
 	if n := countRegistrationReason(runners, ReasonRunnerLimitReached); n > 0 {
