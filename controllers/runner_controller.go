@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +43,12 @@ const (
 	ReasonCredentials        = "CredentialsUnavailable"
 	ReasonOnline             = "Online"
 	ReasonNotOnline          = "NotOnline"
+	// ReasonOutOfScope: the Runner names a workspace, repository or Bitbucket runner outside
+	// its pool's scope and marker (see runnerpod.OutOfScope); nothing is done in Bitbucket.
+	ReasonOutOfScope = "OutOfScope"
+	// ReasonNotControlled: a pod or Secret has the name the Runner's would have, but the Runner
+	// does not control it; it is left alone.
+	ReasonNotControlled = "NotControlled"
 )
 
 // RunnerReconciler acts on one Runner: it registers the Bitbucket runner, keeps its Secret and
@@ -48,9 +56,13 @@ const (
 // the object goes.
 type RunnerReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Clients  *credentials.Clients
-	Store    *runnerlist.Store
+	// APIReader reads what the cache cannot show: the cache holds only pods and Secrets with
+	// the pool label, so an object someone else made under a runner's name is read through it
+	// (once per registration, and when a create finds the name taken). The client when nil.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clients   *credentials.Clients
+	Store     *runnerlist.Store
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
 	// Clock is the real clock unless a test sets one.
@@ -93,6 +105,11 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	if !runner.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, pool, runner)
+	}
+	if pool != nil {
+		if why := runnerpod.OutOfScope(pool, runner); why != "" {
+			return r.refuse(ctx, runner, why)
+		}
 	}
 	if pool == nil {
 		// The pool is gone without draining us (its finalizer was removed by hand): nothing can
@@ -147,7 +164,17 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	}
 	scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, notBefore)
 	if err != nil {
+		if _, _, ok := credentials.Condition(err); ok {
+			// The pool reports it; the runner waits without a hot loop.
+			return ctrl.Result{RequeueAfter: max(scope.Poll, time.Minute)}, nil
+		}
 		return ctrl.Result{}, err
+	}
+	r.Clients.Listed(scope.Key)
+	if why := r.foreignRunner(ctx, pool, runner, scope.Snapshot); why != "" {
+		r.eventOnce(runner, ReasonOutOfScope, "Observe", why)
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
+		return ctrl.Result{}, nil
 	}
 	if vanished := r.mirror(ctx, runner, scope.Snapshot); vanished {
 		return ctrl.Result{Requeue: true}, nil
@@ -252,11 +279,20 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	}
 	secret := &corev1.Secret{}
 	secretKey := types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
-	if err := r.Get(ctx, secretKey, secret); err != nil {
+	// Read live: a Secret without the pool label is not in the cache, and registering a
+	// runner whose Secret cannot be created would only have to be undone.
+	if err := r.apiReader().Get(ctx, secretKey, secret); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get runner secret: %w", err)
 		}
 		secret = nil
+	}
+	if secret != nil && !metav1.IsControlledBy(secret, runner) {
+		// Its UUID annotation and its credentials say nothing about this Runner.
+		msg := fmt.Sprintf("Secret %s exists but this Runner does not control it; rename or delete it", secret.Name)
+		r.eventOnce(runner, ReasonNotControlled, "Register", msg)
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonNotControlled, msg)
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
 	}
 
 	existing, ok := snap.ByName(runner.Spec.BitbucketName)
@@ -280,7 +316,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 		r.event(runner, corev1.EventTypeWarning, "Replaced", "Register", "Bitbucket runner %s had lost its credentials; registering a new one", existing.UUID)
 	}
 	if secret != nil {
-		if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
+		if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("delete stale runner secret: %w", err)
 		}
 	}
@@ -392,6 +428,12 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	case err != nil:
 		return fmt.Errorf("get runner pod: %w", err)
 	}
+	if !metav1.IsControlledBy(pod, runner) {
+		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
+		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
+		return nil
+	}
 	runner.Status.PodName = pod.Name
 	if !pod.DeletionTimestamp.IsZero() {
 		return nil
@@ -447,7 +489,8 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	if err := r.Create(ctx, pod); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return nil
+			// Ours, not in the cache yet; or someone else's, which the cache never shows.
+			return r.checkExistingPod(ctx, runner, pod.Name)
 		}
 		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
 			setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "PodRejected", err.Error())
@@ -640,7 +683,15 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 	if !controllerutil.ContainsFinalizer(runner, v1alpha1.RunnerFinalizer) {
 		return ctrl.Result{}, nil
 	}
-	if runner.Status.UUID != "" {
+	var why string
+	if pool != nil {
+		why = runnerpod.OutOfScope(pool, runner)
+	}
+	switch {
+	case why != "":
+		// Whatever its status names is not this pool's to delete.
+		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
+	case runner.Status.UUID != "":
 		if pool == nil {
 			r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "The pool is gone, so its credentials are unknown; Bitbucket runner %s must be removed by hand", runner.Status.UUID)
 		} else {
@@ -676,6 +727,15 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	}
 	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
 	key := scope.Key
+	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, r.now().Add(-min(scope.Poll, maxDrainConfirmWait)))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if why := r.foreignRunner(ctx, pool, runner, snap); why != "" {
+		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
+		runner.Status.UUID = ""
+		return ctrl.Result{}, r.deleteOwned(ctx, runner)
+	}
 	idle, res, err := r.disableAndConfirmIdle(ctx, scope, runner)
 	if err != nil || !idle {
 		return res, err
@@ -695,20 +755,104 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	return ctrl.Result{}, nil
 }
 
-// deleteOwned deletes the runner's pod and Secret.
+// deleteOwned deletes the runner's pod and Secret, only if the Runner controls them: an object
+// that merely has the name is someone else's. The UID precondition makes sure the object deleted
+// is the one checked, not one created under the same name since.
 func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Runner) error {
-	meta := metav1.ObjectMeta{Namespace: runner.Namespace}
-	pod := &corev1.Pod{ObjectMeta: meta}
-	pod.Name = runnerpod.PodName(runner)
-	if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete runner pod: %w", err)
-	}
-	secret := &corev1.Secret{ObjectMeta: meta}
-	secret.Name = runnerpod.SecretName(runner)
-	if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete runner secret: %w", err)
+	key := types.NamespacedName{Namespace: runner.Namespace}
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Secret{}} {
+		key.Name = runnerpod.PodName(runner)
+		if _, isSecret := obj.(*corev1.Secret); isSecret {
+			key.Name = runnerpod.SecretName(runner)
+		}
+		if err := r.Get(ctx, key, obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("get runner %T %s: %w", obj, key.Name, err)
+		}
+		if !metav1.IsControlledBy(obj, runner) {
+			continue
+		}
+		uid := obj.GetUID()
+		if err := r.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete runner %T %s: %w", obj, key.Name, err)
+		}
 	}
 	return nil
+}
+
+// checkExistingPod reports a pod that has the runner's pod name but that the runner does not
+// control; one it controls is left to the next reconcile.
+func (r *RunnerReconciler) checkExistingPod(ctx context.Context, runner *v1alpha1.Runner, name string) error {
+	pod := &corev1.Pod{}
+	if err := r.apiReader().Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: name}, pod); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(pod, runner) {
+		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
+		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// refuse reports a Runner that may not act for its pool and does nothing else: no Bitbucket
+// call, no pod, no finalizer.
+func (r *RunnerReconciler) refuse(ctx context.Context, runner *v1alpha1.Runner, why string) (ctrl.Result, error) {
+	log.FromContext(ctx).Info("refusing a Runner outside its pool's scope", "why", why)
+	before := runner.DeepCopy()
+	r.eventOnce(runner, ReasonOutOfScope, "Register", why)
+	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
+	runner.Status.Phase = v1alpha1.RunnerPhaseFailed
+	runner.Status.ObservedGeneration = runner.Generation
+	return ctrl.Result{}, r.patchStatus(ctx, before, runner)
+}
+
+// foreignRunner says why the Bitbucket runner the Runner's status names is not the pool's to
+// act on, or returns "". It is the pool's when Bitbucket lists it under the pool's marker; or,
+// renamed by hand without any pool's marker, when the Secret the Runner controls records its
+// UUID (written at registration). A status written by hand can therefore point neither at
+// another pool's runner nor at a runner the operator never registered for this Runner.
+func (r *RunnerReconciler) foreignRunner(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot) string {
+	if runner.Status.UUID == "" {
+		return ""
+	}
+	bb, ok := snap.ByUUID(runner.Status.UUID)
+	prefix := runnerpod.BitbucketNamePrefix(pool)
+	if !ok || strings.HasPrefix(bb.Name, prefix) {
+		return ""
+	}
+	if !poolMarker.MatchString(bb.Name) {
+		secret := &corev1.Secret{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, secret)
+		if err == nil && metav1.IsControlledBy(secret, runner) && secret.Annotations[v1alpha1.AnnotationRunnerUUID] == runner.Status.UUID {
+			return "" // renamed in Bitbucket; registered for this Runner
+		}
+	}
+	return fmt.Sprintf("Bitbucket runner %s is named %q, without the pool's marker %q, and this Runner's Secret does not record it: it is not this pool's", runner.Status.UUID, bb.Name, prefix)
+}
+
+// poolMarker matches a name carrying some pool's marker (runnerpod.BitbucketNamePrefix).
+var poolMarker = regexp.MustCompile(`^rp-[0-9a-f]{8}-`)
+
+// eventOnce records a warning unless the Runner's conditions show the same already: call it
+// before setting the condition, so a Runner refused at every reconcile does not fill the event
+// stream.
+func (r *RunnerReconciler) eventOnce(runner *v1alpha1.Runner, reason, action, note string) {
+	for _, c := range runner.Status.Conditions {
+		if c.Reason == reason && c.Status == metav1.ConditionFalse && c.Message == note {
+			return
+		}
+	}
+	r.event(runner, corev1.EventTypeWarning, reason, action, "%s", note)
 }
 
 func (r *RunnerReconciler) poolOf(ctx context.Context, runner *v1alpha1.Runner) (*v1alpha1.RunnerPool, error) {

@@ -72,6 +72,7 @@ const (
 	ReasonRateLimited         = "RateLimited"
 	ReasonThrottled           = "Throttled" // event: Bitbucket answers the credentials with 429
 	ReasonBudgetLow           = "RequestBudgetLow"
+	ReasonReplaceBackoff      = "ReplaceBackoff" // event: failed runners wait their turn to be replaced
 )
 
 // RunnerPoolReconciler decides how many runners a pool needs and creates or drains Runner
@@ -146,13 +147,18 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 
 	api, err := r.Clients.For(ctx, pool)
+	var key runnerlist.Key
 	if err == nil {
-		scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), scaling.PollRequested(pool))
+		key = r.Clients.ListKey(pool)
+		scope := newScope(pool, api, key, r.now(), scaling.PollRequested(pool))
 		poll = scope.Poll
 		pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 		metrics.PollIntervalSeconds.WithLabelValues(pool.Namespace, pool.Name).Set(poll.Seconds())
 		scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, scope.NotBefore)
 		if err == nil {
+			// The pool's own credential listed the scope (a credential's own key is never
+			// served a list made with another): from now on it shares the scope's list.
+			r.Clients.Listed(scope.Key)
 			observed := metav1.NewTime(scope.Snapshot.At)
 			pool.Status.LastObservedTime = &observed
 			res, err := r.scale(ctx, pool, scope, runners)
@@ -165,7 +171,11 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	if reason, msg, ok := credentials.Condition(err); ok {
 		if reason == credentials.ReasonInvalidCredentials || reason == credentials.ReasonPermissionDenied {
 			r.Clients.Invalidate(pool) // read the Secret afresh next time: it may be fixed
+			r.Store.Drop(key)
 		}
+		// Whatever the status said about runners came from Bitbucket with these credentials:
+		// with them refused, it shows only what the cluster itself knows.
+		pool.Status.Queued = 0
 		r.reportCredentials(pool, reason, msg)
 		r.countOnly(pool, runners)
 		return ctrl.Result{RequeueAfter: credentialsRetry}, nil
@@ -252,7 +262,11 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 	for _, name := range decision.Undrain {
 		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, plan.Runners[name].Reason))
 	}
-	for _, name := range decision.Replace {
+	replace, err := r.replaceBackoff(ctx, pool, decision.Replace, scope.Now)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, name := range replace {
 		runner := byName[name]
 		r.event(pool, corev1.EventTypeWarning, "ReplacingRunner", "Replace", "Runner %s failed to start (%s); replacing it", name, runner.Status.Phase)
 		if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
@@ -266,11 +280,47 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 	return errors.Join(errs...)
 }
 
+// replaceBackoff picks the stuck runners to replace now (scaling.ReplaceBackoff: one at a time,
+// further apart with each failure in a row) and saves the backoff in the pool's annotation, so
+// a restarted operator keeps it. The others wait, counted against max, so no extra runner is
+// created for them meanwhile.
+func (r *RunnerPoolReconciler) replaceBackoff(ctx context.Context, pool *v1alpha1.RunnerPool, stuck []string, now time.Time) ([]string, error) {
+	state := scaling.ParseReplaceBackoff(pool.Annotations[v1alpha1.AnnotationReplaceBackoff])
+	n, next := state.Replace(len(stuck), now)
+	if n > 0 && len(stuck) > n {
+		// Once per replacement, not at every poll that waits.
+		r.event(pool, corev1.EventTypeWarning, ReasonReplaceBackoff, "Replace", "%d more runners failed to start; %d replaced in a row, the next is replaced at %s",
+			len(stuck)-n, next.Failures, next.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if next.String() != pool.Annotations[v1alpha1.AnnotationReplaceBackoff] {
+		patch := client.MergeFrom(pool.DeepCopy())
+		if pool.Annotations == nil {
+			pool.Annotations = map[string]string{}
+		}
+		if v := next.String(); v != "" {
+			pool.Annotations[v1alpha1.AnnotationReplaceBackoff] = v
+		} else {
+			delete(pool.Annotations, v1alpha1.AnnotationReplaceBackoff)
+		}
+		// Only the metadata is sent: the status patch that follows is computed from a copy
+		// taken before, and carries no annotations.
+		if err := r.Patch(ctx, pool.DeepCopy(), patch); err != nil {
+			// Without the record the backoff could be lost: replace nothing this time.
+			return nil, fmt.Errorf("save replace backoff: %w", err)
+		}
+	}
+	return stuck[:n], nil
+}
+
 // reportScaling sets the ScalingActive and Ready conditions after a decision.
 func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, decision scaling.Decision) {
 	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid); c != nil && c.Status == metav1.ConditionFalse {
 		setReady(pool)
 		return
+	}
+	var prevReason string
+	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive); c != nil {
+		prevReason = c.Reason
 	}
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
@@ -281,6 +331,11 @@ func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *r
 	// A snapshot still fresh enough can carry a throttled credential through the scale path; the
 	// 429 streak says more to the user than the stretched polls it causes.
 	if th := bitbucket.ThrottleOf(scope.API); th.Strikes > 0 {
+		if prevReason != ReasonRateLimited {
+			// The error path reports it too; a pool that keeps planning on a fresh list would
+			// otherwise show the condition without the event.
+			r.event(pool, corev1.EventTypeWarning, ReasonThrottled, "Observe", "%s", th.Message())
+		}
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited, th.Message())
 	}
 	if n := countRegistrationReason(runners, ReasonRunnerLimitReached); n > 0 {
@@ -570,7 +625,9 @@ func (r *RunnerPoolReconciler) runnersOf(ctx context.Context, pool *v1alpha1.Run
 	}
 	out := list.Items[:0]
 	for _, runner := range list.Items {
-		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID {
+		// A Runner outside the pool's scope is refused by the Runner reconciler: it is not one
+		// of the pool's runners, and the plan neither counts nor drains it.
+		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID && (runner.DecodeError() != nil || runnerpod.OutOfScope(pool, &runner) == "") {
 			out = append(out, runner)
 		}
 	}
@@ -617,20 +674,15 @@ func runnerName(pool *v1alpha1.RunnerPool) string {
 	return prefix + "-" + utilrand.String(5)
 }
 
-// BitbucketRunnerName is the Bitbucket name of a pool's runner: a marker made of the pool's UID,
-// then the Runner's name. The marker finds the pool's runners in Bitbucket (leftovers of a
-// crash included) without mistaking another cluster's pool of the same name for this one.
+// BitbucketRunnerName is the Bitbucket name of a pool's runner (runnerpod.BitbucketRunnerName).
 func BitbucketRunnerName(pool *v1alpha1.RunnerPool, runnerName string) string {
-	return BitbucketNamePrefix(pool) + runnerName
+	return runnerpod.BitbucketRunnerName(pool, runnerName)
 }
 
-// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with.
+// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with
+// (runnerpod.BitbucketNamePrefix).
 func BitbucketNamePrefix(pool *v1alpha1.RunnerPool) string {
-	uid := string(pool.UID)
-	if len(uid) > 8 {
-		uid = uid[:8]
-	}
-	return "rp-" + uid + "-"
+	return runnerpod.BitbucketNamePrefix(pool)
 }
 
 func truncate(s string, n int) string {

@@ -18,6 +18,10 @@ const (
 	// AnnotationDrainCancelled on a Runner is the RFC 3339 time the pool last cancelled its
 	// drain: the runner was needed again then, so its scale-down delay starts over.
 	AnnotationDrainCancelled = "ci.runnerpool.dev/drain-cancelled"
+	// AnnotationReplaceBackoff on a RunnerPool is "<failures>/<RFC 3339 time>": how many runners
+	// that failed to start were replaced in a row, and when the next may be. The pool writes
+	// it, so a restarted operator keeps the backoff (scaling.ReplaceBackoff).
+	AnnotationReplaceBackoff = "ci.runnerpool.dev/replace-backoff"
 
 	// PoolFinalizer drains and removes a pool's runners before the pool goes.
 	PoolFinalizer = "ci.runnerpool.dev/pool"

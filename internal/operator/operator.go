@@ -4,6 +4,8 @@
 package operator
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -45,7 +47,12 @@ type Options struct {
 	MetricsSecure  bool
 	MetricsCertDir string
 	// WebhookSecret, when set, is required as the HMAC signature of every webhook delivery.
+	// Without it the receiver does not start unless WebhookAllowUnsigned is set: anyone who
+	// can reach an unsigned receiver can make pools poll.
 	WebhookSecret []byte
+	// WebhookAllowUnsigned starts the receiver without a secret (a loopback demo, a network
+	// nobody else reaches). Wakes still wait for the poll once half a budget is spent.
+	WebhookAllowUnsigned bool
 	// Namespaces to watch; empty watches all.
 	Namespaces []string
 	// LeaderElect makes replicas elect one leader, in LeaderElectionNamespace.
@@ -106,6 +113,9 @@ func Scheme() *runtime.Scheme {
 
 // New builds the manager; Start it to run.
 func New(cfg *rest.Config, o Options) (manager.Manager, error) {
+	if err := o.checkWebhook(); err != nil {
+		return nil, err
+	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()
 	}
@@ -198,7 +208,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err := setupControllers(mgr, clients, o.RunnerConcurrency, o.Timings); err != nil {
 		return nil, err
 	}
-	if o.WebhookAddr != "" && o.WebhookAddr != "0" {
+	if o.webhookEnabled() {
 		whMetrics := bbwebhook.NewMetrics()
 		if err := whMetrics.Register(o.Registry); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
@@ -215,4 +225,19 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("add readyz: %w", err)
 	}
 	return mgr, nil
+}
+
+func (o Options) webhookEnabled() bool { return o.WebhookAddr != "" && o.WebhookAddr != "0" }
+
+// ErrUnsignedWebhook is returned by New when the webhook receiver would start without a secret.
+var ErrUnsignedWebhook = errors.New("the webhook receiver has no secret: set one (--webhook-secret-file or $BITBUCKET_WEBHOOK_SECRET, the same secret as in Bitbucket's webhook), " +
+	"or accept unsigned deliveries with --webhook-allow-unsigned, or turn the receiver off with --webhook-bind-address=0")
+
+// checkWebhook refuses a receiver without a secret unless unsigned deliveries are allowed: a
+// configuration error is reported once at start, not found out later by whoever floods it.
+func (o Options) checkWebhook() error {
+	if o.webhookEnabled() && len(bytes.TrimSpace(o.WebhookSecret)) == 0 && !o.WebhookAllowUnsigned {
+		return ErrUnsignedWebhook
+	}
+	return nil
 }

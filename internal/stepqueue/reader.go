@@ -2,6 +2,7 @@ package stepqueue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -27,6 +28,11 @@ const repositoryListTTL = 10 * time.Minute
 type Reader struct {
 	Reader client.Reader
 	Steps  *Store
+	// Trust says which credentials have proven themselves. Steps go only to pools whose own
+	// credential has listed their scope, and a repository's reading is shared only by
+	// credentials that have read that repository themselves. Nil trusts every pool and
+	// shares every reading (unit tests).
+	Trust Trust
 
 	mu      sync.Mutex
 	repos   map[string]repoList            // by API URL + workspace
@@ -45,6 +51,17 @@ type repoList struct {
 	repos []string
 }
 
+// Trust is what the Reader needs to know of credentials; *credentials.Clients implements it.
+type Trust interface {
+	// Credential is the hash of the credential the pool reads with, "" when unknown.
+	Credential(pool *v1alpha1.RunnerPool) string
+	// PoolProven reports whether the pool's own credential has listed the pool's scope.
+	PoolProven(pool *v1alpha1.RunnerPool) bool
+	// Proven and Prove keep, per credential and scope, whether an authenticated call worked.
+	Proven(credential, scope string) bool
+	Prove(credential, scope string)
+}
+
 // NewReader returns a reader with its own caches.
 func NewReader(reader client.Reader) *Reader {
 	return &Reader{Reader: reader, Steps: NewStore(nil), repos: map[string]repoList{}, waiting: map[client.ObjectKey]poolWaits{}}
@@ -55,6 +72,10 @@ func NewReader(reader client.Reader) *Reader {
 // overlapping labels never both scale for the same step.
 func (q *Reader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, apiURL string, api bitbucket.QueueReader, notBefore time.Time) (int, error) {
 	ws := string(pool.Spec.Bitbucket.Workspace)
+	if q.Trust != nil && !q.Trust.PoolProven(pool) {
+		// Its credential has not listed its own scope: it sees no queue, and gets no step.
+		return 0, errNotProven
+	}
 	repos, err := q.repositories(ctx, pool, apiURL, api)
 	if err != nil {
 		return 0, err
@@ -65,7 +86,7 @@ func (q *Reader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, apiURL s
 	}
 	var waiting []WaitingStep
 	for _, repo := range repos {
-		steps, err := q.Steps.WaitingFor(ctx, api, Key(apiURL, ws, repo), notBefore, wantedBy(pools, ws, repo))
+		steps, err := q.readRepository(ctx, pool, api, Key(apiURL, ws, repo), notBefore, wantedBy(pools, ws, repo))
 		if err != nil {
 			return 0, fmt.Errorf("read the queue of repository %s: %w", repo, err)
 		}
@@ -75,6 +96,30 @@ func (q *Reader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, apiURL s
 	mine := Assign(waiting, pools)[id]
 	q.observeWaits(pool, mine)
 	return len(mine), nil
+}
+
+// errNotProven is the queue error of a pool whose credential has not worked yet.
+var errNotProven = errors.New("the pool's credentials have not listed its runners yet; the queue is read once they have")
+
+// readRepository reads the repository's waiting steps: the reading shared by every credential proven on
+// the repository when the pool's credential is one, else a reading of its own, which proves it.
+func (q *Reader) readRepository(ctx context.Context, pool *v1alpha1.RunnerPool, api bitbucket.QueueReader, k RepoKey, notBefore time.Time, wanted Wanted) ([]WaitingStep, error) {
+	if q.Trust == nil {
+		return q.Steps.WaitingFor(ctx, api, k, notBefore, wanted)
+	}
+	cred, scope := q.Trust.Credential(pool), "pipelines "+k.String()
+	if q.Trust.Proven(cred, scope) {
+		return q.Steps.WaitingFor(ctx, api, k, notBefore, wanted)
+	}
+	own := k
+	own.Credential = cred
+	steps, err := q.Steps.WaitingFor(ctx, api, own, notBefore, wanted)
+	if err == nil {
+		q.Trust.Prove(cred, scope)
+		// Its next read shares the repository's reading; its own is not needed any more.
+		q.Steps.Forget(own)
+	}
+	return steps, err
 }
 
 // QueueKey is the key under which the queue of a repository is read and shared. Every pool that
@@ -132,7 +177,12 @@ func (q *Reader) repositories(ctx context.Context, pool *v1alpha1.RunnerPool, ap
 		return pool.Spec.Scaling.Repositories, nil
 	}
 	ws := string(pool.Spec.Bitbucket.Workspace)
+	// A repository list is never shared across credentials: it costs one request per
+	// credential every repositoryListTTL.
 	key := apiURL + " " + ws
+	if q.Trust != nil {
+		key += " " + q.Trust.Credential(pool)
+	}
 	q.mu.Lock()
 	cached, ok := q.repos[key]
 	q.mu.Unlock()
@@ -173,6 +223,10 @@ func (q *Reader) poolsOfWorkspace(ctx context.Context, workspace string) ([]Pool
 	for i := range list.Items {
 		p := &list.Items[i]
 		if !bitbucket.SameUUID(string(p.Spec.Bitbucket.Workspace), workspace) || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if q.Trust != nil && !q.Trust.PoolProven(p) {
+			// A pool whose credentials never worked would take steps it cannot run.
 			continue
 		}
 		pools = append(pools, Pool{ID: poolID(p), Workspace: string(p.Spec.Bitbucket.Workspace),

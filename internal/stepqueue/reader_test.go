@@ -150,3 +150,67 @@ func TestStepWaitsAreRecordedOnlyBetweenCloseReads(t *testing.T) {
 		})
 	}
 }
+
+// fakeTrust proves the pools it names; Prove records what the reader proved.
+type fakeTrust struct {
+	proven map[string]bool // pool name -> its credential listed its scope
+	proofs map[string]bool
+}
+
+func (f *fakeTrust) Credential(p *v1alpha1.RunnerPool) string { return "cred-" + p.Name }
+func (f *fakeTrust) PoolProven(p *v1alpha1.RunnerPool) bool   { return f.proven[p.Name] }
+func (f *fakeTrust) Proven(c, s string) bool                  { return f.proofs[c+" "+s] }
+func (f *fakeTrust) Prove(c, s string)                        { f.proofs[c+" "+s] = true }
+
+// A pool whose credentials never worked reads no queue and is given no step, even with labels
+// that cover every waiting step; a proven pool's first read of a repository is its own, and
+// proves it there.
+func TestStepsGoOnlyToPoolsWhoseCredentialsWorked(t *testing.T) {
+	sim := bbsim.New(bbsim.Options{HourlyLimit: -1})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() {
+		srv.Close()
+		sim.Close()
+	})
+	api, err := bitbucket.New(bitbucket.Config{
+		BaseURL:     srv.URL,
+		TokenURL:    srv.URL + "/site/oauth2/access_token",
+		Credentials: bitbucket.Credentials{OAuthClientID: bbsim.DefaultClientID, OAuthClientSecret: bbsim.DefaultClientSecret},
+		Timeout:     5 * time.Second,
+		HourlyLimit: -1,
+		Budgets:     bitbucket.NewBudgetRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sim.Enqueue(bbsim.EnqueueRequest{Count: 4, RunsOn: []string{"self.hosted", "linux", "docker"}, Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	queuePool := func(name string) *v1alpha1.RunnerPool {
+		return fixture.Pool(fixture.PoolNamed(name), func(p *v1alpha1.RunnerPool) {
+			p.Spec.Bitbucket.Workspace = bbsim.DefaultWorkspaceUUID
+			p.Spec.Labels = []v1alpha1.RunnerLabel{"docker"}
+		}, fixture.ReadingRepositories(bbsim.DefaultRepositoryUUID))
+	}
+	good, bad := queuePool("good"), queuePool("bad")
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	q := NewReader(fake.NewClientBuilder().WithScheme(scheme).WithObjects(good, bad).Build())
+	trust := &fakeTrust{proven: map[string]bool{"good": true}, proofs: map[string]bool{}}
+	q.Trust = trust
+	ctx := context.Background()
+
+	if n, err := q.Queued(ctx, bad, srv.URL, api, time.Now()); err == nil || n != 0 {
+		t.Errorf("Queued(bad) = %d, %v; want nothing and an error", n, err)
+	}
+	n, err := q.Queued(ctx, good, srv.URL, api, time.Now())
+	if err != nil || n != 4 {
+		t.Errorf("Queued(good) = %d, %v; want all 4 steps: the bad pool takes none", n, err)
+	}
+	scope := "pipelines " + Key(srv.URL, bbsim.DefaultWorkspaceUUID, bbsim.DefaultRepositoryUUID).String()
+	if !trust.proofs["cred-good "+scope] {
+		t.Errorf("the good credential's own read did not prove it on the repository: %v", trust.proofs)
+	}
+}

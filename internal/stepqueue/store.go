@@ -28,15 +28,23 @@ const (
 	pipelineFile  = "bitbucket-pipelines.yml"
 )
 
-// RepoKey names one repository on one Bitbucket installation.
+// RepoKey names one repository on one Bitbucket installation, and whose reading it is: the
+// reading shared by every credential proven on the repository has no Credential; a credential
+// not proven there reads with its own (see Reader).
 type RepoKey struct {
 	APIURL     string
 	Workspace  string // workspace UUID with braces (or slug)
 	Repository string // repository UUID with braces (or slug)
+	// Credential is the hash of the credential whose own reading this is; empty when shared.
+	Credential string
 }
 
 func (k RepoKey) String() string {
-	return fmt.Sprintf("%s %s/%s", k.APIURL, k.Workspace, k.Repository)
+	s := fmt.Sprintf("%s %s/%s", k.APIURL, k.Workspace, k.Repository)
+	if k.Credential != "" {
+		s += " credential " + k.Credential[:min(8, len(k.Credential))]
+	}
+	return s
 }
 
 // WaitingStep is a pipeline step that waits for a runner.
