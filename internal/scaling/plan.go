@@ -36,6 +36,9 @@ type Observation struct {
 	Queued int
 	// TemplateHash is the hash of the pod the pool's runners should run.
 	TemplateHash string
+	// Schedule, when set, is what the pool's schedules give it now (EvaluateSchedules): its
+	// minRunners and idleRunners replace the spec's.
+	Schedule *Schedule
 	// OfflineGrace is DefaultOfflineGrace when zero.
 	OfflineGrace time.Duration
 	Now          time.Time
@@ -91,6 +94,9 @@ func PlanPool(o Observation) Plan {
 		grace = DefaultOfflineGrace
 	}
 	in := decisionInput(o.Pool, o.Runners, o.Snapshot, o.Now, o.TemplateHash, grace)
+	if o.Schedule != nil {
+		in.Min, in.IdleRunners = min(int(o.Schedule.MinRunners), in.Max), int(o.Schedule.IdleRunners)
+	}
 	for _, name := range o.Unseen {
 		in.Runners = append(in.Runners, Runner{Name: name, State: Starting, IdleSince: o.Now})
 	}
