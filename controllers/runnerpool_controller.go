@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,6 +98,7 @@ type RunnerPoolReconciler struct {
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 
 // Reconcile brings one pool closer to its desired state.
 func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -129,6 +131,9 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	before := pool.DeepCopy()
 	res, err := r.reconcileNormal(ctx, pool, runners)
+	if berr := r.ensureDisruptionBudget(ctx, pool); berr != nil {
+		err = errors.Join(err, berr)
+	}
 	pool.Status.ObservedGeneration = pool.Generation
 	pool.Status.Selector = labels.SelectorFromSet(labels.Set{v1alpha1.LabelPool: pool.Name}).String()
 	if !equalStatus(before.Status, pool.Status) {
@@ -612,6 +617,7 @@ func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&v1alpha1.Runner{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("runnerpool").
 		Complete(r)

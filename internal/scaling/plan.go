@@ -7,6 +7,10 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 )
 
+// reasonNodeDraining is the Retiring condition's reason for a runner whose node is drained
+// (controllers.ReasonNodeDraining, which this package cannot import).
+const reasonNodeDraining = "NodeDraining"
+
 // DefaultOfflineGrace is how long a runner that was ONLINE may stay OFFLINE or UNHEALTHY (an
 // agent restart, a network blip) before it is replaced, unless the operator is told otherwise.
 const DefaultOfflineGrace = 2 * time.Minute
@@ -18,6 +22,7 @@ const (
 	ReasonRecycle           = "recycle"
 	ReasonLabelsChanged     = "labels_changed"
 	ReasonEphemeralStepDone = "ephemeral_step_done"
+	ReasonNodeDrain         = "node_drain"
 	ReasonNeededAgain       = "needed_again"
 	ReasonFailedToStart     = "failed_to_start"
 )
