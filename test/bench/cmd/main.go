@@ -4,7 +4,7 @@
 //
 // Environment:
 //
-//	BENCH_SCENARIOS  comma-separated scenarios: burst (or burst-webhook, burst-poll,
+//	BENCH_SCENARIOS  comma-separated scenarios: ephemeral, burst (or burst-webhook, burst-poll,
 //	                 burst-zero), overshoot, api, scale, rss; default all
 //	BENCH_QUICK=1    shorter steps and windows, fewer runners for rss: a quick look
 //	BENCH_OUT        where to write the results (default test/bench/results.json)
@@ -60,6 +60,7 @@ func scenarios() []scenario {
 	}
 	return append(out,
 		scenario{name: "overshoot", group: "overshoot", run: runOvershoot},
+		scenario{name: "ephemeral", group: "ephemeral", run: runEphemeral},
 		scenario{name: "api", group: "api", run: runAPICost},
 		scenario{name: "scale", group: "scale", run: runScale},
 		scenario{name: "rss", group: "rss", run: runRSS},
@@ -91,7 +92,7 @@ func loadConfig() (config, error) {
 			found = found || s.name == w || s.group == w
 		}
 		if !found && w != "" {
-			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, overshoot, api, scale, rss)", w)
+			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, overshoot, ephemeral, api, scale, rss)", w)
 		}
 	}
 	return cfg, nil
