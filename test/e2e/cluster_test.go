@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -43,7 +44,8 @@ func runnerPod(t *testing.T, runner *v1alpha1.Runner) *corev1.Pod {
 func setUnschedulable(t *testing.T, node string, on bool) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"spec":{"unschedulable":%t}}`, on)
-	if err := sys.Client.Patch(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+	// Not the test's context: the cleanup that uncordons runs after it is cancelled.
+	if err := sys.Client.Patch(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 		t.Fatalf("cordon %s=%t: %v", node, on, err)
 	}
 }
@@ -143,7 +145,6 @@ func TestASchedulePoolFollowsItsWindowAndKubectlScaleRaisesTheFloor(t *testing.T
 	const label = "schedule"
 	pool := harness.Pool(ns, label, 0, 5)
 	pool.Spec.Scaling.IdleRunners = 0
-	pool.Spec.Scaling.ScaleDownDelay = metav1.Duration{}
 	// A window open now that closes at the next minute but one, in a zone far from UTC.
 	loc, err := time.LoadLocation("Asia/Kolkata")
 	if err != nil {
