@@ -65,6 +65,10 @@ type RunnerReconciler struct {
 	Store     *runnerlist.Store
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
+	// NodeReader reads the node of a busy runner's pod, to notice a drain (ADR 0024). It reads
+	// the API server directly, one node per busy runner and poll, so the operator keeps no cache
+	// of the cluster's nodes. Nil: drains are not noticed.
+	NodeReader client.Reader
 	// Clock is the real clock unless a test sets one.
 	Clock clock.PassiveClock
 
@@ -75,7 +79,8 @@ type RunnerReconciler struct {
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -179,8 +184,15 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if vanished := r.mirror(ctx, runner, scope.Snapshot); vanished {
 		return ctrl.Result{Requeue: true}, nil
 	}
-	if err := r.reconcilePod(ctx, pool, runner); err != nil {
+	pod, err := r.reconcilePod(ctx, pool, runner)
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if err := r.markBusy(ctx, pool, runner, pod); err != nil {
+		return ctrl.Result{}, err
+	}
+	if res, err := r.retire(ctx, scope, pool, runner, pod); err != nil || !res.IsZero() {
+		return res, err
 	}
 	if res, err := r.reconcileDrain(ctx, scope, runner); err != nil || !res.IsZero() {
 		return res, err
@@ -415,45 +427,46 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 	return false
 }
 
-// reconcilePod keeps one pod running for the runner, replacing pods that ended.
-func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+// reconcilePod keeps one pod running for the runner, replacing pods that ended. It returns the
+// running pod, nil while there is none.
+func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, error) {
 	pod := &corev1.Pod{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod)
 	switch {
 	case apierrors.IsNotFound(err):
 		if runner.Spec.Drain {
-			return nil // a draining runner gets no new pod
+			return nil, nil // a draining runner gets no new pod
 		}
-		return r.createPod(ctx, pool, runner)
+		return nil, r.createPod(ctx, pool, runner)
 	case err != nil:
-		return fmt.Errorf("get runner pod: %w", err)
+		return nil, fmt.Errorf("get runner pod: %w", err)
 	}
 	if !metav1.IsControlledBy(pod, runner) {
 		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
 		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
 		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
-		return nil
+		return nil, nil
 	}
 	runner.Status.PodName = pod.Name
 	if !pod.DeletionTimestamp.IsZero() {
-		return nil
+		return nil, nil
 	}
 	if uuid := pod.Annotations[v1alpha1.AnnotationRunnerUUID]; uuid != runner.Status.UUID {
 		// The pod runs the agent of an earlier registration, which was replaced: it can never
 		// connect again.
 		r.event(runner, corev1.EventTypeNormal, "ReplacingPod", "ReplacePod", "Runner pod %s belongs to Bitbucket runner %s, not %s; replacing it", pod.Name, uuid, runner.Status.UUID)
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete outdated pod %s: %w", pod.Name, err)
+			return nil, fmt.Errorf("delete outdated pod %s: %w", pod.Name, err)
 		}
-		return nil
+		return nil, nil
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, runnerpod.EndReason(pod))
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
+			return nil, fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
 		}
 		metrics.Cleanups.WithLabelValues(runner.Namespace, runner.Labels[v1alpha1.LabelPool], "pod", "ended").Inc()
-		return nil
+		return nil, nil
 	}
 	switch {
 	case runnerpod.Ready(pod):
@@ -474,7 +487,7 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	default:
 		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
 	}
-	return nil
+	return pod, nil
 }
 
 func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
@@ -515,7 +528,7 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 // confirms it took no step; a runner whose drain was cancelled is enabled again.
 func (r *RunnerReconciler) reconcileDrain(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	if !runner.Spec.Drain {
-		if runner.Status.DisabledTime != nil {
+		if runner.Status.DisabledTime != nil && !retiring(runner) {
 			// A reconcile whose status write the cache does not show yet may have enabled it:
 			// only an enabled runner shows ONLINE.
 			if state, ok := r.storedState(scope.Key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,6 +74,9 @@ const (
 	ReasonThrottled           = "Throttled" // event: Bitbucket answers the credentials with 429
 	ReasonBudgetLow           = "RequestBudgetLow"
 	ReasonReplaceBackoff      = "ReplaceBackoff" // event: failed runners wait their turn to be replaced
+	ReasonInvalidSchedule     = "InvalidSchedule"
+	ReasonOutsideSchedules    = "OutsideSchedules"
+	ReasonWindowActive        = "WindowActive"
 )
 
 // RunnerPoolReconciler decides how many runners a pool needs and creates or drains Runner
@@ -98,6 +102,7 @@ type RunnerPoolReconciler struct {
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 
 // Reconcile brings one pool closer to its desired state.
 func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -132,6 +137,9 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	before := pool.DeepCopy()
 	res, err := r.reconcileNormal(ctx, pool, runners)
+	if berr := r.ensureDisruptionBudget(ctx, pool); berr != nil {
+		err = errors.Join(err, berr)
+	}
 	pool.Status.ObservedGeneration = pool.Generation
 	pool.Status.Selector = labels.SelectorFromSet(labels.Set{v1alpha1.LabelPool: pool.Name}).String()
 	if !equalStatus(before.Status, pool.Status) {
@@ -219,7 +227,9 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	} else {
 		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
+	schedule := r.schedule(pool, scope.Now)
 	obs := scaling.Observation{
+		Schedule:     schedule,
 		Pool:         pool,
 		Runners:      runners,
 		Snapshot:     scope.Snapshot,
@@ -240,7 +250,47 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 
 	err := r.carryOut(ctx, pool, scope, runners, plan)
 	r.reportScaling(pool, scope, runners, plan.Decision)
-	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, err
+	res := ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}
+	if schedule != nil && !schedule.NextBoundary.IsZero() {
+		// Look again the moment a window opens or closes, not up to a poll later.
+		res.RequeueAfter = min(res.RequeueAfter, max(schedule.NextBoundary.Sub(r.now()), time.Second))
+	}
+	return res, err
+}
+
+// schedule evaluates the pool's schedules and reports the window in force in the status and
+// the Scheduled condition. Nil without schedules, and when a time zone is unknown: the pool
+// then scales with its spec's values, and the condition says why.
+func (r *RunnerPoolReconciler) schedule(pool *v1alpha1.RunnerPool, now time.Time) *scaling.Schedule {
+	if len(pool.Spec.Schedules) == 0 {
+		pool.Status.Schedule = nil
+		meta.RemoveStatusCondition(&pool.Status.Conditions, v1alpha1.ConditionScheduled)
+		return nil
+	}
+	s, err := scaling.EvaluateSchedules(pool, now)
+	st := &v1alpha1.ScheduleStatus{Active: s.Active, MinRunners: s.MinRunners, IdleRunners: s.IdleRunners}
+	if !s.NextChange.IsZero() {
+		next := metav1.NewTime(s.NextChange)
+		st.NextChange = &next
+	}
+	pool.Status.Schedule = st
+	if err != nil {
+		prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScheduled)
+		if prev == nil || prev.Reason != ReasonInvalidSchedule {
+			r.event(pool, corev1.EventTypeWarning, ReasonInvalidSchedule, "Schedule", "%v; scaling with spec.minRunners and spec.scaling.idleRunners", err)
+		}
+		setPoolCondition(pool, v1alpha1.ConditionScheduled, metav1.ConditionFalse, ReasonInvalidSchedule,
+			truncate(err.Error(), 1024)+"; scaling with spec.minRunners and spec.scaling.idleRunners")
+		return nil
+	}
+	if s.Active == "" {
+		setPoolCondition(pool, v1alpha1.ConditionScheduled, metav1.ConditionFalse, ReasonOutsideSchedules,
+			fmt.Sprintf("No schedule window is in force: minRunners %d, idleRunners %d", s.MinRunners, s.IdleRunners))
+	} else {
+		setPoolCondition(pool, v1alpha1.ConditionScheduled, metav1.ConditionTrue, ReasonWindowActive,
+			fmt.Sprintf("Window %s is in force: minRunners %d, idleRunners %d", s.Active, s.MinRunners, s.IdleRunners))
+	}
+	return &s
 }
 
 // carryOut acts on the plan: creates Runners, sets or clears their drain, deletes the stuck
@@ -479,13 +529,13 @@ func setReady(pool *v1alpha1.RunnerPool) {
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, creds.Reason, creds.Message)
 	case scalingCond != nil && scalingCond.Status == metav1.ConditionFalse && scalingCond.Reason == ReasonBitbucketError:
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, scalingCond.Reason, scalingCond.Message)
-	case pool.Status.Ready < pool.Spec.MinRunners:
+	case pool.Status.Ready < minRunners(pool):
 		reason := ReasonRunnersStarting
 		if scalingCond != nil && scalingCond.Reason == ReasonPodsPending {
 			reason = ReasonPodsPending
 		}
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, reason,
-			fmt.Sprintf("%d of at least %d runners are ONLINE", pool.Status.Ready, pool.Spec.MinRunners))
+			fmt.Sprintf("%d of at least %d runners are ONLINE", pool.Status.Ready, minRunners(pool)))
 	default:
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAsExpected,
 			fmt.Sprintf("%d runners ONLINE (%d busy, %d idle)", pool.Status.Ready, pool.Status.Busy, pool.Status.Idle))
@@ -520,6 +570,15 @@ func (r *RunnerPoolReconciler) createRunners(ctx context.Context, pool *v1alpha1
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// minRunners is the pool's minimum now: spec.minRunners, or what a schedule window in force
+// raises it to.
+func minRunners(pool *v1alpha1.RunnerPool) int32 {
+	if s := pool.Status.Schedule; s != nil {
+		return min(s.MinRunners, pool.Spec.MaxRunners)
+	}
+	return pool.Spec.MinRunners
 }
 
 func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.RunnerPool) error {
@@ -654,6 +713,7 @@ func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&v1alpha1.Runner{}, r.wakes.handler(r.now)).
+		Owns(&policyv1.PodDisruptionBudget{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("runnerpool").
 		Complete(r)

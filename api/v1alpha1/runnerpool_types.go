@@ -9,6 +9,7 @@ import (
 // RunnerPoolSpec is what a platform team writes: where the runners register, which labels they
 // carry, how many there may be, how the pool scales, and what the runner pods look like.
 // +kubebuilder:validation:XValidation:rule="self.minRunners <= self.maxRunners",message="minRunners must not be greater than maxRunners"
+// +kubebuilder:validation:XValidation:rule="!has(self.schedules) || self.schedules.all(w, !has(w.minRunners) || w.minRunners <= self.maxRunners)",message="a schedule's minRunners must not be greater than maxRunners"
 // +kubebuilder:validation:XValidation:rule="!has(self.docker) || !has(self.docker.mode) || self.docker.mode != 'Unprivileged' || (has(self.template) && has(self.template.runtimeClassName))",message="docker.mode Unprivileged needs template.runtimeClassName: dockerd cannot start unprivileged outside a sandboxed runtime"
 type RunnerPoolSpec struct {
 	// Bitbucket says where the runners are registered and with which credentials.
@@ -73,6 +74,73 @@ type RunnerPoolSpec struct {
 	// volumes and environment the runner needs are always kept.
 	// +optional
 	Template PodTemplateOverrides `json:"template,omitzero"`
+
+	// Schedules are time windows with their own capacity, for example more warm runners in
+	// working hours. While a window is in force, its minRunners raises spec.minRunners (which
+	// `kubectl scale` sets, and which stays the floor at all times) and its idleRunners replaces
+	// spec.scaling.idleRunners. Where windows overlap, the first in the list wins. Outside every
+	// window the spec's own values apply.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=map
+	// +listMapKey=name
+	Schedules []ScheduleWindow `json:"schedules,omitempty"`
+}
+
+// Weekday is a day of the week, as its three-letter English abbreviation.
+// +kubebuilder:validation:Enum=Mon;Tue;Wed;Thu;Fri;Sat;Sun
+type Weekday string
+
+// ScheduleWindow is a weekly time window with its own capacity.
+// +kubebuilder:validation:XValidation:rule="self.start != self.end",message="start and end must differ (use 00:00 to 24:00 for a whole day)"
+// +kubebuilder:validation:XValidation:rule="self.start != '24:00'",message="start must be before 24:00"
+// +kubebuilder:validation:XValidation:rule="has(self.minRunners) || has(self.idleRunners)",message="a schedule sets minRunners, idleRunners or both"
+type ScheduleWindow struct {
+	// Name identifies the window in the pool's status and events.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// TimeZone is the IANA time zone the days and hours are read in, such as `Europe/Paris`;
+	// defaults to UTC. Windows follow the zone's daylight saving changes: 08:00 stays 08:00 on
+	// the wall clock.
+	// +optional
+	// +kubebuilder:default="UTC"
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$`
+	TimeZone string `json:"timeZone,omitempty"`
+
+	// Days the window starts on. Empty means every day. A window whose end is before its start
+	// runs past midnight into the next day.
+	// +optional
+	// +kubebuilder:validation:MaxItems=7
+	// +listType=set
+	Days []Weekday `json:"days,omitempty"`
+
+	// Start is the wall-clock time the window opens, `HH:MM` (00:00 to 23:59).
+	// +required
+	// +kubebuilder:validation:Pattern=`^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$`
+	Start string `json:"start"`
+
+	// End is the wall-clock time the window closes, `HH:MM` (00:01 to 24:00); before Start, it is
+	// on the next day.
+	// +required
+	// +kubebuilder:validation:Pattern=`^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$`
+	End string `json:"end"`
+
+	// MinRunners is the pool's minimum while the window is in force, if above spec.minRunners.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MinRunners *int32 `json:"minRunners,omitempty"`
+
+	// IdleRunners replaces spec.scaling.idleRunners while the window is in force.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	IdleRunners *int32 `json:"idleRunners,omitempty"`
 }
 
 // RunnerLabel is a Bitbucket runner label: lowercase letters and digits, separated by dots.
@@ -503,6 +571,9 @@ type RunnerPoolStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+	// Schedule is the capacity the pool's schedules give it now, when it has schedules.
+	// +optional
+	Schedule *ScheduleStatus `json:"schedule,omitempty"`
 	// LastObservedTime is when Bitbucket was last observed for this pool.
 	// +optional
 	LastObservedTime *metav1.Time `json:"lastObservedTime,omitempty"`
@@ -511,6 +582,21 @@ type RunnerPoolStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ScheduleStatus is the schedule window in force and the capacity it gives.
+type ScheduleStatus struct {
+	// Active names the window in force; empty outside every window.
+	// +optional
+	Active string `json:"active,omitempty"`
+	// MinRunners and IdleRunners are the values the pool scales with now.
+	// +optional
+	MinRunners int32 `json:"minRunners"`
+	// +optional
+	IdleRunners int32 `json:"idleRunners"`
+	// NextChange is when another window (or none) comes into force next, within a week.
+	// +optional
+	NextChange *metav1.Time `json:"nextChange,omitempty"`
 }
 
 // RunnerPool is a pool of Bitbucket Pipelines self-hosted Docker runners that scales with the
@@ -525,6 +611,7 @@ type RunnerPoolStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Busy",type=integer,JSONPath=`.status.busy`
 // +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idle`
+// +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.status.schedule.active`,priority=1
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RunnerPool struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -137,6 +138,8 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	cacheOpts := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Pod{}:    {Label: owned},
 		&corev1.Secret{}: {Label: owned},
+		// The pools' PodDisruptionBudgets carry the pool label too.
+		&policyv1.PodDisruptionBudget{}: {Label: owned},
 	}}
 	if len(o.Namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}

@@ -46,6 +46,8 @@ func setupControllers(mgr ctrl.Manager, clients *credentials.Clients, concurrenc
 		Clients:   clients,
 		Store:     store,
 		Wake:      waker.Events,
+		// Nodes are read directly, never cached: see RunnerReconciler.NodeReader.
+		NodeReader: mgr.GetAPIReader(),
 	}
 	if err := runners.SetupWithManager(mgr, concurrency); err != nil {
 		return fmt.Errorf("set up runner controller: %w", err)

@@ -641,6 +641,9 @@ func podLabels(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, user map[string]st
 	}
 	labels[v1alpha1.LabelPool] = pool.Name
 	labels[v1alpha1.LabelRunner] = r.Name
+	// Only the operator says a runner is busy: a template label must not put idle pods under
+	// the pool's PodDisruptionBudget.
+	delete(labels, v1alpha1.LabelBusy)
 	return labels
 }
 

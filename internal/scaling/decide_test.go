@@ -638,8 +638,8 @@ func TestDecisionInvariants(t *testing.T) {
 			if r.State == scaling.Busy && above <= 0 {
 				fail("a busy runner is never drained while the pool is within max (drained %s)", name)
 			}
-			if r.State == scaling.Starting && above <= 0 {
-				fail("a starting runner is only drained above max (drained %s)", name)
+			if r.State == scaling.Starting && above <= 0 && !r.Spent {
+				fail("a starting runner is only drained above max, or spent (drained %s)", name)
 			}
 			if r.State == scaling.Idle && above <= 0 && !r.Recycle && !r.Spent && in.Now.Sub(r.IdleSince) < in.ScaleDownDelay {
 				fail("within max only idle runners past scaleDownDelay are drained (drained %s)", name)
@@ -713,6 +713,11 @@ func TestEphemeralRunners(t *testing.T) {
 			name: "a spent runner still running its step is busy and stays",
 			in:   pool(1, spent(busy("e1"))),
 			want: want{Desired: 2, Create: 1},
+		},
+		{
+			name: "a spent runner that was disabled at its step (no longer ONLINE, so not idle) goes once the step ends",
+			in:   pool(1, spent(scaling.Runner{Name: "e1", State: scaling.Starting, IdleSince: now})),
+			want: want{Desired: 1, Create: 1, Drain: []string{"e1"}},
 		},
 		{
 			name: "at max the replacement of a spent runner waits until it is gone",

@@ -58,6 +58,11 @@ func percentageIdle(up, down, upMul, downMul any) func(map[string]any) {
 	}))
 }
 
+func schedule(w map[string]any) func(map[string]any) {
+	w["name"] = "window"
+	return harness.SetField("schedules", []any{w})
+}
+
 func withVolume(v map[string]any) func(map[string]any) {
 	v["name"] = "extra"
 	return harness.SetField("template.volumes", []any{v})
@@ -144,6 +149,20 @@ var edgeCases = []edgeCase{
 	{name: "scale-down multiplier 0", edit: percentageIdle("0.5", "0.2", "1.5", "0"), reject: "scaleDownMultiplier must be between 0 and 1"},
 	{name: "decimal not a number", edit: percentageIdle("half", "0.2", "1.5", "0.5"), reject: "spec.scaling.percentageIdle.scaleUpThreshold"},
 	{name: "decimal a JSON number", edit: percentageIdle(0.5, "0.2", "1.5", "0.5"), reject: "spec.scaling.percentageIdle.scaleUpThreshold"},
+
+	// Schedules: HH:MM from 00:00 to 24:00, IANA zones (one the schema accepts and Go does not
+	// know is reported, not fatal), weekdays by their abbreviation.
+	{name: "schedule whole day", edit: schedule(map[string]any{"start": "00:00", "end": "24:00", "minRunners": int64(0)})},
+	{name: "schedule past midnight in a zone", edit: schedule(map[string]any{"start": "22:00", "end": "06:00", "timeZone": "America/Argentina/Buenos_Aires", "days": []any{"Fri", "Sat"}, "idleRunners": int64(0)})},
+	{name: "schedule start 24:00", edit: schedule(map[string]any{"start": "24:00", "end": "06:00", "minRunners": int64(0)}), reject: "start must be before 24:00"},
+	{name: "schedule start equals end", edit: schedule(map[string]any{"start": "08:00", "end": "08:00", "minRunners": int64(0)}), reject: "start and end must differ"},
+	{name: "schedule hour 25", edit: schedule(map[string]any{"start": "25:00", "end": "06:00", "minRunners": int64(0)}), reject: "spec.schedules[0].start"},
+	{name: "schedule time without a colon", edit: schedule(map[string]any{"start": "0800", "end": "0900", "minRunners": int64(0)}), reject: "spec.schedules[0].start"},
+	{name: "schedule lowercase day", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "days": []any{"mon"}, "minRunners": int64(0)}), reject: "spec.schedules[0].days[0]"},
+	{name: "schedule setting nothing", edit: schedule(map[string]any{"start": "08:00", "end": "09:00"}), reject: "a schedule sets minRunners, idleRunners or both"},
+	{name: "schedule minimum above max", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "minRunners": int64(11)}), reject: "a schedule's minRunners must not be greater than maxRunners"},
+	{name: "schedule zone with spaces", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "timeZone": "Europe/Paris ", "minRunners": int64(0)}), reject: "spec.schedules[0].timeZone"},
+	{name: "schedule zone Go does not know (reported)", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "timeZone": "Mars/Olympus_Mons", "minRunners": int64(0)})},
 
 	// Raw fields of the wrong shape, and unknown fields.
 	{name: "runner a string", edit: harness.SetField("runner", "big"), reject: "spec.runner"},

@@ -68,6 +68,12 @@ var figures = []figure{
 	{"overshoot_window_s", "overshoot: observation window", "s", "", nil},
 	{"overshoot_step_s", "overshoot: duration of each step", "s", "", nil},
 
+	{"ephemeral_steps", "ephemeral: short steps run", "count", "", nil},
+	{"ephemeral_step_s", "ephemeral: duration of each step", "s", "", nil},
+	{"ephemeral_runners", "ephemeral: runners that ran a step", "count", "", nil},
+	{"ephemeral_multi_step_runners", "ephemeral: runners that ran more than one step", "count", "0", atMost(0)},
+	{"ephemeral_extra_steps", "ephemeral: second and later steps on a used runner", "count", "0", atMost(0)},
+	{"ephemeral_disable_p95_s", "ephemeral: step start to runner disabled, p95", "s", "", nil},
 	{"api_calls_per_idle_poll", "API: runner calls per idle poll per scope", "calls", "<= 1", atMost(1)},
 	{"api_queue_calls_per_idle_poll", "API: queue reads per idle poll (Queue pool)", "calls", "", nil},
 	{"api_calls_per_runner_created", "API: calls per runner created", "calls", "<= 3 (Atlassian: 4 to 6)", atMost(3)},

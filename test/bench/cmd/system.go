@@ -290,6 +290,7 @@ type poolSpec struct {
 	idleRunners     int32
 	pollInterval    time.Duration
 	scaleDownDelay  time.Duration
+	ephemeral       bool
 }
 
 // createPool creates the pool and returns it as stored, with its UID (the Bitbucket name prefix
@@ -303,6 +304,7 @@ func (s *system) createPool(ctx context.Context, p poolSpec) (*v1alpha1.RunnerPo
 	pool.Spec.Scaling.IdleRunners = p.idleRunners
 	pool.Spec.Scaling.PollInterval = metav1.Duration{Duration: p.pollInterval}
 	pool.Spec.Scaling.ScaleDownDelay = metav1.Duration{Duration: p.scaleDownDelay}
+	pool.Spec.Runner.Ephemeral = p.ephemeral
 	if p.policy == v1alpha1.ScalingPolicyQueue {
 		pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
 	}
