@@ -174,14 +174,38 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 				Resources:                runnerResources,
 				VolumeMounts:             runnerMounts,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-				SecurityContext: &corev1.SecurityContext{
-					Privileged:               ptr(false),
-					AllowPrivilegeEscalation: ptr(false),
-				},
+				SecurityContext:          runnerSecurityContext(),
 			}},
 			Volumes: volumes,
 		},
 	}, nil
+}
+
+// runnerCapabilities are the only capabilities the runner container keeps. The agent runs as
+// root in its image and talks to docker-in-docker over a unix socket, which needs none. What it
+// does need is to manage the working directory it shares with the build containers: it writes
+// each step's files there and removes them after the step, and build containers leave files
+// owned by their own users (any uid a build image runs as, subordinate ids in Rootless mode), so
+// root needs CAP_DAC_OVERRIDE and CAP_FOWNER to read, replace and delete them and CAP_CHOWN to
+// hand files to a build's user. The rest of the runtime's default set (NET_RAW, SETUID, SETGID,
+// KILL, MKNOD, SYS_CHROOT, SETPCAP, SETFCAP, FSETID, NET_BIND_SERVICE, AUDIT_WRITE) is dropped:
+// the agent opens no raw sockets, switches no users and binds no ports.
+var runnerCapabilities = []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"}
+
+// runnerSecurityContext is the runner container's: never privileged, no privilege escalation
+// (no setuid binary can raise it), the runtime's default seccomp profile, and only the
+// capabilities of runnerCapabilities. docker-in-docker is a separate container, so none of this
+// constrains the builds.
+func runnerSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		Privileged:               ptr(false),
+		AllowPrivilegeEscalation: ptr(false),
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  slices.Clone(runnerCapabilities),
+		},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
 }
 
 // checkDockerMode refuses a mode the daemon cannot start in.
