@@ -124,6 +124,10 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 
+	if terr := runnerpod.Validate(pool); terr != nil {
+		return r.reportInvalidPodTemplate(ctx, pool, terr)
+	}
+
 	before := pool.DeepCopy()
 	res, err := r.reconcileNormal(ctx, pool, runners)
 	pool.Status.ObservedGeneration = pool.Generation
