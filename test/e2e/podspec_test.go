@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
@@ -161,4 +164,48 @@ func TestAPodTemplateThatClashesWithTheOperatorIsReportedOnThePool(t *testing.T)
 	patchSpec(t, pool, `{"spec":{"template":{"spec":{"containers":[{"name":"runner","env":[{"name":"JAVA_OPTS","value":"-Xmx384m"}]}]}}}}`)
 	runnerPodOf(t, ns, pool)
 	deleteAndWaitGone(t, pool, 90*time.Second)
+}
+
+// TestTheDocumentedPoolExamplesAreAcceptedAndBuildAPod: every RunnerPool in docs/examples is
+// accepted by the API server as written, and a runner pod can be built from it as stored.
+func TestTheDocumentedPoolExamplesAreAcceptedAndBuildAPod(t *testing.T) {
+	ns := namespace(t)
+	files, err := filepath.Glob(filepath.Join("..", "..", "docs", "examples", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	pools := 0
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range strings.Split(string(raw), "\n---\n") {
+			var meta struct {
+				Kind string `json:"kind"`
+			}
+			if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			if meta.Kind != "RunnerPool" {
+				continue
+			}
+			pool := &v1alpha1.RunnerPool{}
+			if err := yaml.UnmarshalStrict([]byte(doc), pool); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			pool.Namespace = ns
+			if err := sys.Client.Create(t.Context(), pool, client.DryRunAll); err != nil {
+				t.Errorf("%s: refused by the API server: %v", file, err)
+				continue
+			}
+			if err := runnerpod.Validate(pool); err != nil {
+				t.Errorf("%s: no runner pod can be built: %v", file, err)
+			}
+			pools++
+		}
+	}
+	if pools == 0 {
+		t.Fatal("no RunnerPool in docs/examples")
+	}
 }
