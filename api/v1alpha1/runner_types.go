@@ -122,7 +122,7 @@ type RunnerStatus struct {
 // record of what exists in Bitbucket, so a restart never loses track of a runner.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:categories=runnerpool
+// +kubebuilder:resource:shortName=rnr,categories=runnerpool-operator
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.metadata.labels.ci\.runnerpool\.dev/pool`
 // +kubebuilder:printcolumn:name="UUID",type=string,JSONPath=`.status.uuid`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`

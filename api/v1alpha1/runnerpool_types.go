@@ -720,7 +720,7 @@ type RunnerPoolStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.minRunners,statuspath=.status.replicas,selectorpath=.status.selector
-// +kubebuilder:resource:shortName=rp,categories=runnerpool
+// +kubebuilder:resource:shortName=rp,categories=runnerpool-operator
 // +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.minRunners`
 // +kubebuilder:printcolumn:name="Max",type=integer,JSONPath=`.spec.maxRunners`
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desired`

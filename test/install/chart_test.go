@@ -26,7 +26,7 @@ const (
 
 // renderCases are the value sets of the golden files: testdata/NAME.yaml is the
 // chart rendered with testdata/NAME.values.yaml (none for defaults).
-var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring", "plain-metrics-no-cleanup", "pool-policy"}
+var renderCases = []string{"defaults", "watch-namespaces", "webhook-ingress-servicemonitor", "monitoring", "plain-metrics-no-cleanup", "pool-policy", "high-availability"}
 
 func valuesFile(name string) string {
 	path := filepath.Join("testdata", name+".values.yaml")
@@ -148,7 +148,17 @@ func TestChartRejectsBadValues(t *testing.T) {
 		{"ServiceMonitor that cannot verify the self-signed certificate", []string{"--set", "metrics.serviceMonitor.enabled=true"}, "metrics.serviceMonitor: Prometheus cannot verify the self-signed certificate"},
 		{"ServiceMonitor skip verify not a boolean", []string{"--set-string", "metrics.serviceMonitor.insecureSkipVerify=yes"}, "at '/metrics/serviceMonitor/insecureSkipVerify'"},
 
+		{"disruption budget that blocks every eviction", []string{"--set", "podDisruptionBudget.enabled=true"}, "podDisruptionBudget: minAvailable must be below replicas"},
+		{"disruption budget of a word", []string{"--set", "podDisruptionBudget.maxUnavailable=one"}, "at '/podDisruptionBudget/maxUnavailable'"},
+		{"allowed host with a scheme", []string{"--set", "bitbucket.allowedHosts={https://bitbucket.example.com}"}, "at '/bitbucket/allowedHosts/0'"},
+		{"extra volume named like the chart's", []string{"--set-json", `extraVolumes=[{"name":"webhook-secret","emptyDir":{}}]`}, "at '/extraVolumes/0/name'"},
+		{"extra mount over the chart's directory", []string{"--set-json", `extraVolumeMounts=[{"name":"x","mountPath":"/etc/runnerpool-operator/webhook"}]`}, "at '/extraVolumeMounts/0/mountPath'"},
+		{"extra env without a name", []string{"--set-json", `extraEnv=[{"value":"x"}]`}, "at '/extraEnv/0'"},
+		{"topology spread without a key", []string{"--set-json", `topologySpreadConstraints=[{"maxSkew":1}]`}, "at '/topologySpreadConstraints/0'"},
+
 		{"two replicas", []string{"--set", "replicas=2"}, ""},
+		{"disruption budget with one replica and maxUnavailable", []string{"--set", "podDisruptionBudget.enabled=true,podDisruptionBudget.maxUnavailable=1"}, ""},
+		{"disruption budget as a percentage", []string{"--set", "replicas=3,podDisruptionBudget.enabled=true,podDisruptionBudget.minAvailable=50%"}, ""},
 		{"ServiceMonitor verifying against the metrics certificate's CA", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.certSecret=metrics-tls"}, ""},
 		{"ServiceMonitor verifying against another CA", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.caSecret.name=corp-ca"}, ""},
 		{"ServiceMonitor skipping verification when asked", []string{"--set", "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.insecureSkipVerify=true"}, ""},

@@ -2,6 +2,8 @@ package install_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -89,6 +91,7 @@ func (c *cluster) helmLifecycle(t *testing.T) {
 
 	mustRun(t, c.env, c.helm, "install", release, chartDir, "--namespace", namespace)
 	c.waitCRDsEstablished(t)
+	c.checkKubectlNames(t, "team-a")
 	deployment, err := c.clientset.AppsV1().Deployments(namespace).Get(ctx, fullname, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("Deployment: %v", err)
@@ -266,6 +269,60 @@ func (c *cluster) checkPodAdmitted(t *testing.T, deployment *appsv1.Deployment) 
 	}
 	if _, err := c.clientset.CoreV1().Pods(deployment.Namespace).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Errorf("pod of Deployment %s/%s not admitted: %v", deployment.Namespace, deployment.Name, err)
+	}
+}
+
+// checkKubectlNames checks the names users type: `kubectl get runnerpool` lists
+// pools only (a category named like the kind would win over the kind and list
+// Runners too), Runners have a short name, and the category lists both.
+func (c *cluster) checkKubectlNames(t *testing.T, namespace string) {
+	t.Helper()
+	// Not t.TempDir(): kubectl splits -f at commas, and the subtest's name has one.
+	dir, err := os.MkdirTemp("", "kubectl-names-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	objects := filepath.Join(dir, "objects.yaml")
+	const manifest = `apiVersion: ci.runnerpool.dev/v1alpha1
+kind: RunnerPool
+metadata: {name: names}
+spec:
+  bitbucket:
+    workspace: "{5b2f6c1e-8d4a-4e3b-9f21-7a6c0d9e4b10}"
+    credentialsSecretRef: {name: bitbucket-credentials}
+  maxRunners: 1
+---
+apiVersion: ci.runnerpool.dev/v1alpha1
+kind: Runner
+metadata: {name: names-1}
+spec:
+  workspace: "{5b2f6c1e-8d4a-4e3b-9f21-7a6c0d9e4b10}"
+  bitbucketName: rp-00000000-names-1
+  labels: [self.hosted, linux]
+`
+	if err := os.WriteFile(objects, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, c.env, c.kubectl, "apply", "-n", namespace, "-f", objects)
+	defer mustRun(t, c.env, c.kubectl, "delete", "-n", namespace, "-f", objects, "--wait=false")
+	for _, tt := range []struct{ resource, want string }{
+		{"runnerpool", "runnerpool.ci.runnerpool.dev/names"},
+		{"rp", "runnerpool.ci.runnerpool.dev/names"},
+		{"runner", "runner.ci.runnerpool.dev/names-1"},
+		{"rnr", "runner.ci.runnerpool.dev/names-1"},
+		{"runnerpool-operator", "runner.ci.runnerpool.dev/names-1 runnerpool.ci.runnerpool.dev/names"},
+	} {
+		r := run(t, c.env, c.kubectl, "get", tt.resource, "-n", namespace, "-o", "name")
+		if r.err != nil {
+			t.Errorf("kubectl get %s: %v\n%s", tt.resource, r.err, r.stderr)
+			continue
+		}
+		got := strings.Fields(r.stdout)
+		slices.Sort(got)
+		if want := strings.Fields(tt.want); !slices.Equal(got, want) {
+			t.Errorf("kubectl get %s -o name = %q, want %q", tt.resource, got, want)
+		}
 	}
 }
 
