@@ -493,8 +493,8 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
 	pod, err := runnerpod.BuildPod(pool, runner, runner.Status.UUID)
 	if err != nil {
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "InvalidPodTemplate", err.Error())
-		r.event(runner, corev1.EventTypeWarning, "InvalidPodTemplate", "CreatePod", "%v", err)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonInvalidPodTemplate, err.Error())
+		r.event(runner, corev1.EventTypeWarning, ReasonInvalidPodTemplate, "CreatePod", "%v", err)
 		return nil // the pool spec must change first; the pool watch brings us back
 	}
 	if err := controllerutil.SetControllerReference(runner, pod, r.Scheme()); err != nil {

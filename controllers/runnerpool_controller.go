@@ -135,6 +135,10 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 
+	if terr := runnerpod.Validate(pool); terr != nil {
+		return r.reportInvalidPodTemplate(ctx, pool, terr)
+	}
+
 	before := pool.DeepCopy()
 	res, err := r.reconcileNormal(ctx, pool, runners)
 	if berr := r.ensureDisruptionBudget(ctx, pool); berr != nil {
