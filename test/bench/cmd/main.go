@@ -95,8 +95,8 @@ func loadConfig() (config, error) {
 			found = found || s.name == w || s.group == w
 		}
 		if !found && w != "" {
-//	BENCH_SCENARIOS  comma-separated scenarios: ephemeral, burst (or burst-webhook, burst-poll,
-//	                 burst-zero), queue-burst, overshoot, api, scale, rss; default all
+			//	BENCH_SCENARIOS  comma-separated scenarios: ephemeral, burst (or burst-webhook, burst-poll,
+			//	                 burst-zero), queue-burst, overshoot, api, scale, rss; default all
 		}
 	}
 	return cfg, nil
