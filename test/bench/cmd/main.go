@@ -95,8 +95,7 @@ func loadConfig() (config, error) {
 			found = found || s.name == w || s.group == w
 		}
 		if !found && w != "" {
-			//	BENCH_SCENARIOS  comma-separated scenarios: ephemeral, burst (or burst-webhook, burst-poll,
-			//	                 burst-zero), queue-burst, overshoot, api, scale, rss; default all
+			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, queue-burst, overshoot, ephemeral, api, scale, rss)", w)
 		}
 	}
 	return cfg, nil
