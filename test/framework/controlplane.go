@@ -269,15 +269,17 @@ func (cp *ControlPlane) startAPIServer(binDir string, crdPaths []string, realPod
 func (cp *ControlPlane) startControllers(ctx context.Context, binDir string) error {
 	kubeconfig := "--kubeconfig=" + cp.KubeconfigPath
 
-	// Only two controllers: the garbage collector, so owner references are
-	// honoured as in a real cluster, and the node lifecycle controller, which
+	// Three controllers: the garbage collector, so owner references are
+	// honoured as in a real cluster, the disruption controller (below), and the node lifecycle controller, which
 	// removes the node.kubernetes.io/not-ready taint the API server puts on new
 	// nodes (nothing would schedule otherwise). kwok's fast stages send no
 	// heartbeats, so the grace period is long enough that nodes are not marked
 	// unknown during a test; should a long demo outlast it, kwok's node-initialize
 	// stage makes the node Ready again at once. secure-port=0: no serving port,
 	// so no delegated authentication is needed either.
-	controllers := "garbage-collector-controller,node-lifecycle-controller"
+	// The disruption controller keeps PodDisruptionBudget status, which the Eviction API
+	// checks: without it every eviction of a covered pod is refused, whatever the budget says.
+	controllers := "garbage-collector-controller,node-lifecycle-controller,disruption-controller"
 	args := []string{kubeconfig, "--leader-elect=false", "--secure-port=0", "--node-monitor-grace-period=1h"}
 	if cp.rootCAFile != "" {
 		// Real pods need their namespace's default ServiceAccount and kube-root-ca.crt,
