@@ -57,7 +57,7 @@ node-prereqs: ## Install what the real test node runs beside its kubelet: Debian
 .PHONY: test
 test: tools tools-extra tools-node node-prereqs images vet ## Every test: unit, integration and end-to-end against a real control plane and a real node (as root; its images from make images).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 -timeout 25m ./...
+	KUBEBUILDER_ASSETS=$(BIN) $(GO) test -count=1 -timeout 40m ./...
 
 CONTROLLER_GEN_ARGS := crd rbac:roleName=runnerpool-operator paths=./api/... paths=./controllers/... \
 	output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
@@ -118,5 +118,5 @@ bench: tools build ## Measure burst, overshoot, API cost, scale and memory; prin
 ## Chaos: the long reliability run (test/chaos/README.md).
 
 .PHONY: chaos
-chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write test/chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SEED=n repeats one).
+chaos: tools build ## Kill the manager, break Bitbucket and Kubernetes, load 20 pools; check the invariants, print a summary, write test/chaos/results.json (CHAOS_QUICK=1 short run, CHAOS_SOAK=1 over 100 leader kills, CHAOS_SEED=n repeats one).
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./test/chaos/cmd

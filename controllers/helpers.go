@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"bytes"
+	"encoding/json"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -34,7 +36,17 @@ func setPoolCondition(pool *v1alpha1.RunnerPool, condType string, status metav1.
 	})
 }
 
-func equalStatus(a, b any) bool { return equality.Semantic.DeepEqual(a, b) }
+// equalStatus reports two statuses that would be stored alike. They are compared as the API
+// server stores them, in JSON: a time known to the nanosecond here is kept to the second there,
+// so a status that differs only below the second would be a patch that changes nothing.
+func equalStatus(a, b any) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	if errA != nil || errB != nil {
+		return equality.Semantic.DeepEqual(a, b)
+	}
+	return bytes.Equal(ja, jb)
+}
 
 // throttled turns "Bitbucket says wait" (rate limited, or the request budget spent) into a
 // requeue after the wait instead of an error, so the work queue's backoff does not add to it

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 )
 
@@ -35,6 +37,32 @@ func TestThrottled(t *testing.T) {
 			got, err := throttled(tt.res, tt.err)
 			if got != tt.want || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Errorf("throttled = %+v, %v; want %+v, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestEqualStatus(t *testing.T) {
+	at := time.Date(2026, 11, 27, 14, 24, 40, 0, time.UTC)
+	status := func(observed time.Time, busy int32) v1alpha1.RunnerPoolStatus {
+		t := metav1.NewTime(observed)
+		return v1alpha1.RunnerPoolStatus{Busy: busy, LastObservedTime: &t}
+	}
+	tests := []struct {
+		name string
+		a, b v1alpha1.RunnerPoolStatus
+		want bool
+	}{
+		{"the same status", status(at, 1), status(at, 1), true},
+		{"times that differ below the second are stored alike", status(at, 1), status(at.Add(300*time.Millisecond), 1), true},
+		{"a later second is a change", status(at, 1), status(at.Add(time.Second), 1), false},
+		{"a count is a change", status(at, 1), status(at, 2), false},
+		{"an empty status is not a filled one", v1alpha1.RunnerPoolStatus{}, status(at, 0), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := equalStatus(tt.a, tt.b); got != tt.want {
+				t.Errorf("equalStatus = %t, want %t", got, tt.want)
 			}
 		})
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +43,12 @@ const (
 	ReasonCredentials        = "CredentialsUnavailable"
 	ReasonOnline             = "Online"
 	ReasonNotOnline          = "NotOnline"
+	// ReasonOutOfScope: the Runner names a workspace, repository or Bitbucket runner outside
+	// its pool's scope and marker (see runnerpod.OutOfScope); nothing is done in Bitbucket.
+	ReasonOutOfScope = "OutOfScope"
+	// ReasonNotControlled: a pod or Secret has the name the Runner's would have, but the Runner
+	// does not control it; it is left alone.
+	ReasonNotControlled = "NotControlled"
 )
 
 // RunnerReconciler acts on one Runner: it registers the Bitbucket runner, keeps its Secret and
@@ -48,21 +56,31 @@ const (
 // the object goes.
 type RunnerReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
-	Clients  *credentials.Clients
-	Store    *runnerlist.Store
+	// APIReader reads what the cache cannot show: the cache holds only pods and Secrets with
+	// the pool label, so an object someone else made under a runner's name is read through it
+	// (once per registration, and when a create finds the name taken). The client when nil.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clients   *credentials.Clients
+	Store     *runnerlist.Store
 	// Wake receives Runners whose Bitbucket state changed in a new observation.
 	Wake <-chan event.TypedGenericEvent[*v1alpha1.Runner]
+	// NodeReader reads the node of a busy runner's pod, to notice a drain (ADR 0024). It reads
+	// the API server directly, one node per busy runner and poll, so the operator keeps no cache
+	// of the cluster's nodes. Nil: drains are not noticed.
+	NodeReader client.Reader
 	// Clock is the real clock unless a test sets one.
 	Clock clock.PassiveClock
 
-	flips stateFlips
+	flips   stateFlips
+	written writtenStatus
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -72,9 +90,11 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Get(ctx, req.NamespacedName, runner); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetUndecodable(kindRunner, req.Namespace, req.Name)
+			r.written.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.written.apply(runner)
 	if runner.DecodeError() != nil {
 		return r.reportUndecodableRunner(ctx, runner)
 	}
@@ -90,6 +110,11 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	if !runner.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, pool, runner)
+	}
+	if pool != nil {
+		if why := runnerpod.OutOfScope(pool, runner); why != "" {
+			return r.refuse(ctx, runner, why)
+		}
 	}
 	if pool == nil {
 		// The pool is gone without draining us (its finalizer was removed by hand): nothing can
@@ -107,6 +132,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	res, err := throttled(r.reconcileNormal(ctx, pool, runner))
 	runner.Status.Phase = runnerPhase(runner)
 	runner.Status.ObservedGeneration = runner.Generation
+	holdPodReady(before, runner, r.podReadySince(ctx, runner), r.now())
 	if perr := r.patchStatus(ctx, before, runner); perr != nil {
 		err = errors.Join(err, perr)
 	}
@@ -137,24 +163,41 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	// pool counts it (and the step it takes) long before the next regular poll. The lists are
 	// shared by every runner of the scope, and this stops after connectWindow.
 	requeue, notBefore := scope.Poll, scope.NotBefore
-	if r.awaitingConnection(runner) {
+	if r.awaitingConnection(runner, r.podReadySince(ctx, runner)) {
 		requeue = connectRecheck
 		notBefore = scope.Now.Add(-connectRecheck)
 	}
 	scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, notBefore)
 	if err != nil {
+		if _, _, ok := credentials.Condition(err); ok {
+			// The pool reports it; the runner waits without a hot loop.
+			return ctrl.Result{RequeueAfter: max(scope.Poll, time.Minute)}, nil
+		}
 		return ctrl.Result{}, err
+	}
+	r.Clients.Listed(scope.Key)
+	if why := r.foreignRunner(ctx, pool, runner, scope.Snapshot); why != "" {
+		r.eventOnce(runner, ReasonOutOfScope, "Observe", why)
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
+		return ctrl.Result{}, nil
 	}
 	if vanished := r.mirror(ctx, runner, scope.Snapshot); vanished {
 		return ctrl.Result{Requeue: true}, nil
 	}
-	if err := r.reconcilePod(ctx, pool, runner); err != nil {
+	pod, err := r.reconcilePod(ctx, pool, runner)
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if err := r.markBusy(ctx, pool, runner, pod); err != nil {
+		return ctrl.Result{}, err
+	}
+	if res, err := r.retire(ctx, scope, pool, runner, pod); err != nil || !res.IsZero() {
+		return res, err
 	}
 	if res, err := r.reconcileDrain(ctx, scope, runner); err != nil || !res.IsZero() {
 		return res, err
 	}
-	if r.awaitingConnection(runner) {
+	if r.awaitingConnection(runner, readySinceOf(runner)) {
 		requeue = connectRecheck
 	}
 	if waitingForLayerCache(runner) {
@@ -171,18 +214,72 @@ const (
 	connectWindow = time.Minute
 )
 
-// awaitingConnection reports a runner whose pod is ready but which Bitbucket does not show
-// ONLINE yet, within connectWindow of the pod becoming ready.
-func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner) bool {
+// awaitingConnection reports a runner whose pod became ready at readySince (zero: it is not
+// ready) but which Bitbucket does not show ONLINE yet, within connectWindow of the pod becoming
+// ready.
+func (r *RunnerReconciler) awaitingConnection(runner *v1alpha1.Runner, readySince time.Time) bool {
 	st := runner.Status
 	if st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) || runner.Spec.Drain {
 		return false
 	}
-	c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionPodReady)
-	return c != nil && c.Status == metav1.ConditionTrue && r.now().Sub(c.LastTransitionTime.Time) < connectWindow
+	return !readySince.IsZero() && r.now().Sub(readySince) < connectWindow
+}
+
+// readySinceOf is when the runner's pod became ready, as its PodReady condition says; zero when
+// it says the pod is not ready.
+func readySinceOf(runner *v1alpha1.Runner) time.Time {
+	if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c != nil && c.Status == metav1.ConditionTrue {
+		return c.LastTransitionTime.Time
+	}
+	return time.Time{}
+}
+
+// podReadySince is when the runner's pod became ready, from the pod itself: the Runner's
+// PodReady condition may not say so yet (holdPodReady).
+func (r *RunnerReconciler) podReadySince(ctx context.Context, runner *v1alpha1.Runner) time.Time {
+	pod := &corev1.Pod{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod); err != nil || !pod.DeletionTimestamp.IsZero() {
+		return time.Time{}
+	}
+	return runnerpod.ReadySince(pod)
+}
+
+// podReadyHold is how long a runner's PodReady condition may wait to be written with its
+// connection: about as long as an agent takes to start and connect once its pod is ready. The
+// Runner is observed every connectRecheck meanwhile, so when the connection comes, the two cost
+// one status write instead of two; a runner that has not connected by then has PodReady written
+// on its own. Nothing waits on it: the pool's check for agents that never connect looks at it
+// only after the pending timeout (30 s at least), and the quick rechecks go by the pod.
+const podReadyHold = 15 * time.Second
+
+// holdPodReady leaves the PodReady condition of after as it is in before when the news it
+// brings is a pod that became ready at readySince, less than podReadyHold ago, for a runner
+// Bitbucket does not show ONLINE yet: its connection, expected any moment, writes both. It
+// reports whether it held the condition back.
+func holdPodReady(before, after *v1alpha1.Runner, readySince, now time.Time) bool {
+	was := meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionPodReady)
+	is := meta.FindStatusCondition(after.Status.Conditions, v1alpha1.ConditionPodReady)
+	st := after.Status
+	// Only a pod that was starting is held: one that recovers from failing is news for the pool
+	// (the runner is no longer a candidate for replacement) and for people.
+	if is == nil || is.Status != metav1.ConditionTrue || (was != nil && was.Reason != runnerpod.ReasonPodNotReady) ||
+		st.UUID == "" || st.Step != "" || st.BitbucketState == string(bitbucket.RunnerStatusOnline) ||
+		after.Spec.Drain || !after.DeletionTimestamp.IsZero() || readySince.IsZero() || now.Sub(readySince) >= podReadyHold {
+		return false
+	}
+	if was == nil {
+		meta.RemoveStatusCondition(&after.Status.Conditions, v1alpha1.ConditionPodReady)
+	} else {
+		*is = *was.DeepCopy()
+	}
+	return true
 }
 
 // register creates the Bitbucket runner and its Secret, or adopts the runner a crash left behind.
+// The registration is not written on its own: the reconcile goes on to create the pod, and its
+// one status patch at the end carries both. Until that patch, the Secret (created right after the
+// Bitbucket runner, annotated with its UUID) is the record a crash leaves, and the next reconcile
+// adopts the runner through it.
 func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	api, key := scope.API, scope.Key
 	logger := log.FromContext(ctx)
@@ -197,11 +294,20 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	}
 	secret := &corev1.Secret{}
 	secretKey := types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
-	if err := r.Get(ctx, secretKey, secret); err != nil {
+	// Read live: a Secret without the pool label is not in the cache, and registering a
+	// runner whose Secret cannot be created would only have to be undone.
+	if err := r.apiReader().Get(ctx, secretKey, secret); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, fmt.Errorf("get runner secret: %w", err)
 		}
 		secret = nil
+	}
+	if secret != nil && !metav1.IsControlledBy(secret, runner) {
+		// Its UUID annotation and its credentials say nothing about this Runner.
+		msg := fmt.Sprintf("Secret %s exists but this Runner does not control it; rename or delete it", secret.Name)
+		r.eventOnce(runner, ReasonNotControlled, "Register", msg)
+		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonNotControlled, msg)
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
 	}
 
 	existing, ok := snap.ByName(runner.Spec.BitbucketName)
@@ -214,7 +320,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 			logger.Info("adopting Bitbucket runner registered before a restart", "uuid", existing.UUID)
 			r.markRegistered(runner, existing.UUID, secret.Name)
 			r.event(runner, corev1.EventTypeNormal, "Adopted", "Register", "Adopted Bitbucket runner %s (%s)", runner.Spec.BitbucketName, existing.UUID)
-			return r.saveRegistration(ctx, runner)
+			return ctrl.Result{}, nil
 		}
 		// Its OAuth secret was only ever returned at creation and is lost: the runner can never
 		// connect, so replace it.
@@ -225,7 +331,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 		r.event(runner, corev1.EventTypeWarning, "Replaced", "Register", "Bitbucket runner %s had lost its credentials; registering a new one", existing.UUID)
 	}
 	if secret != nil {
-		if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
+		if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("delete stale runner secret: %w", err)
 		}
 	}
@@ -262,7 +368,7 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	}
 	r.markRegistered(runner, created.UUID, newSecret.Name)
 	r.event(runner, corev1.EventTypeNormal, "Registered", "Register", "Registered Bitbucket runner %s as %s", runner.Spec.BitbucketName, created.UUID)
-	return r.saveRegistration(ctx, runner)
+	return ctrl.Result{}, nil
 }
 
 func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretName string) {
@@ -271,15 +377,6 @@ func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretN
 	runner.Status.SecretName = secretName
 	runner.Status.RegisteredTime = &now
 	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionTrue, ReasonRegistered, "Registered in Bitbucket as "+uuid)
-}
-
-// saveRegistration writes the UUID at once, so that the window in which a crash leaves a
-// registered runner only findable by name stays as short as it can be.
-func (r *RunnerReconciler) saveRegistration(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
-	if err := r.Status().Update(ctx, runner); err != nil {
-		return ctrl.Result{}, fmt.Errorf("save registration of %s: %w", runner.Status.UUID, err)
-	}
-	return ctrl.Result{}, nil
 }
 
 // mirror copies the Bitbucket state of the runner into its status. It reports true when the
@@ -333,43 +430,57 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 	return false
 }
 
-// reconcilePod keeps one pod running for the runner, replacing pods that ended.
-func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+// reconcilePod keeps one pod running for the runner, replacing pods that ended. It returns the
+// running pod, nil while there is none.
+func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, error) {
 	pod := &corev1.Pod{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod)
 	switch {
 	case apierrors.IsNotFound(err):
 		if runner.Spec.Drain {
-			return nil // a draining runner gets no new pod
+			return nil, nil // a draining runner gets no new pod
 		}
-		return r.createPod(ctx, pool, runner)
+		return nil, r.createPod(ctx, pool, runner)
 	case err != nil:
-		return fmt.Errorf("get runner pod: %w", err)
+		return nil, fmt.Errorf("get runner pod: %w", err)
+	}
+	if !metav1.IsControlledBy(pod, runner) {
+		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
+		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
+		return nil, nil
 	}
 	runner.Status.PodName = pod.Name
 	if !pod.DeletionTimestamp.IsZero() {
-		return nil
+		return nil, nil
 	}
 	if uuid := pod.Annotations[v1alpha1.AnnotationRunnerUUID]; uuid != runner.Status.UUID {
 		// The pod runs the agent of an earlier registration, which was replaced: it can never
 		// connect again.
 		r.event(runner, corev1.EventTypeNormal, "ReplacingPod", "ReplacePod", "Runner pod %s belongs to Bitbucket runner %s, not %s; replacing it", pod.Name, uuid, runner.Status.UUID)
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete outdated pod %s: %w", pod.Name, err)
+			return nil, fmt.Errorf("delete outdated pod %s: %w", pod.Name, err)
 		}
-		return nil
+		return nil, nil
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, runnerpod.EndReason(pod))
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
+			return nil, fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
 		}
 		metrics.Cleanups.WithLabelValues(runner.Namespace, runner.Labels[v1alpha1.LabelPool], "pod", "ended").Inc()
-		return nil
+		return nil, nil
 	}
 	switch {
 	case runnerpod.Ready(pod):
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionTrue, runnerpod.ReasonPodRunning, "The runner pod is running and docker-in-docker is up")
+		// Dated by the pod, not by this reconcile: a PodReady held back (holdPodReady) keeps the
+		// time the pod became ready, and so does the connection window that counts from it.
+		// (A zero time, from a pod without one, is taken as now.)
+		meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+			Type: v1alpha1.ConditionPodReady, Status: metav1.ConditionTrue, Reason: runnerpod.ReasonPodRunning,
+			Message: "The runner pod is running and docker-in-docker is up", ObservedGeneration: runner.Generation,
+			LastTransitionTime: metav1.NewTime(runnerpod.ReadySince(pod)),
+		})
 	case runnerpod.Failing(pod) != "":
 		reason := runnerpod.Failing(pod)
 		if c := meta.FindStatusCondition(runner.Status.Conditions, v1alpha1.ConditionPodReady); c == nil || c.Reason != runnerpod.ReasonPodFailing {
@@ -379,7 +490,7 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	default:
 		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
 	}
-	return nil
+	return pod, nil
 }
 
 func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
@@ -390,8 +501,8 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	pod, err := runnerpod.BuildPod(pool, runner, runner.Status.UUID)
 	if err != nil {
-		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "InvalidPodTemplate", err.Error())
-		r.event(runner, corev1.EventTypeWarning, "InvalidPodTemplate", "CreatePod", "%v", err)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonInvalidPodTemplate, err.Error())
+		r.event(runner, corev1.EventTypeWarning, ReasonInvalidPodTemplate, "CreatePod", "%v", err)
 		return nil // the pool spec must change first; the pool watch brings us back
 	}
 	if err := controllerutil.SetControllerReference(runner, pod, r.Scheme()); err != nil {
@@ -399,7 +510,8 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	}
 	if err := r.Create(ctx, pod); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return nil
+			// Ours, not in the cache yet; or someone else's, which the cache never shows.
+			return r.checkExistingPod(ctx, runner, pod.Name)
 		}
 		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
 			setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, "PodRejected", err.Error())
@@ -414,7 +526,9 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	runner.Status.PodTemplateHash = pod.Annotations[runnerpod.AnnotationTemplateHash]
 	runner.Status.OnlineTime = nil
 	runner.Status.StepsStarted = 0
-	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, "The runner pod was created")
+	// Worded as the next reconcile words the new pod (Create returned it as stored, Pending), so
+	// that reconcile has nothing to write.
+	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
 	return nil
 }
 
@@ -422,7 +536,7 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 // confirms it took no step; a runner whose drain was cancelled is enabled again.
 func (r *RunnerReconciler) reconcileDrain(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	if !runner.Spec.Drain {
-		if runner.Status.DisabledTime != nil {
+		if runner.Status.DisabledTime != nil && !retiring(runner) {
 			// A reconcile whose status write the cache does not show yet may have enabled it:
 			// only an enabled runner shows ONLINE.
 			if state, ok := r.storedState(scope.Key, runner.Status.UUID); !ok || state != bitbucket.RunnerStatusOnline {
@@ -590,7 +704,15 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 	if !controllerutil.ContainsFinalizer(runner, v1alpha1.RunnerFinalizer) {
 		return ctrl.Result{}, nil
 	}
-	if runner.Status.UUID != "" {
+	var why string
+	if pool != nil {
+		why = runnerpod.OutOfScope(pool, runner)
+	}
+	switch {
+	case why != "":
+		// Whatever its status names is not this pool's to delete.
+		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
+	case runner.Status.UUID != "":
 		if pool == nil {
 			r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "The pool is gone, so its credentials are unknown; Bitbucket runner %s must be removed by hand", runner.Status.UUID)
 		} else {
@@ -632,6 +754,15 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	}
 	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
 	key := scope.Key
+	snap, err := r.Store.Get(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), key, api, r.now().Add(-min(scope.Poll, maxDrainConfirmWait)))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if why := r.foreignRunner(ctx, pool, runner, snap); why != "" {
+		r.event(runner, corev1.EventTypeWarning, "UnregisterSkipped", "Unregister", "Not unregistering: %s", why)
+		runner.Status.UUID = ""
+		return ctrl.Result{}, r.deleteOwned(ctx, runner)
+	}
 	idle, res, err := r.disableAndConfirmIdle(ctx, scope, runner)
 	if err != nil || !idle {
 		return res, err
@@ -651,20 +782,104 @@ func (r *RunnerReconciler) unregister(ctx context.Context, pool *v1alpha1.Runner
 	return ctrl.Result{}, nil
 }
 
-// deleteOwned deletes the runner's pod and Secret.
+// deleteOwned deletes the runner's pod and Secret, only if the Runner controls them: an object
+// that merely has the name is someone else's. The UID precondition makes sure the object deleted
+// is the one checked, not one created under the same name since.
 func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Runner) error {
-	meta := metav1.ObjectMeta{Namespace: runner.Namespace}
-	pod := &corev1.Pod{ObjectMeta: meta}
-	pod.Name = runnerpod.PodName(runner)
-	if err := r.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete runner pod: %w", err)
-	}
-	secret := &corev1.Secret{ObjectMeta: meta}
-	secret.Name = runnerpod.SecretName(runner)
-	if err := r.Delete(ctx, secret); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete runner secret: %w", err)
+	key := types.NamespacedName{Namespace: runner.Namespace}
+	for _, obj := range []client.Object{&corev1.Pod{}, &corev1.Secret{}} {
+		key.Name = runnerpod.PodName(runner)
+		if _, isSecret := obj.(*corev1.Secret); isSecret {
+			key.Name = runnerpod.SecretName(runner)
+		}
+		if err := r.Get(ctx, key, obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("get runner %T %s: %w", obj, key.Name, err)
+		}
+		if !metav1.IsControlledBy(obj, runner) {
+			continue
+		}
+		uid := obj.GetUID()
+		if err := r.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete runner %T %s: %w", obj, key.Name, err)
+		}
 	}
 	return nil
+}
+
+// checkExistingPod reports a pod that has the runner's pod name but that the runner does not
+// control; one it controls is left to the next reconcile.
+func (r *RunnerReconciler) checkExistingPod(ctx context.Context, runner *v1alpha1.Runner, name string) error {
+	pod := &corev1.Pod{}
+	if err := r.apiReader().Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: name}, pod); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(pod, runner) {
+		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
+		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonNotControlled, msg)
+	}
+	return nil
+}
+
+func (r *RunnerReconciler) apiReader() client.Reader {
+	if r.APIReader != nil {
+		return r.APIReader
+	}
+	return r.Client
+}
+
+// refuse reports a Runner that may not act for its pool and does nothing else: no Bitbucket
+// call, no pod, no finalizer.
+func (r *RunnerReconciler) refuse(ctx context.Context, runner *v1alpha1.Runner, why string) (ctrl.Result, error) {
+	log.FromContext(ctx).Info("refusing a Runner outside its pool's scope", "why", why)
+	before := runner.DeepCopy()
+	r.eventOnce(runner, ReasonOutOfScope, "Register", why)
+	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonOutOfScope, why)
+	runner.Status.Phase = v1alpha1.RunnerPhaseFailed
+	runner.Status.ObservedGeneration = runner.Generation
+	return ctrl.Result{}, r.patchStatus(ctx, before, runner)
+}
+
+// foreignRunner says why the Bitbucket runner the Runner's status names is not the pool's to
+// act on, or returns "". It is the pool's when Bitbucket lists it under the pool's marker; or,
+// renamed by hand without any pool's marker, when the Secret the Runner controls records its
+// UUID (written at registration). A status written by hand can therefore point neither at
+// another pool's runner nor at a runner the operator never registered for this Runner.
+func (r *RunnerReconciler) foreignRunner(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, snap *runnerlist.Snapshot) string {
+	if runner.Status.UUID == "" {
+		return ""
+	}
+	bb, ok := snap.ByUUID(runner.Status.UUID)
+	prefix := runnerpod.BitbucketNamePrefix(pool)
+	if !ok || strings.HasPrefix(bb.Name, prefix) {
+		return ""
+	}
+	if !poolMarker.MatchString(bb.Name) {
+		secret := &corev1.Secret{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, secret)
+		if err == nil && metav1.IsControlledBy(secret, runner) && secret.Annotations[v1alpha1.AnnotationRunnerUUID] == runner.Status.UUID {
+			return "" // renamed in Bitbucket; registered for this Runner
+		}
+	}
+	return fmt.Sprintf("Bitbucket runner %s is named %q, without the pool's marker %q, and this Runner's Secret does not record it: it is not this pool's", runner.Status.UUID, bb.Name, prefix)
+}
+
+// poolMarker matches a name carrying some pool's marker (runnerpod.BitbucketNamePrefix).
+var poolMarker = regexp.MustCompile(`^rp-[0-9a-f]{8}-`)
+
+// eventOnce records a warning unless the Runner's conditions show the same already: call it
+// before setting the condition, so a Runner refused at every reconcile does not fill the event
+// stream.
+func (r *RunnerReconciler) eventOnce(runner *v1alpha1.Runner, reason, action, note string) {
+	for _, c := range runner.Status.Conditions {
+		if c.Reason == reason && c.Status == metav1.ConditionFalse && c.Message == note {
+			return
+		}
+	}
+	r.event(runner, corev1.EventTypeWarning, reason, action, "%s", note)
 }
 
 func (r *RunnerReconciler) poolOf(ctx context.Context, runner *v1alpha1.Runner) (*v1alpha1.RunnerPool, error) {
@@ -689,9 +904,11 @@ func (r *RunnerReconciler) patchStatus(ctx context.Context, before, after *v1alp
 	if equalStatus(before.Status, after.Status) {
 		return nil
 	}
+	from := after.ResourceVersion
 	if err := r.Status().Patch(ctx, after, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patch runner status: %w", err)
 	}
+	r.written.remember(after, from)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,7 +72,7 @@ func TestAwaitingConnection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			runner := fixture.Runner(tt.runner...)
-			if got := r.awaitingConnection(&runner); got != tt.want {
+			if got := r.awaitingConnection(&runner, readySinceOf(&runner)); got != tt.want {
 				t.Errorf("awaitingConnection = %t, want %t", got, tt.want)
 			}
 		})
@@ -114,6 +115,49 @@ func TestConfirmsIdle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := confirmsIdle(tt.snap, uuid, disabled); got != tt.want {
 				t.Errorf("confirmsIdle = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHoldPodReady(t *testing.T) {
+	const uuid = "{55555555-5555-5555-5555-555555555555}"
+	registered := []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, "")}
+	starting := append(slices.Clone(registered), fixture.PodNotReady())
+	ready := func(ago time.Duration, more ...fixture.RunnerMod) []fixture.RunnerMod {
+		return append(append(slices.Clone(registered), fixture.PodRunning(ago)), more...)
+	}
+	tests := []struct {
+		name       string
+		before     []fixture.RunnerMod
+		after      []fixture.RunnerMod
+		readySince time.Duration // ago; 0: the pod says nothing
+		want       bool
+	}{
+		{"a pod ready a moment ago waits for the connection", starting, ready(time.Second), time.Second, true},
+		{"a pod ready for longer than the hold is written", starting, ready(podReadyHold), podReadyHold, false},
+		{"a pod ready with the runner ONLINE is written with it", starting, ready(time.Second, fixture.Mirrored(bitbucket.RunnerStatusOnline, "")), time.Second, false},
+		{"a pod already ready in the written status is not held", ready(2 * time.Second), ready(2 * time.Second), 2 * time.Second, false},
+		{"a pod that is not ready is written at once", []fixture.RunnerMod{fixture.Registered(uuid)}, starting, 0, false},
+		{"a pod that recovers from failing is written at once", append(slices.Clone(registered), fixture.WithCondition(v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodFailing, time.Minute)), ready(time.Second), time.Second, false},
+		{"a pod without a ready time is written at once", starting, ready(0), 0, false},
+		{"a draining runner is written at once", starting, ready(time.Second, fixture.Draining()), time.Second, false},
+		{"a runner on a step is written at once", starting, ready(time.Second, fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}")), time.Second, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, after := fixture.Runner(tt.before...), fixture.Runner(tt.after...)
+			var since time.Time
+			if tt.readySince > 0 {
+				since = fixture.Now.Add(-tt.readySince)
+			}
+			got := holdPodReady(&before, &after, since, fixture.Now)
+			if got != tt.want {
+				t.Fatalf("holdPodReady = %t, want %t", got, tt.want)
+			}
+			wasReady := conditionReason(before.Status.Conditions, v1alpha1.ConditionPodReady)
+			if isReady := conditionReason(after.Status.Conditions, v1alpha1.ConditionPodReady); got && isReady != wasReady {
+				t.Errorf("held, but PodReady is %q, want it as written: %q", isReady, wasReady)
 			}
 		})
 	}

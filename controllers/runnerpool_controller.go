@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,6 +75,10 @@ const (
 	ReasonRateLimited         = "RateLimited"
 	ReasonThrottled           = "Throttled" // event: Bitbucket answers the credentials with 429
 	ReasonBudgetLow           = "RequestBudgetLow"
+	ReasonReplaceBackoff      = "ReplaceBackoff" // event: failed runners wait their turn to be replaced
+	ReasonInvalidSchedule     = "InvalidSchedule"
+	ReasonOutsideSchedules    = "OutsideSchedules"
+	ReasonWindowActive        = "WindowActive"
 )
 
 // RunnerPoolReconciler decides how many runners a pool needs and creates or drains Runner
@@ -90,12 +96,15 @@ type RunnerPoolReconciler struct {
 	// created remembers Runners this reconciler created that its cache may not show yet, so
 	// that a reconcile right after a create never counts too few runners and goes above max.
 	created expectations
+	// wakes spaces out the reconciles that Runner changes cause.
+	wakes poolWakes
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runnerpools/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 
 // Reconcile brings one pool closer to its desired state.
 func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -103,6 +112,7 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
 		if apierrors.IsNotFound(err) {
 			forgetUndecodable(kindRunnerPool, req.Namespace, req.Name)
+			r.wakes.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -110,6 +120,7 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return r.reportUndecodablePool(ctx, pool, derr)
 	}
 	forgetUndecodable(kindRunnerPool, pool.Namespace, pool.Name)
+	r.wakes.started(req.NamespacedName, r.now())
 	runners, err := r.runnersOf(ctx, pool)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -126,10 +137,17 @@ func (r *RunnerPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 
+	if terr := runnerpod.Validate(pool); terr != nil {
+		return r.reportInvalidPodTemplate(ctx, pool, terr)
+	}
+
 	before := pool.DeepCopy()
 	res, err := r.reconcileNormal(ctx, pool, runners)
 	if cerr := r.tidyLayerCache(ctx, pool, runners); cerr != nil {
 		err = errors.Join(err, cerr)
+	}
+	if berr := r.ensureDisruptionBudget(ctx, pool); berr != nil {
+		err = errors.Join(err, berr)
 	}
 	pool.Status.ObservedGeneration = pool.Generation
 	pool.Status.Selector = labels.SelectorFromSet(labels.Set{v1alpha1.LabelPool: pool.Name}).String()
@@ -146,13 +164,18 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 
 	api, err := r.Clients.For(ctx, pool)
+	var key runnerlist.Key
 	if err == nil {
-		scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), scaling.PollRequested(pool))
+		key = r.Clients.ListKey(pool)
+		scope := newScope(pool, api, key, r.now(), scaling.PollRequested(pool))
 		poll = scope.Poll
 		pool.Status.PollInterval = &metav1.Duration{Duration: poll}
 		metrics.PollIntervalSeconds.WithLabelValues(pool.Namespace, pool.Name).Set(poll.Seconds())
 		scope.Snapshot, err = r.Store.Get(ctx, scope.Key, api, scope.NotBefore)
 		if err == nil {
+			// The pool's own credential listed the scope (a credential's own key is never
+			// served a list made with another): from now on it shares the scope's list.
+			r.Clients.Listed(scope.Key)
 			observed := metav1.NewTime(scope.Snapshot.At)
 			pool.Status.LastObservedTime = &observed
 			res, err := r.scale(ctx, pool, scope, runners)
@@ -165,7 +188,11 @@ func (r *RunnerPoolReconciler) reconcileNormal(ctx context.Context, pool *v1alph
 	if reason, msg, ok := credentials.Condition(err); ok {
 		if reason == credentials.ReasonInvalidCredentials || reason == credentials.ReasonPermissionDenied {
 			r.Clients.Invalidate(pool) // read the Secret afresh next time: it may be fixed
+			r.Store.Drop(key)
 		}
+		// Whatever the status said about runners came from Bitbucket with these credentials:
+		// with them refused, it shows only what the cluster itself knows.
+		pool.Status.Queued = 0
 		r.reportCredentials(pool, reason, msg)
 		r.countOnly(pool, runners)
 		return ctrl.Result{RequeueAfter: credentialsRetry}, nil
@@ -209,37 +236,77 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	} else {
 		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
-	plan := scaling.PlanPool(scaling.Observation{
+	schedule := r.schedule(pool, scope.Now)
+	obs := scaling.Observation{
+		Schedule:     schedule,
 		Pool:         pool,
 		Runners:      runners,
 		Snapshot:     scope.Snapshot,
 		Unseen:       r.created.pending(client.ObjectKeyFromObject(pool), runners, scope.Now),
-		Queued:       r.queued(ctx, pool, scope),
 		TemplateHash: scope.TemplateHash(),
 		OfflineGrace: r.Timings.OfflineGrace,
 		Now:          scope.Now,
-	})
+	}
+	// How the runners count does not depend on the queue; whether the queue is worth a read
+	// depends on how they count.
+	plan := scaling.PlanPool(obs)
+	if obs.Queued = r.queued(ctx, pool, scope, plan.Counts); obs.Queued > 0 {
+		plan = scaling.PlanPool(obs)
+	}
 	r.writeCounts(pool, plan.Summary)
 	pool.Status.Desired = int32(plan.Desired)
 	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
 
 	err := r.carryOut(ctx, pool, scope, runners, plan)
 	r.reportScaling(pool, scope, runners, plan.Decision)
-	return ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}, err
+	res := ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}
+	if schedule != nil && !schedule.NextBoundary.IsZero() {
+		// Look again the moment a window opens or closes, not up to a poll later.
+		res.RequeueAfter = min(res.RequeueAfter, max(schedule.NextBoundary.Sub(r.now()), time.Second))
+	}
+	return res, err
+}
+
+// schedule evaluates the pool's schedules and reports the window in force in the status and
+// the Scheduled condition. Nil without schedules, and when a time zone is unknown: the pool
+// then scales with its spec's values, and the condition says why.
+func (r *RunnerPoolReconciler) schedule(pool *v1alpha1.RunnerPool, now time.Time) *scaling.Schedule {
+	if len(pool.Spec.Schedules) == 0 {
+		pool.Status.Schedule = nil
+		meta.RemoveStatusCondition(&pool.Status.Conditions, v1alpha1.ConditionScheduled)
+		return nil
+	}
+	s, err := scaling.EvaluateSchedules(pool, now)
+	st := &v1alpha1.ScheduleStatus{Active: s.Active, MinRunners: s.MinRunners, IdleRunners: s.IdleRunners}
+	if !s.NextChange.IsZero() {
+		next := metav1.NewTime(s.NextChange)
+		st.NextChange = &next
+	}
+	pool.Status.Schedule = st
+	if err != nil {
+		prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScheduled)
+		if prev == nil || prev.Reason != ReasonInvalidSchedule {
+			r.event(pool, corev1.EventTypeWarning, ReasonInvalidSchedule, "Schedule", "%v; scaling with spec.minRunners and spec.scaling.idleRunners", err)
+		}
+		setPoolCondition(pool, v1alpha1.ConditionScheduled, metav1.ConditionFalse, ReasonInvalidSchedule,
+			truncate(err.Error(), 1024)+"; scaling with spec.minRunners and spec.scaling.idleRunners")
+		return nil
+	}
+	if s.Active == "" {
+		setPoolCondition(pool, v1alpha1.ConditionScheduled, metav1.ConditionFalse, ReasonOutsideSchedules,
+			fmt.Sprintf("No schedule window is in force: minRunners %d, idleRunners %d", s.MinRunners, s.IdleRunners))
+	} else {
+		setPoolCondition(pool, v1alpha1.ConditionScheduled, metav1.ConditionTrue, ReasonWindowActive,
+			fmt.Sprintf("Window %s is in force: minRunners %d, idleRunners %d", s.Active, s.MinRunners, s.IdleRunners))
+	}
+	return &s
 }
 
 // carryOut acts on the plan: creates Runners, sets or clears their drain, deletes the stuck
 // ones, and removes orphaned Bitbucket runners.
 func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, plan scaling.Plan) error {
 	decision := plan.Decision
-	var errs []error
-	for i := 0; i < decision.Create; i++ {
-		if err := r.createRunner(ctx, pool); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "create", "scale_up").Inc()
-	}
+	errs := []error{r.createRunners(ctx, pool, decision.Create)}
 	byName := map[string]*v1alpha1.Runner{}
 	for i := range runners {
 		byName[runners[i].Name] = &runners[i]
@@ -254,7 +321,11 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 	for _, name := range decision.Undrain {
 		errs = append(errs, r.setDrain(ctx, pool, byName[name], false, plan.Runners[name].Reason))
 	}
-	for _, name := range decision.Replace {
+	replace, err := r.replaceBackoff(ctx, pool, decision.Replace, scope.Now)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, name := range replace {
 		runner := byName[name]
 		r.event(pool, corev1.EventTypeWarning, "ReplacingRunner", "Replace", "Runner %s failed to start (%s); replacing it", name, runner.Status.Phase)
 		if err := r.Delete(ctx, runner); client.IgnoreNotFound(err) != nil {
@@ -268,11 +339,47 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 	return errors.Join(errs...)
 }
 
+// replaceBackoff picks the stuck runners to replace now (scaling.ReplaceBackoff: one at a time,
+// further apart with each failure in a row) and saves the backoff in the pool's annotation, so
+// a restarted operator keeps it. The others wait, counted against max, so no extra runner is
+// created for them meanwhile.
+func (r *RunnerPoolReconciler) replaceBackoff(ctx context.Context, pool *v1alpha1.RunnerPool, stuck []string, now time.Time) ([]string, error) {
+	state := scaling.ParseReplaceBackoff(pool.Annotations[v1alpha1.AnnotationReplaceBackoff])
+	n, next := state.Replace(len(stuck), now)
+	if n > 0 && len(stuck) > n {
+		// Once per replacement, not at every poll that waits.
+		r.event(pool, corev1.EventTypeWarning, ReasonReplaceBackoff, "Replace", "%d more runners failed to start; %d replaced in a row, the next is replaced at %s",
+			len(stuck)-n, next.Failures, next.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if next.String() != pool.Annotations[v1alpha1.AnnotationReplaceBackoff] {
+		patch := client.MergeFrom(pool.DeepCopy())
+		if pool.Annotations == nil {
+			pool.Annotations = map[string]string{}
+		}
+		if v := next.String(); v != "" {
+			pool.Annotations[v1alpha1.AnnotationReplaceBackoff] = v
+		} else {
+			delete(pool.Annotations, v1alpha1.AnnotationReplaceBackoff)
+		}
+		// Only the metadata is sent: the status patch that follows is computed from a copy
+		// taken before, and carries no annotations.
+		if err := r.Patch(ctx, pool.DeepCopy(), patch); err != nil {
+			// Without the record the backoff could be lost: replace nothing this time.
+			return nil, fmt.Errorf("save replace backoff: %w", err)
+		}
+	}
+	return stuck[:n], nil
+}
+
 // reportScaling sets the ScalingActive and Ready conditions after a decision.
 func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, decision scaling.Decision) {
 	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionCredentialsValid); c != nil && c.Status == metav1.ConditionFalse {
 		setReady(pool)
 		return
+	}
+	var prevReason string
+	if c := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionScalingActive); c != nil {
+		prevReason = c.Reason
 	}
 	setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionTrue, ReasonAsExpected,
 		fmt.Sprintf("Policy %s wants %d runners", pool.Spec.Scaling.Policy, decision.Desired))
@@ -283,6 +390,11 @@ func (r *RunnerPoolReconciler) reportScaling(pool *v1alpha1.RunnerPool, scope *r
 	// A snapshot still fresh enough can carry a throttled credential through the scale path; the
 	// 429 streak says more to the user than the stretched polls it causes.
 	if th := bitbucket.ThrottleOf(scope.API); th.Strikes > 0 {
+		if prevReason != ReasonRateLimited {
+			// The error path reports it too; a pool that keeps planning on a fresh list would
+			// otherwise show the condition without the event.
+			r.event(pool, corev1.EventTypeWarning, ReasonThrottled, "Observe", "%s", th.Message())
+		}
 		setPoolCondition(pool, v1alpha1.ConditionScalingActive, metav1.ConditionFalse, ReasonRateLimited, th.Message())
 	}
 	if n := countRegistrationReason(runners, ReasonRunnerLimitReached); n > 0 {
@@ -362,10 +474,12 @@ func (r *RunnerPoolReconciler) removeOrphans(ctx context.Context, pool *v1alpha1
 	return errors.Join(errs...)
 }
 
-// queued reads the steps waiting for the pool when the policy or a recent webhook asks for it.
+// queued reads the steps waiting for the pool when the policy, a saturated pool or a recent
+// webhook asks for it (scaling.ReadsQueue).
 // A queue that cannot be read leaves the pool scaling on its runners alone, and says so.
-func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope) int {
-	if r.Queue == nil || !scaling.ReadsQueue(pool, scope.Now) {
+func (r *RunnerPoolReconciler) queued(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, counts scaling.Counts) int {
+	budgetLow := scope.Poll > pool.Spec.Scaling.PollInterval.Duration
+	if r.Queue == nil || !scaling.ReadsQueue(pool, scope.Now, counts, budgetLow) {
 		pool.Status.Queued = 0
 		metrics.QueuedSteps.WithLabelValues(pool.Namespace, pool.Name).Set(0)
 		return 0
@@ -424,17 +538,56 @@ func setReady(pool *v1alpha1.RunnerPool) {
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, creds.Reason, creds.Message)
 	case scalingCond != nil && scalingCond.Status == metav1.ConditionFalse && scalingCond.Reason == ReasonBitbucketError:
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, scalingCond.Reason, scalingCond.Message)
-	case pool.Status.Ready < pool.Spec.MinRunners:
+	case pool.Status.Ready < minRunners(pool):
 		reason := ReasonRunnersStarting
 		if scalingCond != nil && scalingCond.Reason == ReasonPodsPending {
 			reason = ReasonPodsPending
 		}
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, reason,
-			fmt.Sprintf("%d of at least %d runners are ONLINE", pool.Status.Ready, pool.Spec.MinRunners))
+			fmt.Sprintf("%d of at least %d runners are ONLINE", pool.Status.Ready, minRunners(pool)))
 	default:
 		setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonAsExpected,
 			fmt.Sprintf("%d runners ONLINE (%d busy, %d idle)", pool.Status.Ready, pool.Status.Busy, pool.Status.Idle))
 	}
+}
+
+// maxParallelCreates bounds the Runner creates one pool reconcile has in flight: a pool scaling
+// from 0 to 100 does not wait for 100 round trips in a row, and the API server never sees more
+// than this many creates from one pool at once (the Runner reconciler's workers bound the
+// Bitbucket registrations and pod creates that follow).
+const maxParallelCreates = 10
+
+// createRunners creates n Runners, up to maxParallelCreates at a time. Each create is recorded
+// in the expectations before the next reconcile can run (the pool's reconciles never overlap),
+// so the pool never counts too few and goes above max.
+func (r *RunnerPoolReconciler) createRunners(ctx context.Context, pool *v1alpha1.RunnerPool, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxParallelCreates)
+	for i := range n {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if errs[i] = r.createRunner(ctx, pool); errs[i] == nil {
+				metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "create", "scale_up").Inc()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// minRunners is the pool's minimum now: spec.minRunners, or what a schedule window in force
+// raises it to.
+func minRunners(pool *v1alpha1.RunnerPool) int32 {
+	if s := pool.Status.Schedule; s != nil {
+		return min(s.MinRunners, pool.Spec.MaxRunners)
+	}
+	return pool.Spec.MinRunners
 }
 
 func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.RunnerPool) error {
@@ -444,6 +597,9 @@ func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.
 			Name:      name,
 			Namespace: pool.Namespace,
 			Labels:    map[string]string{v1alpha1.LabelPool: pool.Name},
+			// Set at creation, so the Runner reconciler does not spend a write adding it; it
+			// still adds it to a Runner made without it.
+			Finalizers: []string{v1alpha1.RunnerFinalizer},
 		},
 		Spec: v1alpha1.RunnerSpec{
 			Workspace:     pool.Spec.Bitbucket.Workspace,
@@ -523,6 +679,7 @@ func (r *RunnerPoolReconciler) reconcileDelete(ctx context.Context, pool *v1alph
 	}
 	metrics.ForgetPool(pool.Namespace, pool.Name)
 	r.created.forget(client.ObjectKeyFromObject(pool))
+	r.wakes.forget(client.ObjectKeyFromObject(pool))
 	if r.Queue != nil {
 		r.Queue.Forget(client.ObjectKeyFromObject(pool))
 	}
@@ -536,7 +693,9 @@ func (r *RunnerPoolReconciler) runnersOf(ctx context.Context, pool *v1alpha1.Run
 	}
 	out := list.Items[:0]
 	for _, runner := range list.Items {
-		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID {
+		// A Runner outside the pool's scope is refused by the Runner reconciler: it is not one
+		// of the pool's runners, and the plan neither counts nor drains it.
+		if ref := metav1.GetControllerOf(&runner); ref != nil && ref.UID == pool.UID && (runner.DecodeError() != nil || runnerpod.OutOfScope(pool, &runner) == "") {
 			out = append(out, runner)
 		}
 	}
@@ -562,7 +721,8 @@ func (r *RunnerPoolReconciler) now() time.Time {
 func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&v1alpha1.Runner{}).
+		Watches(&v1alpha1.Runner{}, r.wakes.handler(r.now)).
+		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
 		// A runner pod that goes may leave a layer cache claim to free (layercache.TidyClaims).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(poolOfPod), builder.WithPredicates(predicate.Funcs{
@@ -590,20 +750,15 @@ func runnerName(pool *v1alpha1.RunnerPool) string {
 	return prefix + "-" + utilrand.String(5)
 }
 
-// BitbucketRunnerName is the Bitbucket name of a pool's runner: a marker made of the pool's UID,
-// then the Runner's name. The marker finds the pool's runners in Bitbucket (leftovers of a
-// crash included) without mistaking another cluster's pool of the same name for this one.
+// BitbucketRunnerName is the Bitbucket name of a pool's runner (runnerpod.BitbucketRunnerName).
 func BitbucketRunnerName(pool *v1alpha1.RunnerPool, runnerName string) string {
-	return BitbucketNamePrefix(pool) + runnerName
+	return runnerpod.BitbucketRunnerName(pool, runnerName)
 }
 
-// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with.
+// BitbucketNamePrefix is the marker every Bitbucket runner of the pool's starts with
+// (runnerpod.BitbucketNamePrefix).
 func BitbucketNamePrefix(pool *v1alpha1.RunnerPool) string {
-	uid := string(pool.UID)
-	if len(uid) > 8 {
-		uid = uid[:8]
-	}
-	return "rp-" + uid + "-"
+	return runnerpod.BitbucketNamePrefix(pool)
 }
 
 func truncate(s string, n int) string {

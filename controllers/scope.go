@@ -43,6 +43,10 @@ func newScope(pool *v1alpha1.RunnerPool, api credentials.BitbucketAPI, key runne
 		budget = b.Budget()
 	}
 	s.Poll = scaling.EffectivePoll(pool, budget)
+	if !scaling.HonoursWake(budget) {
+		// Half the hour's budget is spent: a flood of webhooks must not spend the rest.
+		requested = time.Time{}
+	}
 	s.NotBefore = scaling.FreshnessCutoff(now, s.Poll, requested)
 	return s
 }

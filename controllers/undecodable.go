@@ -27,6 +27,8 @@ import (
 const (
 	// ReasonInvalidSpec: the pool (or one of its runners) cannot be decoded.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonInvalidPodTemplate: the pool decodes, but no runner pod can be built from it.
+	ReasonInvalidPodTemplate = "InvalidPodTemplate"
 	// ReasonRunnerUndecodable: one of the pool's Runners cannot be decoded, so the pool does not
 	// scale: it cannot tell whether that runner is busy.
 	ReasonRunnerUndecodable = "RunnerUndecodable"
@@ -54,10 +56,22 @@ func (r *RunnerPoolReconciler) reportUndecodableRunners(ctx context.Context, poo
 	return r.reportPoolBlocked(ctx, pool, ReasonRunnerUndecodable, msg)
 }
 
+// reportInvalidPodTemplate holds the pool still while no runner pod can be built from it (a
+// clash between spec.template.spec and the operator's fields, say): registering runners that
+// can never run would only fill Bitbucket with OFFLINE runners.
+func (r *RunnerPoolReconciler) reportInvalidPodTemplate(ctx context.Context, pool *v1alpha1.RunnerPool, err error) (ctrl.Result, error) {
+	msg := fmt.Sprintf("No runner pod can be built from this RunnerPool: %s. Its runners are left as they are, none created, drained or deleted, until the spec is fixed.", err)
+	return r.reportPoolBlocked(ctx, pool, ReasonInvalidPodTemplate, msg)
+}
+
 func (r *RunnerPoolReconciler) reportPoolBlocked(ctx context.Context, pool *v1alpha1.RunnerPool, reason, msg string) (ctrl.Result, error) {
 	if prev := meta.FindStatusCondition(pool.Status.Conditions, v1alpha1.ConditionReady); prev == nil || prev.Reason != reason || prev.Message != msg {
-		r.event(pool, corev1.EventTypeWarning, reason, "Decode", "%s", msg)
-		log.FromContext(ctx).Info("pool left alone: an object cannot be decoded", "reason", reason, "message", msg)
+		action := "Decode"
+		if reason == ReasonInvalidPodTemplate {
+			action = "BuildPod"
+		}
+		r.event(pool, corev1.EventTypeWarning, reason, action, "%s", msg)
+		log.FromContext(ctx).Info("pool left alone", "reason", reason, "message", msg)
 	}
 	before := pool.DeepCopy()
 	setPoolCondition(pool, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)

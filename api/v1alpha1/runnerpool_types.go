@@ -9,7 +9,8 @@ import (
 // RunnerPoolSpec is what a platform team writes: where the runners register, which labels they
 // carry, how many there may be, how the pool scales, and what the runner pods look like.
 // +kubebuilder:validation:XValidation:rule="self.minRunners <= self.maxRunners",message="minRunners must not be greater than maxRunners"
-// +kubebuilder:validation:XValidation:rule="!has(self.docker) || !has(self.docker.mode) || self.docker.mode != 'Unprivileged' || (has(self.template) && has(self.template.runtimeClassName))",message="docker.mode Unprivileged needs template.runtimeClassName: dockerd cannot start unprivileged outside a sandboxed runtime"
+// +kubebuilder:validation:XValidation:rule="!has(self.schedules) || self.schedules.all(w, !has(w.minRunners) || w.minRunners <= self.maxRunners)",message="a schedule's minRunners must not be greater than maxRunners"
+// +kubebuilder:validation:XValidation:rule="!has(self.docker) || !has(self.docker.mode) || self.docker.mode != 'Unprivileged' || (has(self.template) && (has(self.template.runtimeClassName) || has(self.template.spec)))",message="docker.mode Unprivileged needs template.runtimeClassName: dockerd cannot start unprivileged outside a sandboxed runtime"
 type RunnerPoolSpec struct {
 	// Bitbucket says where the runners are registered and with which credentials.
 	// +required
@@ -73,6 +74,73 @@ type RunnerPoolSpec struct {
 	// volumes and environment the runner needs are always kept.
 	// +optional
 	Template PodTemplateOverrides `json:"template,omitzero"`
+
+	// Schedules are time windows with their own capacity, for example more warm runners in
+	// working hours. While a window is in force, its minRunners raises spec.minRunners (which
+	// `kubectl scale` sets, and which stays the floor at all times) and its idleRunners replaces
+	// spec.scaling.idleRunners. Where windows overlap, the first in the list wins. Outside every
+	// window the spec's own values apply.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=map
+	// +listMapKey=name
+	Schedules []ScheduleWindow `json:"schedules,omitempty"`
+}
+
+// Weekday is a day of the week, as its three-letter English abbreviation.
+// +kubebuilder:validation:Enum=Mon;Tue;Wed;Thu;Fri;Sat;Sun
+type Weekday string
+
+// ScheduleWindow is a weekly time window with its own capacity.
+// +kubebuilder:validation:XValidation:rule="self.start != self.end",message="start and end must differ (use 00:00 to 24:00 for a whole day)"
+// +kubebuilder:validation:XValidation:rule="self.start != '24:00'",message="start must be before 24:00"
+// +kubebuilder:validation:XValidation:rule="has(self.minRunners) || has(self.idleRunners)",message="a schedule sets minRunners, idleRunners or both"
+type ScheduleWindow struct {
+	// Name identifies the window in the pool's status and events.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// TimeZone is the IANA time zone the days and hours are read in, such as `Europe/Paris`;
+	// defaults to UTC. Windows follow the zone's daylight saving changes: 08:00 stays 08:00 on
+	// the wall clock.
+	// +optional
+	// +kubebuilder:default="UTC"
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$`
+	TimeZone string `json:"timeZone,omitempty"`
+
+	// Days the window starts on. Empty means every day. A window whose end is before its start
+	// runs past midnight into the next day.
+	// +optional
+	// +kubebuilder:validation:MaxItems=7
+	// +listType=set
+	Days []Weekday `json:"days,omitempty"`
+
+	// Start is the wall-clock time the window opens, `HH:MM` (00:00 to 23:59).
+	// +required
+	// +kubebuilder:validation:Pattern=`^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$`
+	Start string `json:"start"`
+
+	// End is the wall-clock time the window closes, `HH:MM` (00:01 to 24:00); before Start, it is
+	// on the next day.
+	// +required
+	// +kubebuilder:validation:Pattern=`^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$`
+	End string `json:"end"`
+
+	// MinRunners is the pool's minimum while the window is in force, if above spec.minRunners.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	MinRunners *int32 `json:"minRunners,omitempty"`
+
+	// IdleRunners replaces spec.scaling.idleRunners while the window is in force.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	IdleRunners *int32 `json:"idleRunners,omitempty"`
 }
 
 // RunnerLabel is a Bitbucket runner label: lowercase letters and digits, separated by dots.
@@ -146,7 +214,8 @@ type ScalingPolicy string
 
 const (
 	// ScalingPolicyIdleBuffer keeps busy + idleRunners runners. After a webhook announces a
-	// pipeline it also counts the steps waiting, for a fast ramp-up.
+	// pipeline, and whenever every runner is busy with none idle or starting, it also counts the
+	// steps waiting, so a burst gets runners for all its steps at the next poll, webhooks or not.
 	ScalingPolicyIdleBuffer ScalingPolicy = "IdleBuffer"
 	// ScalingPolicyPercentageIdle follows the thresholds and multipliers of Atlassian's
 	// runners-autoscaler, for teams migrating from it.
@@ -178,7 +247,8 @@ type ScalingSpec struct {
 	PercentageIdle *PercentageIdleSpec `json:"percentageIdle,omitempty"`
 
 	// Repositories whose pipelines a workspace pool reads to count waiting steps (Queue
-	// policy, and after webhooks), by UUID with braces or by slug. Defaults to the pool's
+	// policy; after webhooks; IdleBuffer while every runner is busy), by UUID with braces or by
+	// slug. Defaults to the pool's
 	// repository, or to the first 25 repositories of the workspace. Each costs at least one
 	// Bitbucket request per poll. A slug is made of letters, digits, `-`, `_` and `.`, and is
 	// not `.` or `..`.
@@ -292,6 +362,14 @@ type RunnerContainerSpec struct {
 	// +kubebuilder:validation:MaxLength=255
 	WorkingDirectory string `json:"workingDirectory,omitempty"`
 
+	// Images overrides the images the runner starts on docker-in-docker for every step besides
+	// the step's own: its pause, auth-proxy and clone containers. Set them to copies in a private
+	// registry when the cluster cannot reach Atlassian's (an air-gapped cluster); the runner
+	// reads them from PAUSE_IMAGE, AUTH_PROXY_IMAGE and CLONE_IMAGE, which then cannot be set in
+	// env as well.
+	// +optional
+	Images StepImages `json:"images,omitzero"`
+
 	// WorkVolume backs the working directory. Defaults to an emptyDir.
 	// +optional
 	WorkVolume *WorkVolumeSource `json:"workVolume,omitempty"`
@@ -336,6 +414,33 @@ type RunnerContainerSpec struct {
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('8760h')",message="maxAge must be between 0s and 8760h"
 	MaxAge metav1.Duration `json:"maxAge,omitzero"`
+}
+
+// StepImages are the images the Bitbucket runner starts for every step besides the step's own.
+// Each defaults to Atlassian's (docker-hub.packages.atlassian.com/google/pause:latest,
+// docker-public.packages.atlassian.com/sox/atlassian/bitbucket-pipelines-auth-proxy:prod-stable,
+// docker-public.packages.atlassian.com/sox/atlassian/bitbucket-pipelines-dvcs-tools:prod-stable).
+type StepImages struct {
+	// Pause is the image of the container that holds each step's network namespace
+	// (PAUSE_IMAGE).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	Pause string `json:"pause,omitempty"`
+	// AuthProxy is the image of the proxy that gives a step's containers their Bitbucket
+	// credentials (AUTH_PROXY_IMAGE).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	AuthProxy string `json:"authProxy,omitempty"`
+	// Clone is the image that clones the repository for a step (CLONE_IMAGE).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	Clone string `json:"clone,omitempty"`
 }
 
 // WorkVolumeSource backs the working directory: an emptyDir or an ephemeral volume claim.
@@ -394,12 +499,159 @@ type DockerSpec struct {
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
+	// RegistryMirrors are pull-through mirrors of Docker Hub the daemon tries first
+	// (dockerd --registry-mirror), as https:// or http:// URLs.
+	// +optional
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:items:Pattern=`^https?://[^\s/]+(/[^\s]*)?$`
+	RegistryMirrors []string `json:"registryMirrors,omitempty"`
+
+	// InsecureRegistries the daemon may reach over plain HTTP or with an unverified
+	// certificate (dockerd --insecure-registry): `host`, `host:port` or a CIDR. Prefer
+	// caCertificates for a registry with a private CA.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[0-9]{1,3})?$`
+	InsecureRegistries []string `json:"insecureRegistries,omitempty"`
+
+	// CACertificates trusted by the daemon for one registry each, mounted at
+	// /etc/docker/certs.d/<registry>/ca.crt (the user's certs.d in Rootless mode).
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=map
+	// +listMapKey=registry
+	CACertificates []RegistryCA `json:"caCertificates,omitempty"`
+
+	// Proxy is the HTTP(S) proxy the daemon pulls images through (HTTP_PROXY, HTTPS_PROXY and
+	// NO_PROXY of the daemon; build containers are not affected).
+	// +optional
+	Proxy *DockerProxy `json:"proxy,omitempty"`
+
+	// MTU of the daemon's default bridge (dockerd --mtu), for pod networks whose MTU is below
+	// 1500 (overlays such as VXLAN or WireGuard): with a larger bridge MTU, builds hang or
+	// fail on large downloads. Between 576 and 9216.
+	// +optional
+	// +kubebuilder:validation:Minimum=576
+	// +kubebuilder:validation:Maximum=9216
+	MTU *int32 `json:"mtu,omitempty"`
+
+	// DaemonConfig names a ConfigMap key holding a daemon.json, given to dockerd with
+	// --config-file. It must not set what the operator passes as flags (hosts, data-root, and
+	// mtu, registry-mirrors or insecure-registries when set above): dockerd refuses to start
+	// on such a clash, and the Runner's PodReady condition shows its message.
+	// +optional
+	DaemonConfig *ConfigMapKeyReference `json:"daemonConfig,omitempty"`
+
+	// PullSecretRef names a kubernetes.io/dockerconfigjson Secret (often one of
+	// template.imagePullSecrets) used as the docker client configuration of the runner and of
+	// the docker CLI in the sidecar. The daemon pulls with the credentials its client sends,
+	// and the runner is that client for the step's pause, auth-proxy and clone images;
+	// docs/adr/0023 says what this covers.
+	// +optional
+	PullSecretRef *SecretReference `json:"pullSecretRef,omitempty"`
+
+	// Args added to the daemon's command line after the operator's. The socket (--host, -H),
+	// the data root (--data-root, -g), --config-file, --mtu and TLS are set by the operator.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.all(a, !(a.startsWith('--host') || a.startsWith('-H') || a.startsWith('--data-root') || a.startsWith('-g') || a.startsWith('--config-file') || a.startsWith('--mtu') || a.startsWith('--tls')))",message="docker.args must not set --host/-H, --data-root/-g, --config-file, --mtu or --tls*: the operator sets the socket and data root; use docker.daemonConfig and docker.mtu"
+	Args []string `json:"args,omitempty"`
+
+	// Env adds environment variables to the daemon's container. DOCKER_TLS_CERTDIR,
+	// DOCKER_CONFIG and, with proxy set, the proxy variables are the operator's.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// VolumeMounts added to the daemon's container, of volumes in spec.template. Not at or
+	// under the working directory, /var/run, /var/lib/docker or the paths the operator mounts
+	// for daemonConfig and caCertificates.
+	// +optional
+	// +listType=atomic
+	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+
 	// LayerCache keeps the daemon's images and build cache across runner pods: each runner gets
 	// a PersistentVolumeClaim from a set the pool keeps (at most maxRunners claims, never two
 	// runners on one claim) for /var/lib/docker, and the next runner reuses it after a recycle
 	// or a scale-down. Without it, every pod starts with empty docker storage.
 	// +optional
 	LayerCache *LayerCacheSpec `json:"layerCache,omitempty"`
+}
+
+// RegistryCA is the CA certificate a registry's TLS certificate is checked against, read from a
+// ConfigMap or a Secret key.
+// +kubebuilder:validation:XValidation:rule="has(self.configMapRef) != has(self.secretRef)",message="set exactly one of configMapRef and secretRef"
+type RegistryCA struct {
+	// Registry is the registry's host, with its port if not 443, as images name it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$`
+	Registry string `json:"registry"`
+	// ConfigMapRef is the ConfigMap key holding the PEM certificate.
+	// +optional
+	ConfigMapRef *ConfigMapKeyReference `json:"configMapRef,omitempty"`
+	// SecretRef is the Secret key holding the PEM certificate.
+	// +optional
+	SecretRef *SecretKeyReference `json:"secretRef,omitempty"`
+}
+
+// DockerProxy is the proxy the daemon reaches registries through.
+type DockerProxy struct {
+	// HTTPProxy is the proxy for http:// registries (HTTP_PROXY).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	HTTPProxy string `json:"httpProxy,omitempty"`
+	// HTTPSProxy is the proxy for https:// registries (HTTPS_PROXY).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	HTTPSProxy string `json:"httpsProxy,omitempty"`
+	// NoProxy lists the hosts, domains and CIDRs reached directly, comma-separated (NO_PROXY).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^[^\s]*$`
+	NoProxy string `json:"noProxy,omitempty"`
+}
+
+// ConfigMapKeyReference names a key of a ConfigMap in the same namespace.
+type ConfigMapKeyReference struct {
+	// Name of the ConfigMap.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+	// Key in the ConfigMap.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// SecretKeyReference names a key of a Secret in the same namespace.
+type SecretKeyReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+	// Key in the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
 }
 
 // LayerCacheSpec sizes the claims that keep docker storage across runner pods.
@@ -491,13 +743,35 @@ type PodTemplateOverrides struct {
 	// +optional
 	// +listType=atomic
 	VolumeMounts []corev1.VolumeMount `json:"volumeMounts,omitempty"`
+
+	// Spec is a pod spec merged over the operator's runner pod, as in a Deployment's template:
+	// pod fields it sets (securityContext, topologySpreadConstraints, dnsConfig, hostAliases,
+	// ...) replace the operator's; containers named `runner` and initContainers named `docker`
+	// are merged field by field into the operator's (env and volumeMounts by name and path);
+	// other containers, initContainers and volumes are added. What the runner needs stays the
+	// operator's, and a pool that sets it is reported with reason InvalidPodTemplate: the
+	// containers' images (runner.image, docker.image), their commands and args, the runner's
+	// environment variables and the mounts of the working directory, /var/run and
+	// /var/lib/docker, the operator's volumes, restartPolicy, and any field also set by the
+	// older fields of this template (nodeSelector, tolerations, ...). Schemaless in the CRD (a
+	// full pod schema would not fit a plain `kubectl apply`); the API server checks the
+	// runner pod when it is created.
+	// +optional
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Spec *corev1.PodSpec `json:"spec,omitempty"`
 }
 
-// PodMetadata is the subset of object metadata a pod template may carry.
+// PodMetadata is the subset of object metadata a pod template may carry. The operator's own
+// labels and annotations (ci.runnerpool.dev/pool, /runner, /runner-uuid, /template-hash) are
+// kept for it: the controllers find and judge pods by them.
 type PodMetadata struct {
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!('ci.runnerpool.dev/pool' in self) && !('ci.runnerpool.dev/runner' in self)",message="template.metadata.labels must not set ci.runnerpool.dev/pool or ci.runnerpool.dev/runner: the operator sets them"
 	Labels map[string]string `json:"labels,omitempty"`
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="!('ci.runnerpool.dev/runner-uuid' in self) && !('ci.runnerpool.dev/template-hash' in self)",message="template.metadata.annotations must not set ci.runnerpool.dev/runner-uuid or ci.runnerpool.dev/template-hash: the operator sets them"
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
@@ -540,6 +814,9 @@ type RunnerPoolStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:Pattern=`^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+)$`
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+	// Schedule is the capacity the pool's schedules give it now, when it has schedules.
+	// +optional
+	Schedule *ScheduleStatus `json:"schedule,omitempty"`
 	// LastObservedTime is when Bitbucket was last observed for this pool.
 	// +optional
 	LastObservedTime *metav1.Time `json:"lastObservedTime,omitempty"`
@@ -548,6 +825,21 @@ type RunnerPoolStatus struct {
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ScheduleStatus is the schedule window in force and the capacity it gives.
+type ScheduleStatus struct {
+	// Active names the window in force; empty outside every window.
+	// +optional
+	Active string `json:"active,omitempty"`
+	// MinRunners and IdleRunners are the values the pool scales with now.
+	// +optional
+	MinRunners int32 `json:"minRunners"`
+	// +optional
+	IdleRunners int32 `json:"idleRunners"`
+	// NextChange is when another window (or none) comes into force next, within a week.
+	// +optional
+	NextChange *metav1.Time `json:"nextChange,omitempty"`
 }
 
 // RunnerPool is a pool of Bitbucket Pipelines self-hosted Docker runners that scales with the
@@ -562,6 +854,7 @@ type RunnerPoolStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Busy",type=integer,JSONPath=`.status.busy`
 // +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idle`
+// +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.status.schedule.active`,priority=1
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RunnerPool struct {

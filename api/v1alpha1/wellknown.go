@@ -18,6 +18,20 @@ const (
 	// AnnotationDrainCancelled on a Runner is the RFC 3339 time the pool last cancelled its
 	// drain: the runner was needed again then, so its scale-down delay starts over.
 	AnnotationDrainCancelled = "ci.runnerpool.dev/drain-cancelled"
+	// AnnotationReplaceBackoff on a RunnerPool is "<failures>/<RFC 3339 time>": how many runners
+	// that failed to start were replaced in a row, and when the next may be. The pool writes
+	// it, so a restarted operator keeps the backoff (scaling.ReplaceBackoff).
+	AnnotationReplaceBackoff = "ci.runnerpool.dev/replace-backoff"
+
+	// LabelBusy is set to "true" on a runner pod while its runner runs a step. The pool's
+	// PodDisruptionBudget selects the pods with it, so the Eviction API refuses to evict a pod
+	// in the middle of a step.
+	LabelBusy = "ci.runnerpool.dev/busy"
+	// AnnotationSafeToEvict and AnnotationDoNotDisrupt are the cluster-autoscaler's and
+	// Karpenter's markers: a busy runner pod carries them, with the values below, so neither
+	// removes its node while it runs a step.
+	AnnotationSafeToEvict  = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+	AnnotationDoNotDisrupt = "karpenter.sh/do-not-disrupt"
 
 	// PoolFinalizer drains and removes a pool's runners before the pool goes.
 	PoolFinalizer = "ci.runnerpool.dev/pool"
@@ -69,7 +83,14 @@ const (
 	// ConditionQueueRead says whether the steps waiting for the pool could be read.
 	ConditionQueueRead = "QueueRead"
 
+	// ConditionScheduled says which schedule window is in force, or why none can be.
+	ConditionScheduled = "Scheduled"
+
 	ConditionRegistered = "Registered"
-	ConditionPodReady   = "PodReady"
-	ConditionOnline     = "Online"
+	// ConditionRetiring on a Runner says the runner takes no further step: an ephemeral
+	// runner that took its step, or one whose node is being drained. It was disabled in
+	// Bitbucket at once, and goes when its step ends.
+	ConditionRetiring = "Retiring"
+	ConditionPodReady = "PodReady"
+	ConditionOnline   = "Online"
 )

@@ -7,6 +7,9 @@ import (
 	"os"
 	"strings"
 	"time"
+	// The manager image is built FROM scratch, without /usr/share/zoneinfo: schedule time zones
+	// (spec.schedules[].timeZone) come from the database embedded here (about 450 KB).
+	_ "time/tzdata"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -39,8 +42,9 @@ func run() error {
 	flag.BoolVar(&o.MetricsSecure, "metrics-secure", true, "Serve metrics over HTTPS to callers the API server authenticates (TokenReview) and authorizes for GET /metrics (SubjectAccessReview); false serves plain HTTP to anyone.")
 	flag.StringVar(&o.MetricsCertDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for the secure metrics endpoint, reloaded when they change; empty or missing files: a self-signed certificate made at start.")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
-	flag.StringVar(&o.WebhookAddr, "webhook-bind-address", ":8082", "Address of the Bitbucket webhook receiver (path /webhooks/bitbucket); 0 disables it.")
-	flag.StringVar(&webhookSecretFile, "webhook-secret-file", "", "File holding the webhook secret; deliveries must then carry a valid X-Hub-Signature. Also read from $BITBUCKET_WEBHOOK_SECRET.")
+	flag.StringVar(&o.WebhookAddr, "webhook-bind-address", "0", "Address of the Bitbucket webhook receiver (path /webhooks/bitbucket), for example :8082; 0 disables it. It needs a secret, or --webhook-allow-unsigned.")
+	flag.StringVar(&webhookSecretFile, "webhook-secret-file", "", "File holding the webhook secret; deliveries must then carry a valid X-Hub-Signature. Also read from $BITBUCKET_WEBHOOK_SECRET. A named file that is missing or empty stops the manager at start.")
+	flag.BoolVar(&o.WebhookAllowUnsigned, "webhook-allow-unsigned", false, "Start the webhook receiver without a secret: anyone who reaches it can make pools poll (wakes never spend more than half of a credential's hourly request budget).")
 	flag.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader, so that only one of several replicas acts at a time.")
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
 	flag.DurationVar(&o.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader holds the lease without renewing it.")
@@ -79,6 +83,9 @@ func run() error {
 			return fmt.Errorf("read --webhook-secret-file: %w", err)
 		}
 		secret = strings.TrimSpace(string(b))
+		if secret == "" {
+			return fmt.Errorf("--webhook-secret-file %s is empty: put the webhook secret in it", webhookSecretFile)
+		}
 	}
 	o.WebhookSecret = []byte(secret)
 

@@ -112,6 +112,7 @@ func run() error {
 		"--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
 		fmt.Sprintf("--webhook-bind-address=127.0.0.1:%d", webhookPort),
+		"--webhook-allow-unsigned", // loopback only
 	)
 	manager.Stdout, manager.Stderr = managerLog, managerLog
 	manager.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

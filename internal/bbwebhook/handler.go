@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/go-logr/logr"
 )
@@ -13,6 +14,11 @@ import (
 // DefaultMaxBody bounds a delivery body. Commit status and push payloads are
 // a few KiB; a push of many branches stays well under this.
 const DefaultMaxBody int64 = 256 << 10
+
+// DefaultMaxInFlight bounds the deliveries read at once. With DefaultMaxBody
+// that bounds the memory bodies take (8 MiB) whatever a flood sends; Bitbucket
+// sends a few deliveries per pipeline, one at a time per hook.
+const DefaultMaxInFlight = 32
 
 // Headers Bitbucket sets on every delivery (event-payloads doc).
 const (
@@ -24,7 +30,8 @@ const (
 
 // Handler serves Bitbucket webhook deliveries (POST only).
 //
-// Answers: 405 for other methods, 413 for a body over MaxBody, 401 for a bad
+// Answers: 405 for other methods, 503 when MaxInFlight deliveries are being
+// read already, 413 for a body over MaxBody, 401 for a bad
 // or missing signature when Secret is set, 202 for events it does not act on,
 // 400 for a body it cannot decode, and 202 after OnEvent for the rest.
 // Bitbucket retries a delivery that fails (up to two more times), so anything
@@ -47,6 +54,13 @@ type Handler struct {
 	Logger logr.Logger
 	// MaxBody is the largest body accepted, in bytes; 0 means DefaultMaxBody.
 	MaxBody int64
+	// MaxInFlight bounds the deliveries being read and checked at once; more
+	// are answered 503 at once (Bitbucket retries them). 0 means
+	// DefaultMaxInFlight.
+	MaxInFlight int
+
+	slotsOnce sync.Once
+	slots     chan struct{}
 }
 
 var errBodyTooLarge = errors.New("webhook body exceeds the size limit")
@@ -61,6 +75,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
+
+	if !h.acquire() {
+		h.Metrics.delivery(key, OutcomeBusy)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many deliveries at once", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.release()
 
 	body, err := h.readBody(r)
 	if errors.Is(err, errBodyTooLarge) {
@@ -111,6 +133,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
+
+// acquire takes a delivery slot without waiting; false when all are taken.
+func (h *Handler) acquire() bool {
+	h.slotsOnce.Do(func() {
+		n := h.MaxInFlight
+		if n <= 0 {
+			n = DefaultMaxInFlight
+		}
+		h.slots = make(chan struct{}, n)
+	})
+	select {
+	case h.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *Handler) release() { <-h.slots }
 
 func (h *Handler) maxBody() int64 {
 	if h.MaxBody > 0 {

@@ -246,3 +246,35 @@ func TestNilMetricsAndCallbackAreSafe(t *testing.T) {
 		t.Fatalf("status %d, want 202", resp.Code)
 	}
 }
+
+func TestDeliveriesBeyondTheInFlightLimitAreTurnedAway(t *testing.T) {
+	h, rec, reg := newTestHandler(t, testSecret, 0)
+	h.MaxInFlight = 2
+	post := func() int {
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/bitbucket", strings.NewReader(commitStatusPayload))
+		req.Header.Set(EventKeyHeader, EventCommitStatusCreated)
+		req.Header.Set(SignatureHeader, Sign([]byte(testSecret), []byte(commitStatusPayload)))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	// Two deliveries being read (slow senders) hold every slot.
+	for range 2 {
+		if !h.acquire() {
+			t.Fatal("no slot free")
+		}
+	}
+	if code := post(); code != http.StatusServiceUnavailable {
+		t.Errorf("a third delivery got %d, want 503", code)
+	}
+	if n := deliveries(t, reg, EventCommitStatusCreated, OutcomeBusy); n != 1 {
+		t.Errorf("busy deliveries = %v, want 1", n)
+	}
+	h.release()
+	if code := post(); code != http.StatusAccepted {
+		t.Errorf("a delivery once a slot is free got %d, want 202", code)
+	}
+	if n := len(rec.got()); n != 1 {
+		t.Errorf("%d events handed on, want 1", n)
+	}
+}

@@ -14,6 +14,7 @@ const (
 	OutcomeBadSignature = "bad_signature"
 	OutcomeMalformed    = "malformed"
 	OutcomeTooLarge     = "too_large"
+	OutcomeBusy         = "busy" // MaxInFlight deliveries were being read already
 )
 
 // eventOther stands for any event key the receiver does not act on. The

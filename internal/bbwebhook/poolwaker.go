@@ -129,6 +129,11 @@ func (w *PoolWaker) Wake(ctx context.Context, t WakeTarget) (woken int, deferred
 	if err != nil {
 		return 0, false, err
 	}
+	if len(pools) == 0 {
+		// An event no pool cares about (another workspace, a made-up UUID) leaves no state
+		// behind: the waker holds rounds only for workspaces that have pools.
+		return 0, false, nil
+	}
 	now := w.clock.Now()
 	key := roundKey(t)
 	w.mu.Lock()
@@ -161,7 +166,14 @@ func (w *PoolWaker) Wake(ctx context.Context, t WakeTarget) (woken int, deferred
 				r.due = r.due.Add(w.window() / 20)
 			}
 		}
-		if !slices.Contains(r.pending, t) {
+		switch {
+		case len(r.pending) == 1 && r.pending[0] == workspaceWide(t):
+			// Already waking every pool of the workspace.
+		case len(r.pending) >= maxPendingTargets:
+			// Many repositories in one window: waking every pool of the workspace costs no more
+			// than one poll each, and keeps the round's memory fixed however many arrive.
+			r.pending = []WakeTarget{workspaceWide(t)}
+		case !slices.Contains(r.pending, t):
 			r.pending = append(r.pending, t)
 		}
 		w.mu.Unlock()
@@ -171,6 +183,18 @@ func (w *PoolWaker) Wake(ctx context.Context, t WakeTarget) (woken int, deferred
 	w.mu.Unlock()
 	woken, err = w.wake(ctx, pools, now, now)
 	return woken, false, err
+}
+
+// maxPendingTargets bounds the distinct targets a workspace's round remembers until its flush.
+const maxPendingTargets = 32
+
+// workspaceWide is a target that concerns every pool of t's workspace (or of t's repository when
+// the event named no workspace): without a repository it cannot tell, so it matches them all.
+func workspaceWide(t WakeTarget) WakeTarget {
+	if t.WorkspaceUUID == "" {
+		return WakeTarget{RepositoryUUID: t.RepositoryUUID}
+	}
+	return WakeTarget{WorkspaceUUID: t.WorkspaceUUID}
 }
 
 // NextFlush is when Flush has deferred events to wake; ok is false when there are none.

@@ -2,6 +2,7 @@ package bbwebhook
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -216,4 +217,44 @@ func TestPoolWakerDoesNotTrustATimeInTheFuture(t *testing.T) {
 		t.Fatalf("Flush = %d, %v; want the pool woken", n, err)
 	}
 	e.assertStamps("a time in the future", map[string]string{"queue-a": due.Sub(fixture.Now).String()})
+}
+
+func TestPoolWakerMemoryStaysBoundedWhateverArrives(t *testing.T) {
+	e := newWakeEnv(t, fixture.Pool(fixture.PoolNamed("workspace")))
+	ctx := context.Background()
+
+	// Workspaces and repositories no pool names, made up by the thousand: nothing is kept.
+	for i := range 2000 {
+		uuid := fmt.Sprintf("{%08x-0000-4000-8000-000000000000}", i)
+		if n, deferred, err := e.waker.Wake(ctx, WakeTarget{WorkspaceUUID: uuid, RepositoryUUID: uuid}); err != nil || n != 0 || deferred {
+			t.Fatalf("Wake(unknown workspace) = %d, deferred %t, %v; want nothing", n, deferred, err)
+		}
+		if n, _, err := e.waker.Wake(ctx, WakeTarget{RepositoryUUID: uuid}); err != nil || n != 0 {
+			t.Fatalf("Wake(unknown repository) = %d, %v; want nothing", n, err)
+		}
+	}
+	if n := len(e.waker.rounds); n != 0 {
+		t.Errorf("%d rounds kept for events no pool cares about", n)
+	}
+
+	// The pool's workspace, with a different made-up repository every time, within one window:
+	// the round remembers a bounded number of targets, then one for the whole workspace.
+	if _, _, err := e.waker.Wake(ctx, WakeTarget{WorkspaceUUID: wsUUID, RepositoryUUID: repoA}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Step(100 * time.Millisecond)
+	for i := range 5000 {
+		repo := fmt.Sprintf("{%08x-1111-4000-8000-000000000000}", i)
+		if _, deferred, err := e.waker.Wake(ctx, WakeTarget{WorkspaceUUID: wsUUID, RepositoryUUID: repo}); err != nil || !deferred {
+			t.Fatalf("Wake within the window: deferred %t, %v", deferred, err)
+		}
+		if n := len(e.waker.rounds[roundKey(WakeTarget{WorkspaceUUID: wsUUID})].pending); n > maxPendingTargets {
+			t.Fatalf("%d targets pending after %d events, want at most %d", n, i+1, maxPendingTargets)
+		}
+	}
+	e.clock.Step(DefaultWakeWindow)
+	if n, err := e.waker.Flush(ctx); err != nil || n != 1 {
+		t.Fatalf("Flush = %d, %v; want the workspace's pool woken once", n, err)
+	}
+	e.assertStamps("the flood's flush", map[string]string{"workspace": (DefaultWakeWindow + 100*time.Millisecond).String()})
 }

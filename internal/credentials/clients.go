@@ -85,7 +85,21 @@ type Clients struct {
 	// secrets holds credentials Secrets read recently, so that every reconcile of every runner
 	// does not read its pool's Secret from the API server.
 	secrets map[types.NamespacedName]cachedSecret
+	// credOf is the hash of the credential each pool last read (clientKey).
+	credOf map[types.UID]string
+	// proofs holds, per credential hash and scope, when an authenticated call with the
+	// credential last succeeded on the scope (see Proved).
+	proofs map[proof]time.Time
 }
+
+// proof is a credential proven on a scope: "runners <API> <workspace>[/<repository>]" for the
+// runner list, "pipelines <API> <workspace>/<repository>" for a repository's step queue.
+type proof struct{ credential, scope string }
+
+// ProofTTL is how long a proof lets a credential share what others listed. After it, the
+// credential lists once more with its own key (one request per credential and scope every
+// ProofTTL), so access revoked in Bitbucket ends the sharing too.
+const ProofTTL = 10 * time.Minute
 
 type cachedSecret struct {
 	at   time.Time
@@ -95,12 +109,85 @@ type cachedSecret struct {
 // credentialsSecretTTL bounds how long a rotated credential may go unnoticed.
 const credentialsSecretTTL = 10 * time.Second
 
-// Invalidate forgets the pool's credentials Secret, after Bitbucket rejected what it held.
+// Invalidate forgets the pool's credentials Secret, after Bitbucket rejected what it held, and
+// every proof of the credential: it shares nothing until it works again.
 func (c *Clients) Invalidate(pool *v1alpha1.RunnerPool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.secrets, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Spec.Bitbucket.CredentialsSecretRef.Name})
+	if cred := c.credOf[pool.UID]; cred != "" {
+		for p := range c.proofs {
+			if p.credential == cred {
+				delete(c.proofs, p)
+			}
+		}
+		// Each wrong password typed into a Secret would otherwise leave a client behind.
+		delete(c.clients, cred)
+	}
 }
+
+// Forget drops what is kept for a deleted pool.
+func (c *Clients) Forget(pool *v1alpha1.RunnerPool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.credOf, pool.UID)
+	delete(c.byPool, pool.UID)
+}
+
+// Credential is the hash of the credential the pool last read, "" before its first For.
+func (c *Clients) Credential(pool *v1alpha1.RunnerPool) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.credOf[pool.UID]
+}
+
+// Proven reports whether an authenticated call with the credential succeeded on the scope
+// within ProofTTL.
+func (c *Clients) Proven(credential, scope string) bool {
+	if credential == "" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at, ok := c.proofs[proof{credential, scope}]
+	return ok && time.Since(at) < ProofTTL
+}
+
+// Prove records that an authenticated call with the credential succeeded on the scope.
+func (c *Clients) Prove(credential, scope string) {
+	if credential == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proofs == nil {
+		c.proofs = map[proof]time.Time{}
+	}
+	now := time.Now()
+	for p, at := range c.proofs {
+		if now.Sub(at) > 6*ProofTTL {
+			delete(c.proofs, p) // credentials nobody uses any more
+		}
+	}
+	c.proofs[proof{credential, scope}] = now
+}
+
+// PoolProven reports whether the pool's own credential has listed the pool's scope: only such
+// a pool is given waiting steps (stepqueue) and may read what other credentials listed.
+func (c *Clients) PoolProven(pool *v1alpha1.RunnerPool) bool {
+	cred := c.Credential(pool)
+	if cred == "" {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Not bounded by ProofTTL: a proof that aged is renewed at the pool's next list, and a
+	// credential Bitbucket rejects loses it at once (Invalidate).
+	_, ok := c.proofs[proof{cred, listScope(c.sharedListKey(pool))}]
+	return ok
+}
+
+func listScope(k runnerlist.Key) string { return "runners " + k.Shared().String() }
 
 func (c *Clients) readSecret(ctx context.Context, key types.NamespacedName) (map[string][]byte, error) {
 	c.mu.Lock()
@@ -183,7 +270,9 @@ func (c *Clients) For(ctx context.Context, pool *v1alpha1.RunnerPool) (Bitbucket
 	defer c.mu.Unlock()
 	if c.byPool == nil {
 		c.byPool = map[types.UID]BitbucketAPI{}
+		c.credOf = map[types.UID]string{}
 	}
+	c.credOf[pool.UID] = id
 	if cl, ok := c.clients[id]; ok {
 		c.byPool[pool.UID] = cl
 		return cl, nil
@@ -264,8 +353,31 @@ func (c *Clients) TokenURL(pool *v1alpha1.RunnerPool) string {
 	return bitbucket.DefaultTokenURL
 }
 
-// ListKey is the key of the runner list the pool's scope shares.
+// ListKey is the key of the runner list the pool reads: the list its scope shares once the
+// pool's credential has listed the scope itself within ProofTTL, its credential's own list
+// until then. Call it after For, which reads the credential.
 func (c *Clients) ListKey(pool *v1alpha1.RunnerPool) runnerlist.Key {
+	k := c.sharedListKey(pool)
+	cred := c.Credential(pool)
+	if cred == "" {
+		// For has not read the credential: a key no other pool has.
+		cred = "pool " + string(pool.UID)
+	}
+	if !c.Proven(cred, listScope(k)) {
+		k.Credential = cred
+	}
+	return k
+}
+
+// Listed records that the list of key k was read with its credential: the credential is proven
+// on the scope.
+func (c *Clients) Listed(k runnerlist.Key) {
+	if k.Credential != "" {
+		c.Prove(k.Credential, listScope(k))
+	}
+}
+
+func (c *Clients) sharedListKey(pool *v1alpha1.RunnerPool) runnerlist.Key {
 	return runnerlist.Key{APIURL: c.APIURL(pool), Scope: bitbucket.Scope{Workspace: string(pool.Spec.Bitbucket.Workspace), Repository: string(pool.Spec.Bitbucket.Repository)}}
 }
 

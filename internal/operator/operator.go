@@ -4,6 +4,8 @@
 package operator
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -45,7 +48,12 @@ type Options struct {
 	MetricsSecure  bool
 	MetricsCertDir string
 	// WebhookSecret, when set, is required as the HMAC signature of every webhook delivery.
+	// Without it the receiver does not start unless WebhookAllowUnsigned is set: anyone who
+	// can reach an unsigned receiver can make pools poll.
 	WebhookSecret []byte
+	// WebhookAllowUnsigned starts the receiver without a secret (a loopback demo, a network
+	// nobody else reaches). Wakes still wait for the poll once half a budget is spent.
+	WebhookAllowUnsigned bool
 	// Namespaces to watch; empty watches all.
 	Namespaces []string
 	// LeaderElect makes replicas elect one leader, in LeaderElectionNamespace.
@@ -106,6 +114,9 @@ func Scheme() *runtime.Scheme {
 
 // New builds the manager; Start it to run.
 func New(cfg *rest.Config, o Options) (manager.Manager, error) {
+	if err := o.checkWebhook(); err != nil {
+		return nil, err
+	}
 	if o.Logger.GetSink() == nil {
 		o.Logger = logr.Discard()
 	}
@@ -129,6 +140,8 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		&corev1.Secret{}: {Label: owned},
 		// Layer cache claims (spec.docker.layerCache).
 		&corev1.PersistentVolumeClaim{}: {Label: owned},
+		// The pools' PodDisruptionBudgets carry the pool label too.
+		&policyv1.PodDisruptionBudget{}: {Label: owned},
 	}}
 	if len(o.Namespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
@@ -200,7 +213,7 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err := setupControllers(mgr, clients, o.RunnerConcurrency, o.Timings); err != nil {
 		return nil, err
 	}
-	if o.WebhookAddr != "" && o.WebhookAddr != "0" {
+	if o.webhookEnabled() {
 		whMetrics := bbwebhook.NewMetrics()
 		if err := whMetrics.Register(o.Registry); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
@@ -217,4 +230,19 @@ func New(cfg *rest.Config, o Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("add readyz: %w", err)
 	}
 	return mgr, nil
+}
+
+func (o Options) webhookEnabled() bool { return o.WebhookAddr != "" && o.WebhookAddr != "0" }
+
+// ErrUnsignedWebhook is returned by New when the webhook receiver would start without a secret.
+var ErrUnsignedWebhook = errors.New("the webhook receiver has no secret: set one (--webhook-secret-file or $BITBUCKET_WEBHOOK_SECRET, the same secret as in Bitbucket's webhook), " +
+	"or accept unsigned deliveries with --webhook-allow-unsigned, or turn the receiver off with --webhook-bind-address=0")
+
+// checkWebhook refuses a receiver without a secret unless unsigned deliveries are allowed: a
+// configuration error is reported once at start, not found out later by whoever floods it.
+func (o Options) checkWebhook() error {
+	if o.webhookEnabled() && len(bytes.TrimSpace(o.WebhookSecret)) == 0 && !o.WebhookAllowUnsigned {
+		return ErrUnsignedWebhook
+	}
+	return nil
 }

@@ -26,8 +26,10 @@ func setupControllers(mgr ctrl.Manager, clients *credentials.Clients, concurrenc
 	waker := runnerlist.NewWaker(mgr.GetClient())
 	store.OnRefresh = waker.OnRefresh
 
+	queue := stepqueue.NewReader(mgr.GetClient())
+	queue.Trust = clients
 	pools := &controllers.RunnerPoolReconciler{
-		Queue:    stepqueue.NewReader(mgr.GetClient()),
+		Queue:    queue,
 		Timings:  timings,
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("runnerpool-controller"),
@@ -38,11 +40,14 @@ func setupControllers(mgr ctrl.Manager, clients *credentials.Clients, concurrenc
 		return fmt.Errorf("set up runnerpool controller: %w", err)
 	}
 	runners := &controllers.RunnerReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("runner-controller"),
-		Clients:  clients,
-		Store:    store,
-		Wake:     waker.Events,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("runner-controller"),
+		Clients:   clients,
+		Store:     store,
+		Wake:      waker.Events,
+		// Nodes are read directly, never cached: see RunnerReconciler.NodeReader.
+		NodeReader: mgr.GetAPIReader(),
 	}
 	if err := runners.SetupWithManager(mgr, concurrency); err != nil {
 		return fmt.Errorf("set up runner controller: %w", err)

@@ -19,19 +19,32 @@ type Lister interface {
 	ListRunners(ctx context.Context, s bitbucket.Scope) ([]bitbucket.Runner, error)
 }
 
-// Key identifies a scope on one Bitbucket installation. Two pools with different credentials
-// for the same scope see the same runners, so the credential is not part of the key.
+// Key identifies a scope on one Bitbucket installation, and whose list it is. Every credential
+// that has listed the scope itself sees the same runners there, so they share one list: the key
+// of that list has no Credential. A credential that has not (yet) has lists of its own, keyed by
+// a hash of it, so a pool with wrong credentials, or with credentials for another workspace,
+// never reads what another pool's credentials listed (docs/adr/0021-tenant-isolation.md).
 type Key struct {
 	APIURL string
 	Scope  bitbucket.Scope
+	// Credential is the hash of the credential whose own list this is; empty for the list shared
+	// by every credential proven on the scope.
+	Credential string
 }
 
 func (k Key) String() string {
+	s := fmt.Sprintf("%s %s", k.APIURL, k.Scope.Workspace)
 	if k.Scope.Repository != "" {
-		return fmt.Sprintf("%s %s/%s", k.APIURL, k.Scope.Workspace, k.Scope.Repository)
+		s += "/" + k.Scope.Repository
 	}
-	return fmt.Sprintf("%s %s", k.APIURL, k.Scope.Workspace)
+	if k.Credential != "" {
+		s += " credential " + k.Credential[:min(8, len(k.Credential))]
+	}
+	return s
 }
+
+// Shared is the key of the scope's list shared by proven credentials.
+func (k Key) Shared() Key { return Key{APIURL: k.APIURL, Scope: k.Scope} }
 
 // Snapshot is one observation of a scope. It is immutable once published; writers copy it.
 type Snapshot struct {
@@ -235,18 +248,37 @@ func (s *Store) Forget(k Key, uuid string) {
 	s.update(k, func(m map[string]bitbucket.Runner) { delete(m, uuid) })
 }
 
+// update applies one of the operator's own changes to every list of the scope, shared or a
+// credential's own: what the operator did in Bitbucket is a fact about the scope, and a reader
+// whose key changes (its credential just proved itself) must still see it.
 func (s *Store) update(k Key, apply func(map[string]bitbucket.Runner)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.entries[k]
-	if e == nil {
-		e = &entry{}
-		s.entries[k] = e
+	if s.entries[k] == nil {
+		s.entries[k] = &entry{}
 	}
-	if e.inflight != nil {
-		e.changes = append(e.changes, apply)
+	for key, e := range s.entries {
+		if key.Shared() != k.Shared() {
+			continue
+		}
+		if e.inflight != nil {
+			e.changes = append(e.changes, apply)
+		}
+		if e.snap != nil {
+			e.snap = e.snap.with(apply)
+		}
 	}
-	if e.snap != nil {
-		e.snap = e.snap.with(apply)
+}
+
+// Drop forgets a credential's own list (one Bitbucket refused, or no pool uses any more), so
+// that credentials that come and go leave nothing behind. The shared lists stay.
+func (s *Store) Drop(k Key) {
+	if k.Credential == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.entries[k]; e != nil && e.inflight == nil {
+		delete(s.entries, k)
 	}
 }

@@ -138,6 +138,59 @@ func TestBuildPodGolden(t *testing.T) {
 			}),
 			runner: newRunner(),
 		},
+		{
+			name: "private-registry-docker-settings",
+			pool: newPool(func(p *v1alpha1.RunnerPool) {
+				mtu := int32(1450)
+				p.Spec.Runner.Image = "registry.internal:5000/atlassian/bitbucket-pipelines-runner:1"
+				p.Spec.Runner.Images = v1alpha1.StepImages{
+					Pause:     "registry.internal:5000/google/pause:3.9",
+					AuthProxy: "registry.internal:5000/atlassian/bitbucket-pipelines-auth-proxy:prod-stable",
+					Clone:     "registry.internal:5000/atlassian/bitbucket-pipelines-dvcs-tools:prod-stable",
+				}
+				p.Spec.Docker.Image = "registry.internal:5000/library/docker:dind"
+				p.Spec.Docker.RegistryMirrors = []string{"https://registry.internal:5000"}
+				p.Spec.Docker.MTU = &mtu
+				p.Spec.Docker.CACertificates = []v1alpha1.RegistryCA{{
+					Registry: "registry.internal:5000", ConfigMapRef: &v1alpha1.ConfigMapKeyReference{Name: "registry-ca", Key: "ca.crt"},
+				}}
+				p.Spec.Docker.Proxy = &v1alpha1.DockerProxy{HTTPSProxy: "http://proxy.internal:3128", NoProxy: "registry.internal,.svc"}
+				p.Spec.Docker.DaemonConfig = &v1alpha1.ConfigMapKeyReference{Name: "dockerd", Key: "daemon.json"}
+				p.Spec.Docker.PullSecretRef = &v1alpha1.SecretReference{Name: "registry"}
+				p.Spec.Template.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "registry"}}
+			}),
+			runner: newRunner(),
+		},
+		{
+			name: "template-spec",
+			pool: newPool(func(p *v1alpha1.RunnerPool) {
+				p.Spec.Template.Metadata.Labels = map[string]string{"team": "platform"}
+				p.Spec.Template.Spec = &corev1.PodSpec{
+					SecurityContext: &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+						MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
+						LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{v1alpha1.LabelPool: testPool}},
+					}},
+					DNSConfig:   &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptr("2")}}},
+					HostAliases: []corev1.HostAlias{{IP: "10.0.0.5", Hostnames: []string{"registry.internal"}}},
+					Tolerations: []corev1.Toleration{{Key: "ci", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+					Volumes:     []corev1.Volume{{Name: "maven", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "maven-settings"}}}}},
+					Containers: []corev1.Container{
+						{
+							Name:         RunnerContainerName,
+							Env:          []corev1.EnvVar{{Name: "JAVA_OPTS", Value: "-Xmx384m"}},
+							VolumeMounts: []corev1.VolumeMount{{Name: "maven", MountPath: "/etc/maven", ReadOnly: true}},
+						},
+						{Name: "metrics", Image: "registry.internal:5000/exporter:1", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9100}}},
+					},
+					InitContainers: []corev1.Container{{
+						Name:      DockerContainerName,
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}},
+					}},
+				}
+			}),
+			runner: newRunner(),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,7 @@ type runnerInputs struct {
 	Memory           *resource.Quantity           `json:"memory,omitempty"`
 	Resources        *corev1.ResourceRequirements `json:"resources,omitempty"`
 	Env              []corev1.EnvVar              `json:"env,omitempty"`
+	Images           v1alpha1.StepImages          `json:"images,omitzero"`
 }
 
 // inputsOf copies the pod-shaping part of the pool spec and fills in the defaults. The copy
@@ -52,6 +53,7 @@ func inputsOf(pool *v1alpha1.RunnerPool) podInputs {
 			Memory:           spec.Runner.Memory,
 			Resources:        spec.Runner.Resources,
 			Env:              spec.Runner.Env,
+			Images:           spec.Runner.Images,
 		},
 		Docker:   spec.Docker,
 		Template: spec.Template,

@@ -160,8 +160,13 @@ func TestRunnerContainerIsUnprivilegedInEveryMode(t *testing.T) {
 			if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 				t.Errorf("runner container may gain privileges: %+v", sc)
 			}
-			if sc != nil && sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
-				t.Errorf("runner container adds capabilities %v", sc.Capabilities.Add)
+			if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+				t.Errorf("runner container does not drop every capability: %+v", sc)
+			} else if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"}) {
+				t.Errorf("runner container keeps capabilities %v, want only CHOWN, DAC_OVERRIDE and FOWNER (the working directory's files)", sc.Capabilities.Add)
+			}
+			if sc == nil || sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("runner container is not under the runtime's default seccomp profile: %+v", sc)
 			}
 			if pod.Spec.HostNetwork || pod.Spec.HostPID || pod.Spec.HostIPC {
 				t.Error("runner pod shares a host namespace")

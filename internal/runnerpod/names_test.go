@@ -2,6 +2,7 @@ package runnerpod
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,5 +167,38 @@ func TestTemplateHash(t *testing.T) {
 	})
 	if TemplateHash(oneCPU) != TemplateHash(thousandMillis) {
 		t.Error("cpu 1 and 1000m hash differently")
+	}
+}
+
+func TestOutOfScope(t *testing.T) {
+	pool := newPool(func(p *v1alpha1.RunnerPool) { p.UID = "0a1b2c3d-1111-2222-3333-444455556666" })
+	repoPool := newPool(func(p *v1alpha1.RunnerPool) {
+		p.UID = "0a1b2c3d-1111-2222-3333-444455556666"
+		p.Spec.Bitbucket.Repository = "{aaaaaaaa-0000-0000-0000-000000000001}"
+	})
+	tests := []struct {
+		name   string
+		pool   *v1alpha1.RunnerPool
+		runner *v1alpha1.Runner
+		want   string // part of the reason; "" when in scope
+	}{
+		{"the pool's own runner", pool, newRunner(), ""},
+		{"the workspace spelled another way", pool, newRunner(func(r *v1alpha1.Runner) {
+			r.Spec.Workspace = v1alpha1.BitbucketUUID(strings.ToUpper(strings.Trim(testWorkspace, "{}")))
+		}), ""},
+		{"another workspace", pool, newRunner(func(r *v1alpha1.Runner) { r.Spec.Workspace = "{bbbbbbbb-0000-0000-0000-000000000000}" }), "workspace"},
+		{"a repository of a workspace pool", pool, newRunner(func(r *v1alpha1.Runner) { r.Spec.Repository = "{aaaaaaaa-0000-0000-0000-000000000001}" }), "repository"},
+		{"no repository for a repository pool", repoPool, newRunner(), "repository"},
+		{"the repository pool's repository", repoPool, newRunner(func(r *v1alpha1.Runner) { r.Spec.Repository = "{AAAAAAAA-0000-0000-0000-000000000001}" }), ""},
+		{"another pool's marker", pool, newRunner(func(r *v1alpha1.Runner) { r.Spec.BitbucketName = "rp-99999999-" + testRunner }), "marker"},
+		{"no marker", pool, newRunner(func(r *v1alpha1.Runner) { r.Spec.BitbucketName = "production-runner-1" }), "marker"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := OutOfScope(tt.pool, tt.runner)
+			if (got == "") != (tt.want == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("OutOfScope = %q, want a reason about %q", got, tt.want)
+			}
+		})
 	}
 }

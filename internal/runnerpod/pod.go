@@ -97,6 +97,10 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 		return nil, err
 	}
 	in := inputsOf(pool)
+	overlay, err := liftTemplateSpec(&in)
+	if err != nil {
+		return nil, err
+	}
 	workDir := in.Runner.WorkingDirectory
 	if err := checkWorkingDirectory(workDir); err != nil {
 		return nil, err
@@ -128,15 +132,23 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	if err != nil {
 		return nil, err
 	}
-	volumes, err := buildVolumes(workVolume, storageVolume, in.Template.Volumes)
+	settings, err := buildDaemonSettings(in.Docker, in.Runner.Images)
 	if err != nil {
 		return nil, err
 	}
-	runnerMounts, err := buildRunnerMounts(workDir, in.Template.VolumeMounts, volumes)
+	volumes, err := buildVolumes(workVolume, storageVolume, settings.volumes, in.Template.Volumes)
 	if err != nil {
 		return nil, err
 	}
-	env, err := buildRunnerEnv(r, workspace, repository, uuid, workDir, in.Runner.Env)
+	runnerMounts, err := buildRunnerMounts(workDir, settings.runnerMounts, in.Template.VolumeMounts, volumes)
+	if err != nil {
+		return nil, err
+	}
+	env, err := buildRunnerEnv(r, workspace, repository, uuid, workDir, settings.runnerEnv, in.Runner.Env)
+	if err != nil {
+		return nil, err
+	}
+	initContainers, err := dockerContainers(in.Docker, workDir, dockerResources, settings, volumes)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +159,7 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 	}
 	noToken, noServiceLinks := false, false
 
-	return &corev1.Pod{
+	pod := &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        PodName(r),
@@ -169,7 +181,7 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 			ImagePullSecrets:              in.Template.ImagePullSecrets,
 			PriorityClassName:             in.Template.PriorityClassName,
 			RuntimeClassName:              in.Template.RuntimeClassName,
-			InitContainers:                append(layerCacheContainers(in.Docker), dockerContainers(in.Docker, workDir, dockerResources)...),
+			InitContainers:                append(layerCacheContainers(in.Docker), initContainers...),
 			Containers: []corev1.Container{{
 				Name:                     RunnerContainerName,
 				Image:                    in.Runner.Image,
@@ -178,14 +190,42 @@ func buildPod(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, uuid string) (*core
 				Resources:                runnerResources,
 				VolumeMounts:             runnerMounts,
 				TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-				SecurityContext: &corev1.SecurityContext{
-					Privileged:               ptr(false),
-					AllowPrivilegeEscalation: ptr(false),
-				},
+				SecurityContext:          runnerSecurityContext(),
 			}},
 			Volumes: volumes,
 		},
-	}, nil
+	}
+	if err := mergeTemplateSpec(&pod.Spec, overlay); err != nil {
+		return nil, err
+	}
+	return pod, nil
+}
+
+// runnerCapabilities are the only capabilities the runner container keeps. The agent runs as
+// root in its image and talks to docker-in-docker over a unix socket, which needs none. What it
+// does need is to manage the working directory it shares with the build containers: it writes
+// each step's files there and removes them after the step, and build containers leave files
+// owned by their own users (any uid a build image runs as, subordinate ids in Rootless mode), so
+// root needs CAP_DAC_OVERRIDE and CAP_FOWNER to read, replace and delete them and CAP_CHOWN to
+// hand files to a build's user. The rest of the runtime's default set (NET_RAW, SETUID, SETGID,
+// KILL, MKNOD, SYS_CHROOT, SETPCAP, SETFCAP, FSETID, NET_BIND_SERVICE, AUDIT_WRITE) is dropped:
+// the agent opens no raw sockets, switches no users and binds no ports.
+var runnerCapabilities = []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"}
+
+// runnerSecurityContext is the runner container's: never privileged, no privilege escalation
+// (no setuid binary can raise it), the runtime's default seccomp profile, and only the
+// capabilities of runnerCapabilities. docker-in-docker is a separate container, so none of this
+// constrains the builds.
+func runnerSecurityContext() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		Privileged:               ptr(false),
+		AllowPrivilegeEscalation: ptr(false),
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  slices.Clone(runnerCapabilities),
+		},
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
 }
 
 // checkDockerMode refuses a mode the daemon cannot start in.
@@ -214,12 +254,25 @@ func checkDockerMode(docker v1alpha1.DockerSpec, runtimeClassName *string) error
 // container that keeps running. The kubelet starts it, and waits for its startup probe, before
 // the runner starts, and stops it after the runner has ended, so the runner never sees a missing
 // daemon. A rootless daemon first needs its volumes handed to its user.
-func dockerContainers(docker v1alpha1.DockerSpec, workDir string, resources corev1.ResourceRequirements) []corev1.Container {
+func dockerContainers(docker v1alpha1.DockerSpec, workDir string, resources corev1.ResourceRequirements, settings daemonSettings, volumes []corev1.Volume) ([]corev1.Container, error) {
 	daemon := dockerContainer(docker, workDir, resources)
-	if docker.Mode != v1alpha1.DockerModeRootless {
-		return []corev1.Container{daemon}
+	// The pool's daemon settings come after the operator's own flags, and the user's after
+	// those (the CRD refuses user flags that would move the socket or the data root).
+	daemon.Args = append(append(daemon.Args, settings.args...), docker.Args...)
+	env, err := buildDaemonEnv(settings.env, docker.Env)
+	if err != nil {
+		return nil, err
 	}
-	return []corev1.Container{volumeOwnerContainer(docker.Image), daemon}
+	daemon.Env = env
+	mounts, err := buildDaemonMounts(append(daemon.VolumeMounts, settings.mounts...), docker.VolumeMounts, volumes)
+	if err != nil {
+		return nil, err
+	}
+	daemon.VolumeMounts = mounts
+	if docker.Mode != v1alpha1.DockerModeRootless {
+		return []corev1.Container{daemon}, nil
+	}
+	return []corev1.Container{volumeOwnerContainer(docker.Image), daemon}, nil
 }
 
 func dockerContainer(docker v1alpha1.DockerSpec, workDir string, resources corev1.ResourceRequirements) corev1.Container {
@@ -259,10 +312,7 @@ func dockerContainer(docker v1alpha1.DockerSpec, workDir string, resources corev
 		Image:         docker.Image,
 		RestartPolicy: ptr(corev1.ContainerRestartPolicyAlways),
 		Args:          args,
-		Env: []corev1.EnvVar{
-			// An empty cert dir turns off the image's TLS setup, which only serves TCP.
-			{Name: "DOCKER_TLS_CERTDIR", Value: ""},
-		},
+		// The environment (TLS off first) is buildDaemonEnv's.
 		Resources: resources,
 		VolumeMounts: []corev1.VolumeMount{
 			// The same path as in the runner: the runner asks this daemon to bind-mount
@@ -513,14 +563,16 @@ func buildWorkVolume(source *v1alpha1.WorkVolumeSource) (corev1.Volume, error) {
 	return volume, nil
 }
 
-// buildVolumes returns the pod's own volumes followed by the user's, in the user's order.
-func buildVolumes(work, storage corev1.Volume, user []corev1.Volume) ([]corev1.Volume, error) {
+// buildVolumes returns the pod's own volumes, those of the docker settings, then the user's, in
+// the user's order.
+func buildVolumes(work, storage corev1.Volume, settings, user []corev1.Volume) ([]corev1.Volume, error) {
 	volumes := []corev1.Volume{
 		work,
 		{Name: dockerRunVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: dockerContainersVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		storage,
 	}
+	volumes = append(volumes, settings...)
 	seen := make(map[string]bool, len(volumes)+len(user))
 	for _, v := range volumes {
 		seen[v.Name] = true
@@ -542,7 +594,8 @@ func buildVolumes(work, storage corev1.Volume, user []corev1.Volume) ([]corev1.V
 
 func isOwnVolume(name string) bool {
 	switch name {
-	case workVolumeName, dockerRunVolumeName, dockerContainersVolumeName, dockerStorageVolumeName:
+	case workVolumeName, dockerRunVolumeName, dockerContainersVolumeName, dockerStorageVolumeName,
+		daemonConfigVolumeName, registryCertsVolumeName, clientConfigVolumeName:
 		return true
 	}
 	return false
@@ -551,12 +604,13 @@ func isOwnVolume(name string) bool {
 // buildRunnerMounts returns the runner container's mounts: the work volume at the working
 // directory, the docker socket directory, the build containers' logs read-only, then the
 // user's mounts.
-func buildRunnerMounts(workDir string, user []corev1.VolumeMount, volumes []corev1.Volume) ([]corev1.VolumeMount, error) {
+func buildRunnerMounts(workDir string, settings, user []corev1.VolumeMount, volumes []corev1.Volume) ([]corev1.VolumeMount, error) {
 	mounts := []corev1.VolumeMount{
 		{Name: workVolumeName, MountPath: workDir},
 		{Name: dockerRunVolumeName, MountPath: dockerRunPath},
 		{Name: dockerContainersVolumeName, MountPath: dockerContainersPath, ReadOnly: true},
 	}
+	mounts = append(mounts, settings...)
 	volumeNames := make(map[string]bool, len(volumes))
 	for _, v := range volumes {
 		volumeNames[v.Name] = true
@@ -567,7 +621,7 @@ func buildRunnerMounts(workDir string, user []corev1.VolumeMount, volumes []core
 		switch {
 		case m.MountPath == "" || !path.IsAbs(mountPath):
 			return nil, fmt.Errorf("spec.template.volumeMounts: mount of volume %q needs an absolute mountPath, got %q", m.Name, m.MountPath)
-		case !volumeNames[m.Name]:
+		case !volumeNames[m.Name] || isOwnVolume(m.Name):
 			return nil, fmt.Errorf("spec.template.volumeMounts: mount at %s refers to volume %q, which is not in spec.template.volumes", m.MountPath, m.Name)
 		case mountPath == workDir || isUnder(mountPath, workDir):
 			return nil, fmt.Errorf("spec.template.volumeMounts: mount at %s is inside the working directory %s, "+
@@ -576,6 +630,8 @@ func buildRunnerMounts(workDir string, user []corev1.VolumeMount, volumes []core
 			return nil, fmt.Errorf("spec.template.volumeMounts: mount at %s would hide the docker socket", m.MountPath)
 		case mountPath == dockerContainersPath || isUnder(mountPath, dockerContainersPath):
 			return nil, fmt.Errorf("spec.template.volumeMounts: mount at %s would hide the build containers' logs", m.MountPath)
+		case mountPath == clientConfigDir || isUnder(mountPath, clientConfigDir):
+			return nil, fmt.Errorf("spec.template.volumeMounts: mount at %s would hide the docker client configuration of spec.docker.pullSecretRef", m.MountPath)
 		case paths[mountPath]:
 			return nil, fmt.Errorf("spec.template.volumeMounts: two mounts at %s", m.MountPath)
 		}
@@ -588,7 +644,7 @@ func buildRunnerMounts(workDir string, user []corev1.VolumeMount, volumes []core
 // buildRunnerEnv returns the variables the runner needs, then the user's. A user variable with
 // a required name is dropped: the runner must talk to its own Bitbucket runner and daemon. A
 // later user variable with the name of an earlier one replaces it, as the kubelet would.
-func buildRunnerEnv(r *v1alpha1.Runner, workspace, repository, uuid, workDir string, user []corev1.EnvVar) ([]corev1.EnvVar, error) {
+func buildRunnerEnv(r *v1alpha1.Runner, workspace, repository, uuid, workDir string, owned []ownedEnv, user []corev1.EnvVar) ([]corev1.EnvVar, error) {
 	secretName := SecretName(r)
 	env := []corev1.EnvVar{{Name: EnvAccountUUID, Value: workspace}}
 	if repository != "" {
@@ -602,6 +658,12 @@ func buildRunnerEnv(r *v1alpha1.Runner, workspace, repository, uuid, workDir str
 		corev1.EnvVar{Name: EnvRuntimePrerequisitesEnabled, Value: "true"},
 		corev1.EnvVar{Name: EnvDockerHost, Value: dockerSocketURL},
 	)
+	// Variables that pool fields set (the step images, the docker client configuration) may
+	// not be set in spec.runner.env as well.
+	env, err := withOwnedEnv(env, owned, "spec.runner.env", user)
+	if err != nil {
+		return nil, err
+	}
 	position := map[string]int{}
 	for _, v := range user {
 		if v.Name == "" {
@@ -644,6 +706,9 @@ func podLabels(pool *v1alpha1.RunnerPool, r *v1alpha1.Runner, user map[string]st
 	}
 	labels[v1alpha1.LabelPool] = pool.Name
 	labels[v1alpha1.LabelRunner] = r.Name
+	// Only the operator says a runner is busy: a template label must not put idle pods under
+	// the pool's PodDisruptionBudget.
+	delete(labels, v1alpha1.LabelBusy)
 	return labels
 }
 

@@ -3,6 +3,7 @@ package runnerpod
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -25,6 +26,20 @@ func Ready(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// ReadySince is when the pod last became ready, as its Ready condition says; zero when it is
+// not ready.
+func ReadySince(pod *corev1.Pod) time.Time {
+	if !Ready(pod) {
+		return time.Time{}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
 }
 
 // EndReason names why a pod ended, from its containers' termination states.

@@ -3,8 +3,10 @@ package runnerpod
 import (
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func waiting(name, reason, message string) corev1.ContainerStatus {
@@ -121,6 +123,33 @@ func TestEndReason(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := EndReason(&corev1.Pod{Status: tt.pod}); got != tt.want {
 				t.Errorf("podEndReason = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReadySince(t *testing.T) {
+	at := metav1.NewTime(time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC))
+	pod := func(phase corev1.PodPhase, ready corev1.ConditionStatus) *corev1.Pod {
+		return &corev1.Pod{Status: corev1.PodStatus{Phase: phase, Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue},
+			{Type: corev1.PodReady, Status: ready, LastTransitionTime: at},
+		}}}
+	}
+	tests := []struct {
+		name string
+		pod  *corev1.Pod
+		want time.Time
+	}{
+		{"a ready pod: when its Ready condition turned true", pod(corev1.PodRunning, corev1.ConditionTrue), at.Time},
+		{"a running pod not ready yet", pod(corev1.PodRunning, corev1.ConditionFalse), time.Time{}},
+		{"a pending pod", pod(corev1.PodPending, corev1.ConditionFalse), time.Time{}},
+		{"a pod without conditions", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodRunning}}, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ReadySince(tt.pod); !got.Equal(tt.want) {
+				t.Errorf("ReadySince = %s, want %s", got, tt.want)
 			}
 		})
 	}

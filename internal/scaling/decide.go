@@ -67,9 +67,12 @@ type Runner struct {
 	// Recycle is true when the runner should be replaced once idle (maxAge, maxSteps, a
 	// changed pod template).
 	Recycle bool
-	// Spent is true for an ephemeral runner that has run its one step. Once idle it goes at
-	// once, whatever the scale-down delay, and it no longer counts as capacity.
+	// Spent is true for an ephemeral runner that has run its one step, or a runner retired
+	// because its node is drained. Once idle it goes at once, whatever the scale-down delay,
+	// and it no longer counts as capacity.
 	Spent bool
+	// NodeDrain is true for a runner retired because its node is drained.
+	NodeDrain bool
 	// PendingTooLong is true for a starting runner whose pod has waited for a node longer than
 	// the pending timeout. It stays capacity (creating more would only add Pending pods) and the
 	// pool reports it.
@@ -181,7 +184,8 @@ func Decide(in Input) Decision {
 		case r.Drain:
 		case r.State == Stuck:
 			d.Replace = append(d.Replace, r.Name)
-		case r.Spent && r.State == Idle:
+		case r.Spent && (r.State == Idle || r.State == Starting):
+			// Idle, or disabled by the Runner controller and so not ONLINE: either way done.
 			d.Drain = append(d.Drain, r.Name)
 		}
 	}

@@ -225,6 +225,33 @@ func TestQueuePolicyAddsWaitingSteps(t *testing.T) {
 	})
 }
 
+// A saturated IdleBuffer pool reads the queue (ReadsQueue); what it reads counts as under the
+// Queue policy, so a burst gets runners for all its steps at once.
+func TestASaturatedIdleBufferPoolCountsTheStepsItRead(t *testing.T) {
+	idleBuffer := func(queued int, runners ...scaling.Runner) scaling.Input {
+		in := pool(1, runners...)
+		in.Min, in.Max, in.Queued = 1, 10, queued
+		return in
+	}
+	runDecideCases(t, []decideCase{
+		{
+			name: "the burst seen at the first poll: one runner busy, 19 waiting, up to max at once",
+			in:   idleBuffer(19, busy("b1")),
+			want: want{Desired: 10, Create: 9},
+		},
+		{
+			name: "without the queue the same pool grows by its buffer only",
+			in:   idleBuffer(0, busy("b1")),
+			want: want{Desired: 2, Create: 1},
+		},
+		{
+			name: "a few waiting steps: one runner each, and the buffer",
+			in:   idleBuffer(2, busy("b1"), busy("b2"), busy("b3")),
+			want: want{Desired: 6, Create: 3},
+		},
+	})
+}
+
 // The defaults of runners-autoscaler's percentageRunnersIdle strategy.
 var autoscalerDefaults = scaling.PercentageIdleParams{
 	ScaleUpThreshold: 0.5, ScaleDownThreshold: 0.2, ScaleUpMultiplier: 1.5, ScaleDownMultiplier: 0.5,
@@ -611,8 +638,8 @@ func TestDecisionInvariants(t *testing.T) {
 			if r.State == scaling.Busy && above <= 0 {
 				fail("a busy runner is never drained while the pool is within max (drained %s)", name)
 			}
-			if r.State == scaling.Starting && above <= 0 {
-				fail("a starting runner is only drained above max (drained %s)", name)
+			if r.State == scaling.Starting && above <= 0 && !r.Spent {
+				fail("a starting runner is only drained above max, or spent (drained %s)", name)
 			}
 			if r.State == scaling.Idle && above <= 0 && !r.Recycle && !r.Spent && in.Now.Sub(r.IdleSince) < in.ScaleDownDelay {
 				fail("within max only idle runners past scaleDownDelay are drained (drained %s)", name)
@@ -686,6 +713,11 @@ func TestEphemeralRunners(t *testing.T) {
 			name: "a spent runner still running its step is busy and stays",
 			in:   pool(1, spent(busy("e1"))),
 			want: want{Desired: 2, Create: 1},
+		},
+		{
+			name: "a spent runner that was disabled at its step (no longer ONLINE, so not idle) goes once the step ends",
+			in:   pool(1, spent(scaling.Runner{Name: "e1", State: scaling.Starting, IdleSince: now})),
+			want: want{Desired: 1, Create: 1, Drain: []string{"e1"}},
 		},
 		{
 			name: "at max the replacement of a spent runner waits until it is gone",

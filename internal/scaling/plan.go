@@ -7,6 +7,10 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/runnerlist"
 )
 
+// reasonNodeDraining is the Retiring condition's reason for a runner whose node is drained
+// (controllers.ReasonNodeDraining, which this package cannot import).
+const reasonNodeDraining = "NodeDraining"
+
 // DefaultOfflineGrace is how long a runner that was ONLINE may stay OFFLINE or UNHEALTHY (an
 // agent restart, a network blip) before it is replaced, unless the operator is told otherwise.
 const DefaultOfflineGrace = 2 * time.Minute
@@ -18,6 +22,7 @@ const (
 	ReasonRecycle           = "recycle"
 	ReasonLabelsChanged     = "labels_changed"
 	ReasonEphemeralStepDone = "ephemeral_step_done"
+	ReasonNodeDrain         = "node_drain"
 	ReasonNeededAgain       = "needed_again"
 	ReasonFailedToStart     = "failed_to_start"
 )
@@ -36,6 +41,9 @@ type Observation struct {
 	Queued int
 	// TemplateHash is the hash of the pod the pool's runners should run.
 	TemplateHash string
+	// Schedule, when set, is what the pool's schedules give it now (EvaluateSchedules): its
+	// minRunners and idleRunners replace the spec's.
+	Schedule *Schedule
 	// OfflineGrace is DefaultOfflineGrace when zero.
 	OfflineGrace time.Duration
 	Now          time.Time
@@ -91,6 +99,9 @@ func PlanPool(o Observation) Plan {
 		grace = DefaultOfflineGrace
 	}
 	in := decisionInput(o.Pool, o.Runners, o.Snapshot, o.Now, o.TemplateHash, grace)
+	if o.Schedule != nil {
+		in.Min, in.IdleRunners = min(int(o.Schedule.MinRunners), in.Max), int(o.Schedule.IdleRunners)
+	}
 	for _, name := range o.Unseen {
 		in.Runners = append(in.Runners, Runner{Name: name, State: Starting, IdleSince: o.Now})
 	}

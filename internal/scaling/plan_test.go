@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 	"github.com/runnerpool/runnerpool-operator/internal/fixture"
@@ -53,6 +55,13 @@ func TestPlanPool(t *testing.T) {
 	offline.listed.State.Status = bitbucket.RunnerStatusOffline
 	offline.listed.State.UpdatedOn = fixture.Ago(scaling.DefaultOfflineGrace + time.Second)
 	ephemeral := fixture.Pool(func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Ephemeral = true })
+	retiredBusy := online(pool, "retired-busy", "{step-1}", time.Minute, fixture.DisabledAgo(time.Second),
+		fixture.WithCondition(v1alpha1.ConditionRetiring, metav1.ConditionTrue, "NodeDraining", time.Second))
+	retiredBusy.listed.State.Status = bitbucket.RunnerStatusDisabled
+	retiredDone := online(pool, "retired-done", "", time.Second, fixture.DisabledAgo(time.Minute),
+		fixture.WithCondition(v1alpha1.ConditionRetiring, metav1.ConditionTrue, "NodeDraining", time.Minute))
+	retiredDone.listed.State.Status = bitbucket.RunnerStatusDisabled
+	ephemeralBusy := online(ephemeral, "first-step", "{step-1}", time.Second)
 	needed := online(pool, "needed", "", time.Hour, fixture.Draining(), fixture.DisabledAgo(time.Second))
 	needed.listed.State.Status = bitbucket.RunnerStatusDisabled
 
@@ -110,6 +119,28 @@ func TestPlanPool(t *testing.T) {
 			pool:        ephemeral,
 			runners:     []planRunner{online(ephemeral, "spent", "", time.Second, fixture.StepsStarted(1))},
 			want:        map[string]planWant{"spent": {scaling.Drain, scaling.ReasonEphemeralStepDone}},
+			wantCreate:  1,
+			wantSummary: scaling.Summary{Counts: scaling.Counts{Draining: 1}, Replicas: 1},
+		},
+		{
+			name:        "an ephemeral runner the list shows busy before its status does is spent: its replacement is created now",
+			pool:        ephemeral,
+			runners:     []planRunner{ephemeralBusy},
+			want:        map[string]planWant{"first-step": {scaling.Keep, ""}},
+			wantCreate:  1,
+			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1}, Replicas: 1, Ready: 1},
+		},
+		{
+			name:        "a busy runner retired for a node drain finishes its step, and an idle runner is created for the pool",
+			runners:     []planRunner{retiredBusy},
+			want:        map[string]planWant{"retired-busy": {scaling.Keep, ""}},
+			wantCreate:  1,
+			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1}, Replicas: 1, Ready: 1},
+		},
+		{
+			name:        "a runner retired for a node drain, disabled and done with its step, goes at once",
+			runners:     []planRunner{retiredDone},
+			want:        map[string]planWant{"retired-done": {scaling.Drain, scaling.ReasonNodeDrain}},
 			wantCreate:  1,
 			wantSummary: scaling.Summary{Counts: scaling.Counts{Draining: 1}, Replicas: 1},
 		},

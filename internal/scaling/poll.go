@@ -64,3 +64,20 @@ func FreshnessCutoff(now time.Time, poll time.Duration, requested time.Time) tim
 	}
 	return cutoff
 }
+
+// WakeShare is the part of a credential's hourly request budget that requested polls (webhook
+// wakes, a user's annotation) may spend: a requested poll reads Bitbucket before the pool's
+// next poll only while more than this share of the budget is left.
+const WakeShare = 2
+
+// HonoursWake reports whether a requested poll may read Bitbucket ahead of the pool's own pace.
+// While more than half of the credential's hourly budget is left it may; below that, wakes wait
+// for the next poll. However many webhooks arrive, wakes then spend at most half the budget, and
+// the polls that keep pools scaling (stretched only below a quarter, see PollInterval) keep the
+// rest. budget is nil when the client keeps none.
+func HonoursWake(budget Budget) bool {
+	if budget == nil || budget.Limit() <= 0 {
+		return true
+	}
+	return budget.Remaining() > budget.Limit()/WakeShare
+}

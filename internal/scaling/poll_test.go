@@ -79,3 +79,26 @@ func TestFreshnessCutoff(t *testing.T) {
 		})
 	}
 }
+
+func TestWakesSpendAtMostHalfTheBudget(t *testing.T) {
+	tests := []struct {
+		name   string
+		budget scaling.Budget
+		want   bool
+	}{
+		{"no budget kept", nil, true},
+		{"no limit known", budget{remaining: 0, limit: 0}, true},
+		{"budget untouched", budget{remaining: 1000, limit: 1000}, true},
+		{"just over half left", budget{remaining: 501, limit: 1000}, true},
+		{"half left", budget{remaining: 500, limit: 1000}, false},
+		{"a quarter left: polls stretch, wakes wait", budget{remaining: 250, limit: 1000}, false},
+		{"spent", budget{remaining: 0, limit: 1000}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := scaling.HonoursWake(tt.budget); got != tt.want {
+				t.Errorf("HonoursWake = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}

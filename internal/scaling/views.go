@@ -35,7 +35,12 @@ func decisionInput(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, snap *r
 		v := runnerView(pool, &runners[i], snap, now, offlineGrace)
 		_, relabelled := labelsChangedInBitbucket(&runners[i], snap)
 		v.Recycle = recycleReason(pool, &runners[i], hash, now) != "" || relabelled
-		v.Spent = pool.Spec.Runner.Ephemeral && runners[i].Status.StepsStarted > 0
+		// Spent: an ephemeral runner seen with a step (by its status or the newer list), or a
+		// runner the Runner controller retired (disabled at once: an ephemeral runner's step,
+		// a drained node). Either is replaced and goes as soon as it is idle.
+		v.Spent = pool.Spec.Runner.Ephemeral && (runners[i].Status.StepsStarted > 0 || v.State == Busy) ||
+			meta.IsStatusConditionTrue(runners[i].Status.Conditions, v1alpha1.ConditionRetiring)
+		v.NodeDrain = conditionReason(runners[i].Status.Conditions, v1alpha1.ConditionRetiring) == reasonNodeDraining
 		in.Runners = append(in.Runners, v)
 	}
 	return in
@@ -133,6 +138,8 @@ func drainReason(in Input, name string) string {
 			continue
 		}
 		switch {
+		case r.NodeDrain:
+			return ReasonNodeDrain
 		case r.Spent:
 			return ReasonEphemeralStepDone
 		case r.Recycle:

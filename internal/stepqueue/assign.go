@@ -46,6 +46,27 @@ func Assign(steps []WaitingStep, pools []Pool) map[string][]WaitingStep {
 	return out
 }
 
+// wantedBy is the rule a refresh of one repository reads pipelines again by:
+// a waiting step matters when one of the pools could take it, which are the
+// same for every pool of the workspace that reads the repository.
+func wantedBy(pools []Pool, workspace, repository string) Wanted {
+	var serving []poolLabels
+	for _, p := range pools {
+		pl := poolLabels{Pool: p, labels: labelSet(p.Labels)}
+		if pl.serves(WaitingStep{Workspace: workspace, Repository: repository}) {
+			serving = append(serving, pl)
+		}
+	}
+	return func(runsOn []string) bool {
+		for i := range serving {
+			if serving[i].covers(runsOn) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 type poolLabels struct {
 	Pool
 	labels map[string]bool

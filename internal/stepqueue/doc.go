@@ -14,8 +14,10 @@
 // better to scale for one step too few than to start runners nobody uses.
 //
 // Store makes reading cheap: one refresh per repository per poll interval,
-// shared by every caller, the steps of a pipeline read again only when they
-// may have changed, and each commit's file read once. Assign then hands
+// shared by every caller, each commit's file read once, the steps of a
+// PENDING pipeline taken from its file, and the steps of a running pipeline
+// read only when its listing shows a change the rules cannot follow or it
+// holds a waiting step some pool wants (stepsPlan). Assign then hands
 // each step to exactly one pool, so pools whose labels overlap do not both
 // scale up for it.
 //

@@ -2,6 +2,7 @@ package stepqueue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -27,10 +28,22 @@ const repositoryListTTL = 10 * time.Minute
 type Reader struct {
 	Reader client.Reader
 	Steps  *Store
+	// Trust says which credentials have proven themselves. Steps go only to pools whose own
+	// credential has listed their scope, and a repository's reading is shared only by
+	// credentials that have read that repository themselves. Nil trusts every pool and
+	// shares every reading (unit tests).
+	Trust Trust
 
 	mu      sync.Mutex
-	repos   map[string]repoList                       // by API URL + workspace
-	waiting map[client.ObjectKey]map[string]time.Time // a pool's waiting steps at its last read
+	repos   map[string]repoList            // by API URL + workspace
+	waiting map[client.ObjectKey]poolWaits // a pool's waiting steps at its last read
+}
+
+// poolWaits are the steps waiting for a pool at its last read (by WaitingStep.ID, when each was
+// first seen) and the time of that read.
+type poolWaits struct {
+	at    time.Time
+	steps map[string]time.Time
 }
 
 type repoList struct {
@@ -38,9 +51,20 @@ type repoList struct {
 	repos []string
 }
 
+// Trust is what the Reader needs to know of credentials; *credentials.Clients implements it.
+type Trust interface {
+	// Credential is the hash of the credential the pool reads with, "" when unknown.
+	Credential(pool *v1alpha1.RunnerPool) string
+	// PoolProven reports whether the pool's own credential has listed the pool's scope.
+	PoolProven(pool *v1alpha1.RunnerPool) bool
+	// Proven and Prove keep, per credential and scope, whether an authenticated call worked.
+	Proven(credential, scope string) bool
+	Prove(credential, scope string)
+}
+
 // NewReader returns a reader with its own caches.
 func NewReader(reader client.Reader) *Reader {
-	return &Reader{Reader: reader, Steps: NewStore(nil), repos: map[string]repoList{}, waiting: map[client.ObjectKey]map[string]time.Time{}}
+	return &Reader{Reader: reader, Steps: NewStore(nil), repos: map[string]repoList{}, waiting: map[client.ObjectKey]poolWaits{}}
 }
 
 // Queued returns the number of steps waiting for this pool: steps whose runs-on labels the
@@ -48,26 +72,54 @@ func NewReader(reader client.Reader) *Reader {
 // overlapping labels never both scale for the same step.
 func (q *Reader) Queued(ctx context.Context, pool *v1alpha1.RunnerPool, apiURL string, api bitbucket.QueueReader, notBefore time.Time) (int, error) {
 	ws := string(pool.Spec.Bitbucket.Workspace)
+	if q.Trust != nil && !q.Trust.PoolProven(pool) {
+		// Its credential has not listed its own scope: it sees no queue, and gets no step.
+		return 0, errNotProven
+	}
 	repos, err := q.repositories(ctx, pool, apiURL, api)
 	if err != nil {
 		return 0, err
-	}
-	var waiting []WaitingStep
-	for _, repo := range repos {
-		steps, err := q.Steps.Waiting(ctx, api, Key(apiURL, ws, repo), notBefore)
-		if err != nil {
-			return 0, fmt.Errorf("read the queue of repository %s: %w", repo, err)
-		}
-		waiting = append(waiting, steps...)
 	}
 	pools, err := q.poolsOfWorkspace(ctx, ws)
 	if err != nil {
 		return 0, err
 	}
+	var waiting []WaitingStep
+	for _, repo := range repos {
+		steps, err := q.readRepository(ctx, pool, api, Key(apiURL, ws, repo), notBefore, wantedBy(pools, ws, repo))
+		if err != nil {
+			return 0, fmt.Errorf("read the queue of repository %s: %w", repo, err)
+		}
+		waiting = append(waiting, steps...)
+	}
 	id := poolID(pool)
 	mine := Assign(waiting, pools)[id]
 	q.observeWaits(pool, mine)
 	return len(mine), nil
+}
+
+// errNotProven is the queue error of a pool whose credential has not worked yet.
+var errNotProven = errors.New("the pool's credentials have not listed its runners yet; the queue is read once they have")
+
+// readRepository reads the repository's waiting steps: the reading shared by every credential proven on
+// the repository when the pool's credential is one, else a reading of its own, which proves it.
+func (q *Reader) readRepository(ctx context.Context, pool *v1alpha1.RunnerPool, api bitbucket.QueueReader, k RepoKey, notBefore time.Time, wanted Wanted) ([]WaitingStep, error) {
+	if q.Trust == nil {
+		return q.Steps.WaitingFor(ctx, api, k, notBefore, wanted)
+	}
+	cred, scope := q.Trust.Credential(pool), "pipelines "+k.String()
+	if q.Trust.Proven(cred, scope) {
+		return q.Steps.WaitingFor(ctx, api, k, notBefore, wanted)
+	}
+	own := k
+	own.Credential = cred
+	steps, err := q.Steps.WaitingFor(ctx, api, own, notBefore, wanted)
+	if err == nil {
+		q.Trust.Prove(cred, scope)
+		// Its next read shares the repository's reading; its own is not needed any more.
+		q.Steps.Forget(own)
+	}
+	return steps, err
 }
 
 // QueueKey is the key under which the queue of a repository is read and shared. Every pool that
@@ -80,24 +132,34 @@ func Key(apiURL, workspace, repository string) RepoKey {
 }
 
 // observeWaits records, for steps that were waiting for the pool at its last read and are not
-// any more, how long they waited: the queue-to-start latency users feel.
+// any more, how long they waited: the queue-to-start latency users feel. A pool that reads the
+// queue only now and then (IdleBuffer: after a webhook, or while saturated) does not know when
+// a step it lost sight of started; a wait is recorded only when the last read is at most
+// maxObservedGap poll intervals old, so that it is right within a poll or two.
 func (q *Reader) observeWaits(pool *v1alpha1.RunnerPool, mine []WaitingStep) {
 	now := time.Now()
-	current := make(map[string]time.Time, len(mine))
+	current := poolWaits{at: now, steps: make(map[string]time.Time, len(mine))}
 	for _, s := range mine {
-		current[s.UUID] = s.FirstSeen
+		current.steps[s.ID()] = s.FirstSeen
 	}
 	key := client.ObjectKeyFromObject(pool)
 	q.mu.Lock()
 	prev := q.waiting[key]
 	q.waiting[key] = current
 	q.mu.Unlock()
-	for uuid, first := range prev {
-		if _, still := current[uuid]; !still && !first.IsZero() {
+	if now.Sub(prev.at) > maxObservedGap*pool.Spec.Scaling.PollInterval.Duration {
+		return
+	}
+	for id, first := range prev.steps {
+		if _, still := current.steps[id]; !still && !first.IsZero() {
 			metrics.StepWaitSeconds.WithLabelValues(pool.Namespace, pool.Name).Observe(now.Sub(first).Seconds())
 		}
 	}
 }
+
+// maxObservedGap is how many poll intervals may pass between two reads of a pool for the waits
+// of the steps that started in between to be recorded.
+const maxObservedGap = 2
 
 // Forget drops what the reader remembers of a deleted pool.
 func (q *Reader) Forget(pool client.ObjectKey) {
@@ -115,7 +177,12 @@ func (q *Reader) repositories(ctx context.Context, pool *v1alpha1.RunnerPool, ap
 		return pool.Spec.Scaling.Repositories, nil
 	}
 	ws := string(pool.Spec.Bitbucket.Workspace)
+	// A repository list is never shared across credentials: it costs one request per
+	// credential every repositoryListTTL.
 	key := apiURL + " " + ws
+	if q.Trust != nil {
+		key += " " + q.Trust.Credential(pool)
+	}
 	q.mu.Lock()
 	cached, ok := q.repos[key]
 	q.mu.Unlock()
@@ -156,6 +223,10 @@ func (q *Reader) poolsOfWorkspace(ctx context.Context, workspace string) ([]Pool
 	for i := range list.Items {
 		p := &list.Items[i]
 		if !bitbucket.SameUUID(string(p.Spec.Bitbucket.Workspace), workspace) || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if q.Trust != nil && !q.Trust.PoolProven(p) {
+			// A pool whose credentials never worked would take steps it cannot run.
 			continue
 		}
 		pools = append(pools, Pool{ID: poolID(p), Workspace: string(p.Spec.Bitbucket.Workspace),

@@ -28,25 +28,39 @@ const (
 	pipelineFile  = "bitbucket-pipelines.yml"
 )
 
-// RepoKey names one repository on one Bitbucket installation.
+// RepoKey names one repository on one Bitbucket installation, and whose reading it is: the
+// reading shared by every credential proven on the repository has no Credential; a credential
+// not proven there reads with its own (see Reader).
 type RepoKey struct {
 	APIURL     string
 	Workspace  string // workspace UUID with braces (or slug)
 	Repository string // repository UUID with braces (or slug)
+	// Credential is the hash of the credential whose own reading this is; empty when shared.
+	Credential string
 }
 
 func (k RepoKey) String() string {
-	return fmt.Sprintf("%s %s/%s", k.APIURL, k.Workspace, k.Repository)
+	s := fmt.Sprintf("%s %s/%s", k.APIURL, k.Workspace, k.Repository)
+	if k.Credential != "" {
+		s += " credential " + k.Credential[:min(8, len(k.Credential))]
+	}
+	return s
 }
 
 // WaitingStep is a pipeline step that waits for a runner.
 type WaitingStep struct {
+	// UUID is the step's UUID, or empty when the step is known from the
+	// pipeline file alone: the steps of a PENDING pipeline are not read (see
+	// Store). PipelineUUID and Position identify a step either way.
 	UUID         string
 	PipelineUUID string
-	BuildNumber  int
-	Name         string
-	Workspace    string // as in the RepoKey it was read with
-	Repository   string // as in the RepoKey it was read with
+	// Position is the step's index in its pipeline, in the order the steps
+	// API lists them (the file's order, parallel and stage steps flattened).
+	Position    int
+	BuildNumber int
+	Name        string
+	Workspace   string // as in the RepoKey it was read with
+	Repository  string // as in the RepoKey it was read with
 	// RunsOn is the step's runs-on labels from bitbucket-pipelines.yml at the
 	// pipeline's commit. Empty means the step is not for a self-hosted runner,
 	// or (with Reason set) that its labels could not be found. Shared with the
@@ -61,17 +75,28 @@ type WaitingStep struct {
 // SelfHosted reports a step that waits for a self-hosted runner.
 func (w WaitingStep) SelfHosted() bool { return len(w.RunsOn) > 0 }
 
+// ID identifies the step within this process, whether or not its UUID is
+// known yet: its pipeline and its position there.
+func (w WaitingStep) ID() string { return fmt.Sprintf("%s#%d", w.PipelineUUID, w.Position) }
+
+// Wanted reports whether a waiting step with these runs-on labels matters to
+// the caller: whether some pool it reads for could take the step. Steps of no
+// interest are still reported, but a pipeline is not read again for them.
+type Wanted func(runsOn []string) bool
+
 // Store keeps, per repository, the steps waiting for a runner, and per
 // commit the parsed runs-on labels of bitbucket-pipelines.yml. It is safe
 // for concurrent use.
 //
 // One refresh of a repository costs, against the hourly request budget:
 // 1 pipelines list (up to the client's page limit, 2 pages by default;
-// usually 1), plus 1 steps list per running pipeline read (at most
-// MaxPipelines) whose steps may have changed since the last refresh (see
-// reusable), plus 1 file read per commit not seen before that has a
-// waiting step. All of them are low priority, so they stop before the
-// reserve that runner creates and deletes depend on.
+// usually 1), plus 1 file read per commit not seen before that has a
+// waiting step, plus 1 steps list per running pipeline (at most
+// MaxPipelines) whose steps cannot be told otherwise (see stepsPlan): a
+// PENDING pipeline's steps come from its file, and a pipeline is read again
+// only when its listing shows a change the rules cannot follow, or when it
+// still holds a waiting step some pool wants. All of them are low priority,
+// so they stop before the reserve that runner creates and deletes depend on.
 type Store struct {
 	// MaxPipelines caps the running pipelines read per refresh (default 20).
 	// Set before first use.
@@ -90,20 +115,24 @@ type Store struct {
 type entry struct {
 	snap     *snapshot
 	inflight *call
-	// firstSeen remembers, per running pipeline, when each of its steps was
-	// first seen waiting.
-	firstSeen map[string]map[string]time.Time
+	// firstSeen remembers, per running pipeline, when each of its steps (by
+	// position) was first seen waiting.
+	firstSeen map[string]map[int]time.Time
 	// steps holds, per running pipeline, its steps as last read, so a
 	// pipeline that cannot have changed is not read again.
 	steps map[string]readSteps
 }
 
-// readSteps is one steps list of a pipeline and the pipeline as it was
-// listed when the steps were read.
+// readSteps is what is known of a pipeline's steps and the pipeline as it
+// was listed then: read from the steps API, or told by the pipeline file and
+// the pipeline's state (stepsPlan).
 type readSteps struct {
 	at       time.Time
 	pipeline bitbucket.Pipeline
 	steps    []bitbucket.Step
+	// labels are the steps' runs-on labels as resolved then; nil when no
+	// step waited.
+	labels []resolution
 }
 
 type snapshot struct {
@@ -138,11 +167,20 @@ func NewStore(now func() time.Time) *Store {
 // of the caller that started it. Steps come oldest pipeline first, in
 // pipeline order within a pipeline.
 func (s *Store) Waiting(ctx context.Context, api bitbucket.QueueReader, k RepoKey, notBefore time.Time) ([]WaitingStep, error) {
+	return s.WaitingFor(ctx, api, k, notBefore, nil)
+}
+
+// WaitingFor is Waiting with the caller's rule of which steps matter: a
+// refresh it starts reads a running pipeline again, for a step that may have
+// started unseen, only when wanted accepts that step's labels (nil accepts
+// any self-hosted step). Callers sharing a repository should pass the same
+// rule, since a refresh runs with the rule of the caller that started it.
+func (s *Store) WaitingFor(ctx context.Context, api bitbucket.QueueReader, k RepoKey, notBefore time.Time, wanted Wanted) ([]WaitingStep, error) {
 	for {
 		s.mu.Lock()
 		e := s.entries[k]
 		if e == nil {
-			e = &entry{firstSeen: map[string]map[string]time.Time{}, steps: map[string]readSteps{}}
+			e = &entry{firstSeen: map[string]map[int]time.Time{}, steps: map[string]readSteps{}}
 			s.entries[k] = e
 		}
 		if e.snap != nil && !e.snap.at.Before(notBefore) {
@@ -173,7 +211,7 @@ func (s *Store) Waiting(ctx context.Context, api bitbucket.QueueReader, k RepoKe
 		known := maps.Clone(e.steps)
 		s.mu.Unlock()
 
-		s.run(ctx, api, k, e, c, known)
+		s.run(ctx, api, k, e, c, known, wanted)
 		if c.err != nil {
 			return nil, c.err
 		}
@@ -205,7 +243,7 @@ func (s *Store) Forget(k RepoKey) {
 }
 
 // run performs one shared refresh and publishes its result.
-func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e *entry, c *call, known map[string]readSteps) {
+func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e *entry, c *call, known map[string]readSteps, wanted Wanted) {
 	var r *reading
 	defer func() {
 		// Runs on panic too, so that callers sharing this refresh never hang.
@@ -224,7 +262,7 @@ func (s *Store) run(ctx context.Context, api bitbucket.QueueReader, k RepoKey, e
 		close(c.done)
 	}()
 	var err error
-	r, err = s.read(bitbucket.WithPriority(ctx, bitbucket.PriorityLow), api, k, c.started, known)
+	r, err = s.read(bitbucket.WithPriority(ctx, bitbucket.PriorityLow), api, k, c.started, known, wanted)
 	if err != nil {
 		c.err = fmt.Errorf("waiting steps of %s: %w", k, err)
 	}
@@ -248,10 +286,12 @@ func (ps *pipelineSteps) anyWaiting() bool {
 	return slices.ContainsFunc(ps.steps, bitbucket.Step.Waiting)
 }
 
-// read lists the running pipelines, the steps of the newest MaxPipelines of
-// them (unless known holds steps that cannot have changed), and the pipeline
+// read lists the running pipelines and works out the steps of the newest
+// MaxPipelines of them: from what is known when the listing shows they
+// cannot have changed in a way that matters (stepsPlan), from the pipeline
+// file for a PENDING pipeline, and from the steps API otherwise; then the
 // file of each commit with waiting steps that is not cached yet.
-func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, at time.Time, known map[string]readSteps) (*reading, error) {
+func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, at time.Time, known map[string]readSteps, wanted Wanted) (*reading, error) {
 	log := s.Logger
 	if log.GetSink() == nil {
 		log = logr.Discard()
@@ -284,16 +324,54 @@ func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, 
 	}
 
 	read := make([]pipelineSteps, len(candidates))
-	var toRead []int
 	r.steps = map[string]readSteps{}
+	var toRead, fromFile []int
 	for i, p := range candidates {
-		if prev, ok := known[p.UUID]; ok && reusable(prev, p, at) {
+		prev, ok := known[p.UUID]
+		switch plan := stepsPlan(prev, ok, p, at, wanted); plan {
+		case planKeep:
 			read[i] = pipelineSteps{pipeline: p, steps: prev.steps}
 			r.steps[p.UUID] = prev
+		case planStarted:
+			rs := readSteps{at: at, pipeline: p, steps: startedAll(prev.steps, at)}
+			read[i] = pipelineSteps{pipeline: p, steps: rs.steps}
+			r.steps[p.UUID] = rs
+		case planFile:
+			fromFile = append(fromFile, i)
+		default:
+			toRead = append(toRead, i)
+		}
+	}
+
+	// A PENDING pipeline has started none of its steps: they are the steps
+	// of the section of its file it runs, every one waiting. The file is
+	// read for their labels in any case, so this saves the steps list.
+	var pendingKeys []commitKey
+	for _, i := range fromFile {
+		if key, ok := fileKey(k, candidates[i]); ok {
+			pendingKeys = append(pendingKeys, key)
+		}
+	}
+	files, err := s.fetchFiles(ctx, api, k, pendingKeys)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range fromFile {
+		p := candidates[i]
+		key, ok := fileKey(k, p)
+		steps, told := []bitbucket.Step(nil), false
+		if ok {
+			steps, told = pendingSteps(p, files[key])
+		}
+		if !told {
+			toRead = append(toRead, i)
 			continue
 		}
-		toRead = append(toRead, i)
+		read[i] = pipelineSteps{pipeline: p, steps: steps}
+		r.steps[p.UUID] = readSteps{at: at, pipeline: p, steps: steps}
 	}
+
+	slices.Sort(toRead)
 	fresh := make([]readSteps, len(toRead))
 	err = forEach(ctx, len(toRead), func(ctx context.Context, j int) error {
 		p := candidates[toRead[j]]
@@ -315,7 +393,13 @@ func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, 
 	}
 	read = slices.DeleteFunc(read, func(ps pipelineSteps) bool { return ps.pipeline.UUID == "" })
 
-	files, err := s.readFiles(ctx, api, k, read)
+	var waitingKeys []commitKey
+	for i := range read {
+		if key, ok := fileKey(k, read[i].pipeline); ok && read[i].anyWaiting() {
+			waitingKeys = append(waitingKeys, key)
+		}
+	}
+	more, err := s.fetchFiles(ctx, api, k, waitingKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -324,10 +408,13 @@ func (s *Store) read(ctx context.Context, api bitbucket.QueueReader, k RepoKey, 
 		if !ps.anyWaiting() {
 			continue
 		}
-		ps.labels = labelsOf(k, ps, files)
+		ps.labels = labelsOf(k, ps, more)
+		rs := r.steps[ps.pipeline.UUID]
+		rs.labels = ps.labels
+		r.steps[ps.pipeline.UUID] = rs
 		for j, st := range ps.steps {
 			if reason := ps.labels[j].reason; reason != "" && st.Waiting() {
-				log.V(1).Info("runs-on labels of a waiting step not found", "pipeline", ps.pipeline.UUID, "step", st.UUID, "reason", reason)
+				log.V(1).Info("runs-on labels of a waiting step not found", "pipeline", ps.pipeline.UUID, "step", st.UUID, "position", j, "reason", reason)
 			}
 		}
 	}
@@ -354,18 +441,13 @@ func labelsOf(k RepoKey, ps *pipelineSteps, files map[commitKey]parsedFile) []re
 	return out
 }
 
-// readFiles returns the parsed pipeline file of every commit with waiting
-// steps, fetching those the cache lacks: one request per commit. A missing
-// or broken file is cached like a good one, since a commit's file never
-// changes.
-func (s *Store) readFiles(ctx context.Context, api bitbucket.QueueReader, k RepoKey, read []pipelineSteps) (map[commitKey]parsedFile, error) {
+// fetchFiles returns the parsed pipeline file of each commit, fetching
+// those the cache lacks: one request per commit. A missing or broken file is
+// cached like a good one, since a commit's file never changes.
+func (s *Store) fetchFiles(ctx context.Context, api bitbucket.QueueReader, k RepoKey, keys []commitKey) (map[commitKey]parsedFile, error) {
 	files := map[commitKey]parsedFile{}
 	var missing []commitKey
-	for i := range read {
-		key, ok := fileKey(k, read[i].pipeline)
-		if !ok || !read[i].anyWaiting() {
-			continue
-		}
+	for _, key := range keys {
 		if _, done := files[key]; done || slices.Contains(missing, key) {
 			continue
 		}
@@ -424,18 +506,18 @@ func (r *reading) publish(e *entry, at time.Time) []WaitingStep {
 	var out []WaitingStep
 	for _, ps := range r.read {
 		previous := e.firstSeen[ps.pipeline.UUID]
-		seen := map[string]time.Time{}
+		seen := map[int]time.Time{}
 		for i, st := range ps.steps {
 			if !st.Waiting() {
 				continue
 			}
-			first, ok := previous[st.UUID]
+			first, ok := previous[i]
 			if !ok {
 				first = at
 			}
-			seen[st.UUID] = first
+			seen[i] = first
 			out = append(out, WaitingStep{
-				UUID: st.UUID, PipelineUUID: ps.pipeline.UUID, BuildNumber: ps.pipeline.BuildNumber, Name: st.Name,
+				UUID: st.UUID, PipelineUUID: ps.pipeline.UUID, Position: i, BuildNumber: ps.pipeline.BuildNumber, Name: st.Name,
 				Workspace: r.key.Workspace, Repository: r.key.Repository,
 				RunsOn: ps.labels[i].runsOn, Reason: ps.labels[i].reason, FirstSeen: first,
 			})
@@ -449,41 +531,133 @@ func (r *reading) publish(e *entry, at time.Time) []WaitingStep {
 	return out
 }
 
-// reusable reports whether the steps of pipeline p, read earlier as prev,
-// are still what a new read would return, so the read can be skipped.
+// readPlan is how a refresh learns the steps of a running pipeline.
+type readPlan int
+
+const (
+	// planRead: list its steps.
+	planRead readPlan = iota
+	// planKeep: what is known (prev) is what a read would return, as far as
+	// any pool can tell.
+	planKeep
+	// planStarted: the one step the pipeline had waiting has started.
+	planStarted
+	// planFile: the pipeline is PENDING and not known: its steps are the
+	// ones its file lists (pendingSteps), or read when the file cannot say.
+	planFile
+)
+
+// stepsPlan decides, from the pipeline as listed now and what is known of it
+// (prev, when known), whether its steps must be read. Bitbucket has no field
+// that changes whenever a step of a pipeline changes, but the pipeline's
+// state tells a lot, as long as the pipeline (UUID, build number) is the
+// same:
 //
-// The rule must never hide a step that started: a waiting step counted after
-// a runner took it makes the pool start a runner nobody uses. Bitbucket has
-// no field that changes whenever a step of a pipeline changes, but the
-// pipeline's state tells enough in two cases, as long as the pipeline (UUID,
-// build number) and its state (name, stage) are the same as at the read:
+//   - A PENDING pipeline has started none of its steps, since the first step
+//     to start turns it IN_PROGRESS: its steps wait as they did, however
+//     long ago they were learnt, and a new one's are those of its file.
+//   - A pipeline that was PENDING with one step and is IN_PROGRESS now has
+//     started that step: nothing else can have turned it.
+//   - An IN_PROGRESS pipeline in the same state whose steps had all started
+//     or finished: a started step never waits again within the same run, and
+//     a rerun goes through COMPLETED, which drops the pipeline from the
+//     running list and from what is known.
+//   - An IN_PROGRESS pipeline in the same state whose waiting steps no pool
+//     wants (cloud steps, steps whose labels cannot be read, labels no pool
+//     has): a step of it may have started, but no count changes with it.
 //
-//   - The pipeline is PENDING: none of its steps has started, since the first
-//     step to start turns it IN_PROGRESS. Its steps wait as they did.
-//   - Every step had started or finished at the read: a started step never
-//     waits again within the same run, and a rerun goes through COMPLETED,
-//     which drops the pipeline from the running list and from known.
-//
-// Anything else (an IN_PROGRESS pipeline with a step still waiting, the
-// usual case of sequential steps) is read at every refresh: a step may start
-// without the pipeline's state changing. StepsReuseTTL bounds the reuse in
-// case Bitbucket ever changes steps in a way these rules do not foresee.
-func reusable(prev readSteps, p bitbucket.Pipeline, at time.Time) bool {
-	if at.Sub(prev.at) >= StepsReuseTTL || at.Before(prev.at) {
-		return false
+// The rules must never hide a step that started from a pool that wants it:
+// a waiting step counted after a runner took it makes the pool start a
+// runner nobody uses. So an IN_PROGRESS pipeline with a wanted step still
+// waiting (the usual case of sequential steps) is read at every refresh: a
+// step may start without the pipeline's state changing. StepsReuseTTL bounds
+// the reuse of a running pipeline's steps, in case Bitbucket ever changes
+// steps in a way these rules do not foresee.
+func stepsPlan(prev readSteps, known bool, p bitbucket.Pipeline, at time.Time, wanted Wanted) readPlan {
+	pending := p.State.Name == bitbucket.StatePending
+	if !known || prev.pipeline.BuildNumber != p.BuildNumber {
+		if pending {
+			return planFile
+		}
+		return planRead
 	}
-	if prev.pipeline.BuildNumber != p.BuildNumber || !sameState(prev.pipeline.State, p.State) {
-		return false
+	if sameState(prev.pipeline.State, p.State) {
+		if pending {
+			return planKeep
+		}
+		if at.Sub(prev.at) >= StepsReuseTTL || at.Before(prev.at) {
+			return planRead
+		}
+		for i, st := range prev.steps {
+			if notStarted(st) && prev.matters(i, wanted) {
+				return planRead
+			}
+		}
+		return planKeep
 	}
-	if p.State.Name == bitbucket.StatePending {
+	switch {
+	case pending:
+		// Back to PENDING without a new build number: nothing known holds.
+		return planFile
+	case prev.pipeline.State.Name == bitbucket.StatePending && p.State.Name == bitbucket.StateInProgress &&
+		len(prev.steps) == 1 && notStarted(prev.steps[0]):
+		return planStarted
+	}
+	return planRead
+}
+
+// notStarted reports a step no runner has picked up and that did not end.
+func notStarted(st bitbucket.Step) bool {
+	return st.StartedOn.IsZero() && st.State.Name != bitbucket.StateCompleted
+}
+
+// matters reports whether step i, known not started, could count for a
+// pool: a step not waiting (a paused manual step, whose labels were not
+// resolved) or whose labels are unknown is assumed to; a cloud step or a
+// step whose labels the file does not give never counts.
+func (rs readSteps) matters(i int, wanted Wanted) bool {
+	if i >= len(rs.labels) {
 		return true
 	}
-	for _, st := range prev.steps {
-		if st.StartedOn.IsZero() && st.State.Name != bitbucket.StateCompleted {
-			return false
+	l := rs.labels[i]
+	if l.reason != "" || len(l.runsOn) == 0 {
+		return false
+	}
+	return wanted == nil || wanted(l.runsOn)
+}
+
+// startedAll returns the steps with every one not started marked started at
+// at: what the pipeline's state says when it cannot be read.
+func startedAll(steps []bitbucket.Step, at time.Time) []bitbucket.Step {
+	out := slices.Clone(steps)
+	for i := range out {
+		if notStarted(out[i]) {
+			out[i].State = bitbucket.StepState{Name: bitbucket.StateInProgress}
+			out[i].StartedOn = at
 		}
 	}
-	return true
+	return out
+}
+
+// pendingSteps returns the steps of a PENDING pipeline as its file lists
+// them, all waiting, in the order the steps API lists them: the steps of the
+// section the pipeline runs, parallel and stage steps flattened. ok is false
+// when the file cannot say (missing, broken, no section for the pipeline's
+// target, an empty section): the steps are read then.
+func pendingSteps(p bitbucket.Pipeline, file parsedFile) (steps []bitbucket.Step, ok bool) {
+	if file.reason != "" {
+		return nil, false
+	}
+	section, err := selectSection(p.Target, file.specs)
+	if err != nil {
+		return nil, false
+	}
+	for _, spec := range file.specs {
+		if spec.Section == section {
+			steps = append(steps, bitbucket.Step{Name: spec.Name, State: bitbucket.StepState{Name: bitbucket.StatePending}})
+		}
+	}
+	return steps, len(steps) > 0
 }
 
 func sameState(a, b bitbucket.PipelineState) bool {

@@ -95,6 +95,29 @@ func (e *simEnv) waiting() []WaitingStep {
 
 func (e *simEnv) calls() map[string]int { return e.sim.State().Calls }
 
+// ids names waiting steps by their bbsim UUIDs: the step's own when the store read it, else the
+// UUID of the step at its position in its pipeline (the steps of a PENDING pipeline come from its
+// file, which has no UUIDs).
+func (e *simEnv) ids(steps []WaitingStep) []string {
+	e.t.Helper()
+	byPipeline := map[string][]string{}
+	for _, st := range e.sim.State().Steps {
+		byPipeline[st.Pipeline] = append(byPipeline[st.Pipeline], st.UUID)
+	}
+	out := make([]string, 0, len(steps))
+	for _, st := range steps {
+		id := st.UUID
+		if id == "" && st.Position < len(byPipeline[st.PipelineUUID]) {
+			id = byPipeline[st.PipelineUUID][st.Position]
+		}
+		if st.UUID != "" && byPipeline[st.PipelineUUID][st.Position] != st.UUID {
+			e.t.Errorf("step %s is at position %d of pipeline %s, where bbsim has %s", st.UUID, st.Position, st.PipelineUUID, byPipeline[st.PipelineUUID][st.Position])
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
 func uuids(steps []WaitingStep) []string {
 	out := make([]string, 0, len(steps))
 	for _, st := range steps {
@@ -109,8 +132,8 @@ func TestEnqueuedStepsAreWaitingWithTheirLabels(t *testing.T) {
 	single := e.enqueue(1, 1, []string{"self.hosted", "linux.arm64"})
 
 	got := e.waiting()
-	if want := append(slices.Clone(parallel), single...); !slices.Equal(uuids(got), want) {
-		t.Fatalf("waiting steps %v, want %v (oldest pipeline first, in pipeline order)", uuids(got), want)
+	if want := append(slices.Clone(parallel), single...); !slices.Equal(e.ids(got), want) {
+		t.Fatalf("waiting steps %v, want %v (oldest pipeline first, in pipeline order)", e.ids(got), want)
 	}
 	for i, st := range got {
 		wantLabels, wantName := dockerSteps, []string{"Build 1", "Build 2", "Build 3", "Build 1"}[i]
@@ -133,7 +156,7 @@ func TestAStepPickedUpByARunnerLeavesTheList(t *testing.T) {
 	e := newSimEnv(t, 0)
 	ids := e.enqueue(2, 2, dockerSteps)
 	if got := e.waiting(); len(got) != 2 {
-		t.Fatalf("waiting steps %v, want both", uuids(got))
+		t.Fatalf("waiting steps %v, want both", e.ids(got))
 	}
 
 	ctx := context.Background()
@@ -154,37 +177,38 @@ func TestAStepPickedUpByARunnerLeavesTheList(t *testing.T) {
 		t.Errorf("first seen %v, want %v: the step was already waiting at the first reading", got[0].FirstSeen, t0)
 	}
 	calls := e.calls()
-	if calls[callPipelines] != 2 || calls[callSteps] != 2 || calls[callFile] != 1 {
-		t.Errorf("calls: pipelines %d, steps %d, file %d; want 2, 2, 1 (the file of a commit is read once)",
-			calls[callPipelines], calls[callSteps], calls[callFile])
+	if calls[callPipelines] != 2 || calls[callSteps] != 1 || calls[callFile] != 1 {
+		t.Errorf("calls: pipelines %d, steps %d, file %d; want 2, 1, 1 (the PENDING pipeline's steps come from its file, read once; "+
+			"they are read once it turns IN_PROGRESS with two steps)", calls[callPipelines], calls[callSteps], calls[callFile])
 	}
 }
 
-// One refresh costs one pipelines list, one steps list per running pipeline
-// and one file read per commit not seen before.
+// One refresh costs one pipelines list and one file read per commit not seen
+// before; the steps of PENDING pipelines come from their files, however long
+// they wait.
 func TestRefreshCost(t *testing.T) {
 	e := newSimEnv(t, 0)
 	e.enqueue(3, 1, dockerSteps) // three pipelines, three commits
 
 	e.waiting()
-	assertCalls(t, e.calls(), 1, 3, 3)
+	assertCalls(t, e.calls(), 1, 0, 3)
 
 	e.clock.Step(time.Minute)
 	e.waiting()
-	assertCalls(t, e.calls(), 2, 6, 3)
+	assertCalls(t, e.calls(), 2, 0, 3)
 
 	e.enqueue(1, 1, dockerSteps)
-	e.clock.Step(time.Minute)
+	e.clock.Step(10 * StepsReuseTTL)
 	if got := e.waiting(); len(got) != 4 {
-		t.Fatalf("waiting steps %v, want 4", uuids(got))
+		t.Fatalf("waiting steps %v, want 4", e.ids(got))
 	}
-	assertCalls(t, e.calls(), 3, 10, 4)
+	assertCalls(t, e.calls(), 3, 0, 4)
 
 	// A reading at or after notBefore is served from the store.
 	if _, err := e.store.Waiting(context.Background(), e.client, e.key, e.clock.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	assertCalls(t, e.calls(), 3, 10, 4)
+	assertCalls(t, e.calls(), 3, 0, 4)
 }
 
 func assertCalls(t *testing.T, calls map[string]int, pipelines, steps, files int) {
@@ -200,10 +224,10 @@ func TestOnlyTheNewestRunningPipelinesAreRead(t *testing.T) {
 	e.store.MaxPipelines = 2
 	ids := e.enqueue(4, 1, dockerSteps)
 
-	if got := e.waiting(); !slices.Equal(uuids(got), ids[2:]) {
-		t.Fatalf("waiting steps %v, want the two newest %v", uuids(got), ids[2:])
+	if got := e.waiting(); !slices.Equal(e.ids(got), ids[2:]) {
+		t.Fatalf("waiting steps %v, want the two newest %v", e.ids(got), ids[2:])
 	}
-	assertCalls(t, e.calls(), 1, 2, 2)
+	assertCalls(t, e.calls(), 1, 0, 2)
 }
 
 // Steps that keep waiting keep the time they were first seen; a step seen
@@ -217,9 +241,10 @@ func TestFirstSeenSurvivesRefreshes(t *testing.T) {
 
 	got := e.waiting()
 	if len(got) != 2 {
-		t.Fatalf("waiting steps %v, want 2", uuids(got))
+		t.Fatalf("waiting steps %v, want 2", e.ids(got))
 	}
-	seen := map[string]time.Time{got[0].UUID: got[0].FirstSeen, got[1].UUID: got[1].FirstSeen}
+	ids := e.ids(got)
+	seen := map[string]time.Time{ids[0]: got[0].FirstSeen, ids[1]: got[1].FirstSeen}
 	if !seen[first[0]].Equal(t0) || !seen[second[0]].Equal(t0.Add(time.Minute)) {
 		t.Errorf("first seen %v, want %s at %v and %s at %v", seen, first[0], t0, second[0], t0.Add(time.Minute))
 	}
@@ -278,14 +303,14 @@ func TestConcurrentCallersShareOneRefresh(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatalf("Waiting: %v", err)
 		}
-		if got := <-results; !slices.Equal(uuids(got), ids) {
-			t.Errorf("a caller got %v, want %v", uuids(got), ids)
+		if got := <-results; !slices.Equal(e.ids(got), ids) {
+			t.Errorf("a caller got %v, want %v", e.ids(got), ids)
 		}
 	}
 	if n := reader.lists.Load(); n != 1 {
 		t.Errorf("%d pipelines lists, want 1 shared by %d callers", n, callers)
 	}
-	assertCalls(t, e.calls(), 1, 1, 1)
+	assertCalls(t, e.calls(), 1, 0, 1)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -305,13 +330,13 @@ func TestReadsAreLowPriority(t *testing.T) {
 	e := newSimEnv(t, 10) // 10 per hour, 1 held back for high priority
 	e.enqueue(3, 1, dockerSteps)
 	ctx := context.Background()
-	for range 3 {
+	for range 6 {
 		if _, err := e.client.ListRunners(ctx, bitbucket.Scope{Workspace: bbsim.DefaultWorkspaceUUID}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The refresh needs 7 requests: 3 + 7 fits the budget but not the part
-	// of it that low priority may use.
+	// The refresh needs 4 requests (a list and three files): 6 + 4 fits the
+	// budget but not the part of it that low priority may use.
 	_, err := e.store.Waiting(bitbucket.WithPriority(ctx, bitbucket.PriorityHigh), e.client, e.key, e.clock.Now())
 	if !bitbucket.IsBudgetExhausted(err) {
 		t.Fatalf("Waiting = %v, want the budget refused as for low priority", err)
@@ -509,8 +534,8 @@ func TestStepsAreReadAgainOnlyWhenTheyMayHaveChanged(t *testing.T) {
 	refresh := func(wantWaiting []string, wantSteps int, why string) {
 		t.Helper()
 		e.clock.Step(5 * time.Second)
-		if got := e.waiting(); !slices.Equal(uuids(got), wantWaiting) {
-			t.Fatalf("%s: waiting steps %v, want %v", why, uuids(got), wantWaiting)
+		if got := e.waiting(); !slices.Equal(e.ids(got), wantWaiting) {
+			t.Fatalf("%s: waiting steps %v, want %v", why, e.ids(got), wantWaiting)
 		}
 		if got := e.calls()[callSteps]; got != wantSteps {
 			t.Errorf("%s: %d steps lists in all, want %d", why, got, wantSteps)
@@ -518,25 +543,133 @@ func TestStepsAreReadAgainOnlyWhenTheyMayHaveChanged(t *testing.T) {
 	}
 	all := append(slices.Clone(single), sequential...)
 
-	refresh(all, 3, "first refresh: every pipeline is read")
-	refresh(all, 3, "nothing started: the PENDING pipelines are not read again")
+	refresh(all, 0, "first refresh: the PENDING pipelines' steps come from their files")
+	refresh(all, 0, "nothing started: the PENDING pipelines are not read")
 
 	connect("docker-1") // takes the oldest step, the only one of the first pipeline
-	refresh(all[1:], 4, "the pipeline whose step started turned IN_PROGRESS and is read again")
-	refresh(all[1:], 4, "every step of that pipeline started: it is not read again")
+	refresh(all[1:], 0, "the pipeline of one step turned IN_PROGRESS: its step started, no need to read it")
+	refresh(all[1:], 0, "every step of that pipeline started: it is not read")
 
 	connect("docker-2") // takes the second single step
 	connect("docker-3") // takes the first step of the sequential pipeline
-	refresh(sequential[1:], 6, "both changed pipelines are read")
-	refresh(sequential[1:], 7, "a pipeline with a step still waiting is read at every refresh")
+	refresh(sequential[1:], 1, "the pipeline of two steps turned IN_PROGRESS and is read")
+	refresh(sequential[1:], 2, "a pipeline with a step still waiting is read at every refresh")
 
 	connect("docker-4") // takes the last waiting step; its pipeline's state does not change
-	refresh(nil, 8, "the step that started without its pipeline changing state is seen at once")
-	refresh(nil, 8, "every step of every pipeline started: nothing is read again")
+	refresh(nil, 3, "the step that started without its pipeline changing state is seen at once")
+	refresh(nil, 3, "every step of every pipeline started: nothing is read again")
 
 	e.clock.Step(StepsReuseTTL)
-	refresh(nil, 11, "steps older than StepsReuseTTL are read again")
+	refresh(nil, 6, "steps of running pipelines older than StepsReuseTTL are read again")
 	if files := e.calls()[callFile]; files != 3 {
 		t.Errorf("%d file reads, want 3: one per commit", files)
 	}
 }
+
+// A running pipeline whose waiting steps no pool wants is not read again:
+// whether they start changes no count.
+func TestPipelinesWithoutWantedWaitingStepsAreNotReadAgain(t *testing.T) {
+	const mixedYML = `
+pipelines:
+  default:
+    - step: {name: Build, runs-on: [self.hosted, linux, docker], script: [make]}
+    - step: {name: Test, runs-on: [self.hosted, linux, gpu], script: [make test]}
+    - step: {name: Deploy, script: [make deploy]}
+`
+	steps := []bitbucket.Step{
+		{UUID: "build", Name: "Build", State: runningStep, StartedOn: t0},
+		{UUID: "test", Name: "Test", State: pendingStep},
+		{UUID: "deploy", Name: "Deploy", State: pendingStep},
+	}
+	docker := func(runsOn []string) bool { return slices.Contains(runsOn, "docker") }
+	gpu := func(runsOn []string) bool { return slices.Contains(runsOn, "gpu") }
+	tests := []struct {
+		name      string
+		wanted    Wanted
+		wantReads int
+	}{
+		{"no pool has the waiting step's labels", docker, 1},
+		{"a pool has them", gpu, 3},
+		{"any self-hosted step is wanted", nil, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := &fakeReader{
+				pipelines: []bitbucket.Pipeline{pipeline("{p}", "abcdef1", t0)},
+				steps:     map[string][]bitbucket.Step{"{p}": steps},
+				files:     map[string]string{"abcdef1": mixedYML},
+			}
+			c := clocktesting.NewFakeClock(t0)
+			store := NewStore(c.Now)
+			k := RepoKey{Workspace: "ws", Repository: "repo"}
+			for range 3 {
+				got, err := store.WaitingFor(context.Background(), f, k, c.Now(), tt.wanted)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 2 || got[0].UUID != "test" || got[1].UUID != "deploy" {
+					t.Fatalf("waiting steps %v, want test and deploy, reported whoever wants them", uuids(got))
+				}
+				c.Step(10 * time.Second)
+			}
+			if f.stepCalls != tt.wantReads {
+				t.Errorf("%d steps lists in 3 refreshes, want %d", f.stepCalls, tt.wantReads)
+			}
+		})
+	}
+}
+
+// stepsPlan decides from the listing alone whether a pipeline's steps must be read.
+func TestStepsPlan(t *testing.T) {
+	pending := func() bitbucket.Pipeline {
+		p := pipeline("{p}", "abcdef1", t0)
+		p.BuildNumber, p.State = 7, bitbucket.PipelineState{Name: bitbucket.StatePending}
+		return p
+	}
+	running := func() bitbucket.Pipeline {
+		p := pending()
+		p.State = bitbucket.PipelineState{Name: bitbucket.StateInProgress, Stage: &bitbucket.NamedState{Name: "RUNNING"}}
+		return p
+	}
+	rerun := running()
+	rerun.BuildNumber = 8
+	waiting := bitbucket.Step{Name: "Build", State: pendingStep}
+	started := bitbucket.Step{Name: "Build", State: runningStep, StartedOn: t0}
+	selfHosted := []resolution{{runsOn: dockerSteps}}
+	cloud := []resolution{{}}
+	known := func(p bitbucket.Pipeline, labels []resolution, steps ...bitbucket.Step) readSteps {
+		return readSteps{at: t0, pipeline: p, steps: steps, labels: labels}
+	}
+	tests := []struct {
+		name  string
+		prev  *readSteps
+		now   bitbucket.Pipeline
+		after time.Duration
+		want  readPlan
+	}{
+		{"a new PENDING pipeline: its file", nil, pending(), 0, planFile},
+		{"a new running pipeline: read", nil, running(), 0, planRead},
+		{"still PENDING, however long after", ptr(known(pending(), selfHosted, waiting)), pending(), time.Hour, planKeep},
+		{"PENDING with one step, now IN_PROGRESS: it started", ptr(known(pending(), selfHosted, waiting)), running(), 0, planStarted},
+		{"PENDING with two steps, now IN_PROGRESS: read", ptr(known(pending(), nil, waiting, waiting)), running(), 0, planRead},
+		{"running, a wanted step waits: read", ptr(known(running(), []resolution{{}, {runsOn: dockerSteps}}, started, waiting)), running(), time.Second, planRead},
+		{"running, only a cloud step waits", ptr(known(running(), []resolution{{}, {}}, started, waiting)), running(), time.Second, planKeep},
+		{"running, labels of a waiting step unknown: read", ptr(known(running(), nil, started, waiting)), running(), time.Second, planRead},
+		{"running, every step started", ptr(known(running(), nil, started)), running(), time.Second, planKeep},
+		{"running, every step started, past the reuse TTL: read", ptr(known(running(), nil, started)), running(), StepsReuseTTL, planRead},
+		{"a new build number: read", ptr(known(running(), cloud, started)), rerun, time.Second, planRead},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var prev readSteps
+			if tt.prev != nil {
+				prev = *tt.prev
+			}
+			if got := stepsPlan(prev, tt.prev != nil, tt.now, t0.Add(tt.after), nil); got != tt.want {
+				t.Errorf("stepsPlan = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

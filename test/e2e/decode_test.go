@@ -35,8 +35,9 @@ spec:
 
 // edgeCase is a pool at an edge of the schema: either the API server rejects it with a message
 // naming the field (reject), or it accepts it and the operator reconciles it, reporting Ready
-// with any reason but InvalidSpec, or with InvalidSpec when reason says so (a schemaless field
-// of the wrong shape, which the schema cannot refuse).
+// with any reason but InvalidSpec, or with the reason given (InvalidSpec for a schemaless field
+// of the wrong shape, which the schema cannot refuse; InvalidPodTemplate for a template spec
+// that clashes with the operator's pod).
 type edgeCase struct {
 	name   string
 	edit   func(spec map[string]any)
@@ -56,6 +57,11 @@ func percentageIdle(up, down, upMul, downMul any) func(map[string]any) {
 	return allOf(harness.SetField("scaling.policy", "PercentageIdle"), harness.SetField("scaling.percentageIdle", map[string]any{
 		"scaleUpThreshold": up, "scaleDownThreshold": down, "scaleUpMultiplier": upMul, "scaleDownMultiplier": downMul,
 	}))
+}
+
+func schedule(w map[string]any) func(map[string]any) {
+	w["name"] = "window"
+	return harness.SetField("schedules", []any{w})
 }
 
 func withVolume(v map[string]any) func(map[string]any) {
@@ -154,6 +160,20 @@ var edgeCases = []edgeCase{
 	{name: "decimal not a number", edit: percentageIdle("half", "0.2", "1.5", "0.5"), reject: "spec.scaling.percentageIdle.scaleUpThreshold"},
 	{name: "decimal a JSON number", edit: percentageIdle(0.5, "0.2", "1.5", "0.5"), reject: "spec.scaling.percentageIdle.scaleUpThreshold"},
 
+	// Schedules: HH:MM from 00:00 to 24:00, IANA zones (one the schema accepts and Go does not
+	// know is reported, not fatal), weekdays by their abbreviation.
+	{name: "schedule whole day", edit: schedule(map[string]any{"start": "00:00", "end": "24:00", "minRunners": int64(0)})},
+	{name: "schedule past midnight in a zone", edit: schedule(map[string]any{"start": "22:00", "end": "06:00", "timeZone": "America/Argentina/Buenos_Aires", "days": []any{"Fri", "Sat"}, "idleRunners": int64(0)})},
+	{name: "schedule start 24:00", edit: schedule(map[string]any{"start": "24:00", "end": "06:00", "minRunners": int64(0)}), reject: "start must be before 24:00"},
+	{name: "schedule start equals end", edit: schedule(map[string]any{"start": "08:00", "end": "08:00", "minRunners": int64(0)}), reject: "start and end must differ"},
+	{name: "schedule hour 25", edit: schedule(map[string]any{"start": "25:00", "end": "06:00", "minRunners": int64(0)}), reject: "spec.schedules[0].start"},
+	{name: "schedule time without a colon", edit: schedule(map[string]any{"start": "0800", "end": "0900", "minRunners": int64(0)}), reject: "spec.schedules[0].start"},
+	{name: "schedule lowercase day", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "days": []any{"mon"}, "minRunners": int64(0)}), reject: "spec.schedules[0].days[0]"},
+	{name: "schedule setting nothing", edit: schedule(map[string]any{"start": "08:00", "end": "09:00"}), reject: "a schedule sets minRunners, idleRunners or both"},
+	{name: "schedule minimum above max", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "minRunners": int64(11)}), reject: "a schedule's minRunners must not be greater than maxRunners"},
+	{name: "schedule zone with spaces", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "timeZone": "Europe/Paris ", "minRunners": int64(0)}), reject: "spec.schedules[0].timeZone"},
+	{name: "schedule zone Go does not know (reported)", edit: schedule(map[string]any{"start": "08:00", "end": "09:00", "timeZone": "Mars/Olympus_Mons", "minRunners": int64(0)})},
+
 	// Raw fields of the wrong shape, and unknown fields.
 	{name: "runner a string", edit: harness.SetField("runner", "big"), reject: "spec.runner"},
 	{name: "labels a string", edit: harness.SetField("labels", "docker"), reject: "spec.labels"},
@@ -165,6 +185,40 @@ var edgeCases = []edgeCase{
 	{name: "affinity of the wrong shape (schemaless)", edit: harness.SetField("template.affinity", map[string]any{"nodeAffinity": "anywhere"}), reason: controllers.ReasonInvalidSpec},
 	{name: "ephemeral volume of the wrong shape (schemaless)", edit: harness.SetField("runner.workVolume", map[string]any{"ephemeral": map[string]any{"volumeClaimTemplate": []any{}}}), reason: controllers.ReasonInvalidSpec},
 	{name: "affinity with unknown fields (schemaless)", edit: harness.SetField("template.affinity", map[string]any{"nodeAffinity": map[string]any{}, "future": true})},
+
+	// Step images and docker daemon settings.
+	{name: "step images in a private registry", edit: harness.SetField("runner.images", map[string]any{"pause": "registry.internal:5000/pause:3.9", "authProxy": "r.example/auth-proxy@sha256:" + strings.Repeat("a", 64), "clone": "r.example/clone:1"})},
+	{name: "step image empty", edit: harness.SetField("runner.images.pause", ""), reject: "spec.runner.images.pause"},
+	{name: "step image with a space", edit: harness.SetField("runner.images.clone", "r.example/clone 1"), reject: "spec.runner.images.clone"},
+	{name: "step image past 512 characters", edit: harness.SetField("runner.images.authProxy", strings.Repeat("i", 513)), reject: "spec.runner.images.authProxy"},
+	{name: "mtu at its bounds", edit: harness.SetField("docker.mtu", int64(576))},
+	{name: "mtu below 576", edit: harness.SetField("docker.mtu", int64(575)), reject: "spec.docker.mtu"},
+	{name: "mtu past 9216", edit: harness.SetField("docker.mtu", int64(9217)), reject: "spec.docker.mtu"},
+	{name: "mtu a string", edit: harness.SetField("docker.mtu", "1400"), reject: "spec.docker.mtu"},
+	{name: "registry mirror a URL", edit: harness.SetField("docker.registryMirrors", []any{"https://mirror.example:5000/", "http://10.0.0.1"})},
+	{name: "registry mirror without a scheme", edit: harness.SetField("docker.registryMirrors", []any{"mirror.example"}), reject: "spec.docker.registryMirrors[0]"},
+	{name: "insecure registries", edit: harness.SetField("docker.insecureRegistries", []any{"registry.internal:5000", "10.0.0.0/8"})},
+	{name: "insecure registry with a scheme", edit: harness.SetField("docker.insecureRegistries", []any{"http://registry.internal"}), reject: "spec.docker.insecureRegistries[0]"},
+	{name: "docker args of the user", edit: harness.SetField("docker.args", []any{"--debug", "--log-level=warn"})},
+	{name: "docker args moving the socket", edit: harness.SetField("docker.args", []any{"--host=tcp://0.0.0.0:2375"}), reject: "docker.args must not set --host"},
+	{name: "docker args moving the data root", edit: harness.SetField("docker.args", []any{"-g", "/data"}), reject: "docker.args must not set"},
+	{name: "docker args past 1024 characters", edit: harness.SetField("docker.args", []any{strings.Repeat("a", 1025)}), reject: "spec.docker.args[0]"},
+	{name: "CA from a ConfigMap", edit: harness.SetField("docker.caCertificates", []any{map[string]any{"registry": "registry.internal:5000", "configMapRef": map[string]any{"name": "ca", "key": "ca.crt"}}})},
+	{name: "CA from both", edit: harness.SetField("docker.caCertificates", []any{map[string]any{"registry": "r.example", "configMapRef": map[string]any{"name": "ca", "key": "k"}, "secretRef": map[string]any{"name": "ca", "key": "k"}}}), reject: "set exactly one of configMapRef and secretRef"},
+	{name: "CA registry a path", edit: harness.SetField("docker.caCertificates", []any{map[string]any{"registry": "../etc", "configMapRef": map[string]any{"name": "ca", "key": "k"}}}), reject: "spec.docker.caCertificates[0].registry"},
+	{name: "CA key a path", edit: harness.SetField("docker.caCertificates", []any{map[string]any{"registry": "r.example", "configMapRef": map[string]any{"name": "ca", "key": "a/b"}}}), reject: "spec.docker.caCertificates[0].configMapRef.key"},
+	{name: "daemon config name with unicode", edit: harness.SetField("docker.daemonConfig", map[string]any{"name": "dämon", "key": "daemon.json"}), reject: "spec.docker.daemonConfig.name"},
+	{name: "proxy without a scheme", edit: harness.SetField("docker.proxy", map[string]any{"httpsProxy": "proxy:3128"}), reject: "spec.docker.proxy.httpsProxy"},
+	{name: "no-proxy with a space", edit: harness.SetField("docker.proxy", map[string]any{"noProxy": ".svc, .local"}), reject: "spec.docker.proxy.noProxy"},
+	{name: "pull secret", edit: harness.SetField("docker.pullSecretRef", map[string]any{"name": "registry"})},
+
+	// The pod template: its metadata is checked, its spec is schemaless.
+	{name: "template label of the operator", edit: harness.SetField("template.metadata.labels", map[string]any{v1alpha1.LabelPool: "other"}), reject: "must not set ci.runnerpool.dev/pool"},
+	{name: "template annotation of the operator", edit: harness.SetField("template.metadata.annotations", map[string]any{"ci.runnerpool.dev/template-hash": "x"}), reject: "must not set ci.runnerpool.dev/runner-uuid or ci.runnerpool.dev/template-hash"},
+	{name: "template spec a string", edit: harness.SetField("template.spec", "pod"), reject: "spec.template.spec"},
+	{name: "template spec of the wrong shape (schemaless)", edit: harness.SetField("template.spec", map[string]any{"containers": "runner"}), reason: controllers.ReasonInvalidSpec},
+	{name: "template spec with unknown fields (schemaless)", edit: harness.SetField("template.spec", map[string]any{"hostAliases": []any{map[string]any{"ip": "10.0.0.5", "hostnames": []any{"r.internal"}}}, "future": true})},
+	{name: "template spec clashing with the operator", edit: harness.SetField("template.spec", map[string]any{"restartPolicy": "Always"}), reason: controllers.ReasonInvalidPodTemplate},
 }
 
 // TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled creates one pool per case while another
@@ -206,7 +260,7 @@ func TestPoolsAtTheEdgesOfTheSchemaAreRejectedOrReconciled(t *testing.T) {
 			if ready == nil || pool.Status.ObservedGeneration != pool.Generation {
 				return false, fmt.Sprintf("%s (%s) not reconciled yet", name, tc.name)
 			}
-			if got := ready.Reason == controllers.ReasonInvalidSpec; got != (tc.reason == controllers.ReasonInvalidSpec) {
+			if got := ready.Reason == controllers.ReasonInvalidSpec; got != (tc.reason == controllers.ReasonInvalidSpec) || (tc.reason != "" && ready.Reason != tc.reason) {
 				t.Fatalf("%s: Ready reason %s (%s); want InvalidSpec %v", tc.name, ready.Reason, ready.Message, !got)
 			}
 		}

@@ -158,6 +158,16 @@ func TestAnEphemeralRunnerIsReplacedAfterItsStep(t *testing.T) {
 	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: 1, RunsOn: []string{label}, Duration: 8 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
+	// Disabled at the first sight of its step, while the step still runs, so Bitbucket cannot
+	// hand it a second one.
+	eventually(t, 30*time.Second, "the runner disabled while its step runs", func() (bool, string) {
+		bb, _ := bbRunner(first.Status.UUID)
+		steps := stepsOf(label)
+		if len(steps) == 1 && steps[0].Status == "completed" {
+			t.Fatalf("the step ended before the runner was disabled: %+v", bb)
+		}
+		return bb.Disabled && bb.Step != "", fmt.Sprintf("%+v", bb)
+	})
 	eventually(t, 90*time.Second, "a fresh runner after the step", func() (bool, string) {
 		steps := stepsOf(label)
 		if len(steps) != 1 || steps[0].Status != "completed" {

@@ -54,6 +54,9 @@ const (
 	throttledCredential = "access-token:#3"
 )
 
+// wakeBudgetToken is the credential whose budget the wake test spends.
+const wakeBudgetToken = "wake-budget-token"
+
 // operatorNamespace is where the in-process operator saves its request budgets.
 const operatorNamespace = "runnerpool-system"
 
@@ -84,7 +87,7 @@ func run(m *testing.M) int {
 		Logger: logger,
 		BBSim: bbsim.Options{
 			Workspaces: workspaces, ConnectDelay: 500 * time.Millisecond,
-			ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken, queueShareToken, throttledToken},
+			ReadOnlyTokens: []string{readOnlyToken}, AccessTokens: []string{budgetToken, queueShareToken, throttledToken, wakeBudgetToken},
 		},
 		BudgetNamespace: operatorNamespace,
 	})

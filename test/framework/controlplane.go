@@ -272,17 +272,20 @@ func (cp *ControlPlane) startControllers(ctx context.Context, binDir string) err
 	// Only these controllers: the garbage collector, so owner references are
 	// honoured as in a real cluster; the node lifecycle controller, which
 	// removes the node.kubernetes.io/not-ready taint the API server puts on new
-	// nodes (nothing would schedule otherwise); the persistent volume binder,
-	// which binds claims to the volumes a test creates, as in a cluster with
-	// statically provisioned volumes (there is no provisioner); and the claim and
-	// volume protection controllers, which lift the finalizers the API server's
-	// admission puts on claims and volumes once no pod uses them (deleted claims
-	// would stay Terminating for ever otherwise). kwok's fast stages
-	// send no heartbeats, so the grace period is long enough that nodes are not
-	// marked unknown during a test; should a long demo outlast it, kwok's
-	// node-initialize stage makes the node Ready again at once. secure-port=0: no
-	// serving port, so no delegated authentication is needed either.
-	controllers := "garbage-collector-controller,node-lifecycle-controller," +
+	// nodes (nothing would schedule otherwise); the disruption controller, which
+	// keeps PodDisruptionBudget status that the Eviction API checks (without it
+	// every eviction of a covered pod is refused, whatever the budget says); the
+	// persistent volume binder, which binds claims to the volumes a test creates,
+	// as in a cluster with statically provisioned volumes (there is no
+	// provisioner); and the claim and volume protection controllers, which lift
+	// the finalizers the API server's admission puts on claims and volumes once
+	// no pod uses them (deleted claims would stay Terminating for ever
+	// otherwise). kwok's fast stages send no heartbeats, so the grace period is
+	// long enough that nodes are not marked unknown during a test; should a long
+	// demo outlast it, kwok's node-initialize stage makes the node Ready again at
+	// once. secure-port=0: no serving port, so no delegated authentication is
+	// needed either.
+	controllers := "garbage-collector-controller,node-lifecycle-controller,disruption-controller," +
 		"persistentvolume-binder-controller,persistentvolumeclaim-protection-controller,persistentvolume-protection-controller"
 	args := []string{kubeconfig, "--leader-elect=false", "--secure-port=0", "--node-monitor-grace-period=1h"}
 	if cp.rootCAFile != "" {

@@ -130,6 +130,29 @@ func TestPoolPolicyOnACluster(t *testing.T) {
 		{name: "foreign token URL", mutate: []func(*v1alpha1.RunnerPool){withTokenURL("https://collector.example.net/token")},
 			wantErr: "spec.bitbucket.tokenURL https://collector.example.net/token is not an allowed Bitbucket URL"},
 
+		{name: "allowed step images and template spec images", mutate: []func(*v1alpha1.RunnerPool){
+			withStepImage("registry.example.com/ci/pause:3.9"), withTemplateContainer(corev1.Container{Name: "metrics", Image: "registry.example.com/ci/exporter:1"}),
+		}},
+		{name: "template spec without images or privileges", mutate: []func(*v1alpha1.RunnerPool){
+			withTemplateContainer(corev1.Container{Name: "runner", Env: []corev1.EnvVar{{Name: "JAVA_OPTS", Value: "-Xmx384m"}}}),
+		}},
+		{name: "foreign step image", mutate: []func(*v1alpha1.RunnerPool){withStepImage("evil.example.com/pause:1")},
+			wantErr: "spec.runner.images.pause evil.example.com/pause:1 is not an allowed image"},
+		{name: "foreign image in the template spec", mutate: []func(*v1alpha1.RunnerPool){withTemplateContainer(corev1.Container{Name: "miner", Image: "evil.example.com/miner:1"})},
+			wantErr: "spec.template.spec: image evil.example.com/miner:1 is not an allowed image"},
+		{name: "privileged container in the template spec", mutate: []func(*v1alpha1.RunnerPool){withTemplateContainer(corev1.Container{
+			Name: "runner", SecurityContext: &corev1.SecurityContext{Privileged: ptrTo(true)},
+		})}, wantErr: "spec.template.spec: container runner would be privileged, gain capabilities or share the node's namespaces"},
+		{name: "host network in the template spec", mutate: []func(*v1alpha1.RunnerPool){func(p *v1alpha1.RunnerPool) {
+			p.Spec.Template.Spec = &corev1.PodSpec{HostNetwork: true}
+		}}, wantErr: "spec.template.spec: hostNetwork would be privileged"},
+		{name: "hostPath volume in the template spec", mutate: []func(*v1alpha1.RunnerPool){func(p *v1alpha1.RunnerPool) {
+			p.Spec.Template.Spec = &corev1.PodSpec{Volumes: []corev1.Volume{{Name: "host", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/run/docker.sock"}}}}}
+		}}, wantErr: "spec.template.spec.volumes: volume host is a hostPath volume (/var/run/docker.sock), and hostPath volumes are not allowed"},
+		{name: "other ServiceAccount in the template spec", mutate: []func(*v1alpha1.RunnerPool){func(p *v1alpha1.RunnerPool) {
+			p.Spec.Template.Spec = &corev1.PodSpec{ServiceAccountName: "cluster-admin-sa"}
+		}}, wantErr: "spec.template.serviceAccountName cluster-admin-sa is not an allowed ServiceAccount"},
+
 		{name: "namespace outside the selector", namespace: unjudgedNamespace,
 			mutate: []func(*v1alpha1.RunnerPool){withHostPath, withMode(v1alpha1.DockerModePrivileged), withRunnerImage("evil.example.com/runner:1")}},
 	}
@@ -282,3 +305,18 @@ func withAPIURL(url string) func(*v1alpha1.RunnerPool) {
 func withTokenURL(url string) func(*v1alpha1.RunnerPool) {
 	return func(p *v1alpha1.RunnerPool) { p.Spec.Bitbucket.TokenURL = url }
 }
+
+func withStepImage(image string) func(*v1alpha1.RunnerPool) {
+	return func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Images.Pause = image }
+}
+
+func withTemplateContainer(c corev1.Container) func(*v1alpha1.RunnerPool) {
+	return func(p *v1alpha1.RunnerPool) {
+		if p.Spec.Template.Spec == nil {
+			p.Spec.Template.Spec = &corev1.PodSpec{}
+		}
+		p.Spec.Template.Spec.Containers = append(p.Spec.Template.Spec.Containers, c)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }

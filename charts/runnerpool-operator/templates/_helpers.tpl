@@ -98,11 +98,14 @@ Rules between values that values.schema.json cannot state with a readable messag
 {{- if and $webhook.enabled $webhook.ingress.enabled (not $webhook.ingress.hosts) }}
 {{- fail "webhook.ingress.hosts: name at least one host for Bitbucket to post to" }}
 {{- end }}
-{{- if and $webhook.enabled $webhook.ingress.enabled (not (or $webhook.secret.existingSecret $webhook.secret.value)) (not $webhook.allowUnsigned) }}
-{{- fail "webhook.secret: an Ingress exposes the webhook receiver, so set webhook.secret.existingSecret or webhook.secret.value (and the same secret in Bitbucket), or webhook.allowUnsigned=true to accept unsigned deliveries" }}
+{{- if and $webhook.enabled (not (or $webhook.secret.existingSecret $webhook.secret.value)) (not $webhook.allowUnsigned) }}
+{{- fail "webhook.secret: the webhook receiver needs a secret, so set webhook.secret.existingSecret or webhook.secret.value (and the same secret in Bitbucket), or webhook.allowUnsigned=true to accept unsigned deliveries" }}
 {{- end }}
 {{- $pdb := .Values.podDisruptionBudget }}
 {{- if and $pdb.enabled (eq (toString $pdb.maxUnavailable) "") (kindIs "float64" $pdb.minAvailable) (ge (int $pdb.minAvailable) (int .Values.replicas)) }}
 {{- fail "podDisruptionBudget: minAvailable must be below replicas, or no manager pod could ever be evicted and node drains would hang; set replicas to 2 or more, or use maxUnavailable" }}
+{{- end }}
+{{- if and $pdb.enabled (has (toString $pdb.maxUnavailable) (list "0" "0%")) }}
+{{- fail "podDisruptionBudget: maxUnavailable 0 lets no manager pod be evicted, and node drains would hang" }}
 {{- end }}
 {{- end }}

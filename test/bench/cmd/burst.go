@@ -28,6 +28,10 @@ type burstVariant struct {
 	webhooks bool
 	// fromZero: a Queue-policy pool with minRunners 0 that starts from no runner at all.
 	fromZero bool
+	// queue: a Queue-policy pool with the CRD defaults (minRunners 1, one idle runner), polling
+	// only, handed 20 single-step pipelines instead of one pipeline of 20 steps; the Bitbucket
+	// calls it makes per step started are counted. This is the queue-burst scenario.
+	queue bool
 }
 
 var burstVariants = []burstVariant{
@@ -35,6 +39,19 @@ var burstVariants = []burstVariant{
 	{name: "poll"},
 	{name: "zero", webhooks: true, fromZero: true},
 }
+
+// queueBurst is the queue-burst scenario: the burst as a Queue pool sees it.
+var queueBurst = burstVariant{name: "queue", queue: true}
+
+// scenario is the variant's scenario name; key the prefix of its figures.
+func (v burstVariant) scenario() string {
+	if v.queue {
+		return "queue-burst"
+	}
+	return "burst-" + v.name
+}
+
+func (v burstVariant) key() string { return strings.ReplaceAll(v.scenario(), "-", "_") }
 
 // runBurst: a pool with minRunners 1 (or a Queue pool at 0), maxRunners 10 and room for all
 // of them; once it is ready, 20 steps are queued at once. It measures how long each step waited
@@ -44,7 +61,7 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	if cfg.quick {
 		stepDuration = 20 * time.Second
 	}
-	scenario := "burst-" + v.name
+	scenario := v.scenario()
 	sys, err := startSystem(ctx, cfg, systemOptions{
 		scenario:          scenario,
 		nodes:             nodesFor(burstMax + 2),
@@ -68,6 +85,9 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	if v.fromZero {
 		spec.min, spec.policy, spec.idleRunners = 0, v1alpha1.ScalingPolicyQueue, 0
 	}
+	if v.queue {
+		spec.policy = v1alpha1.ScalingPolicyQueue
+	}
 	pool, err := sys.createPool(ctx, spec)
 	if err != nil {
 		return safety{}, err
@@ -77,10 +97,19 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 		return safety{}, err
 	}
 
+	perPipeline := 0 // all steps in one pipeline
+	if v.queue {
+		perPipeline = 1
+	}
 	progress("%s: queueing %d steps of %s", scenario, burstSteps, stepDuration)
-	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{Count: burstSteps, RunsOn: []string{v1alpha1.LabelSelfHosted, v1alpha1.LabelLinux, label}, Duration: stepDuration}); err != nil {
+	callsBefore := callsNow(sys)
+	if _, err := sys.BBSim.Enqueue(bbsim.EnqueueRequest{
+		Count: burstSteps, RunsOn: []string{v1alpha1.LabelSelfHosted, v1alpha1.LabelLinux, label},
+		Duration: stepDuration, StepsPerPipeline: perPipeline,
+	}); err != nil {
 		return safety{}, fmt.Errorf("enqueue: %w", err)
 	}
+	var calls callCounts
 	var peakRunners peak
 	var steps []bbsim.StepView
 	lastReport := time.Now()
@@ -108,6 +137,9 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 			progress("%s: %s", scenario, why)
 			lastReport = time.Now()
 		}
+		if done == burstSteps {
+			calls = callsNow(sys).minus(callsBefore)
+		}
 		return done == burstSteps, why, nil
 	})
 	if err != nil {
@@ -115,7 +147,7 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	}
 
 	waits, allDone := stepWaits(steps, time.Now())
-	prefixKey := "burst_" + v.name
+	prefixKey := v.key()
 	res.set(prefixKey+"_p50_s", percentile(waits, 50))
 	res.set(prefixKey+"_p95_s", percentile(waits, 95))
 	res.set(prefixKey+"_max_s", percentile(waits, 100))
@@ -129,6 +161,22 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	res.set("burst_step_s", stepDuration.Seconds())
 	progress("%s: waits p50 %.1f s, p95 %.1f s, max %.1f s; all done after %.1f s; peak %d runners",
 		scenario, percentile(waits, 50), percentile(waits, 95), percentile(waits, 100), allDone, peakRunners)
+	if v.queue {
+		started := 0
+		for _, s := range steps {
+			if s.StartedAt != nil {
+				started++
+			}
+		}
+		if calls == nil { // not all steps finished: count up to now
+			calls = callsNow(sys).minus(callsBefore)
+		}
+		if started > 0 {
+			res.set(prefixKey+"_calls_per_step", calls.sum(isQueueEndpoint)/float64(started))
+			res.set(prefixKey+"_runner_calls_per_step", calls.sum(isRunnerEndpoint)/float64(started))
+		}
+		progress("%s: Bitbucket calls from queueing to the last step's end, %d steps started: %s", scenario, started, calls)
+	}
 
 	// Let the pool scale back down to its minimum: the part where busy runners could be killed.
 	err = waitFor(ctx, burstScaleDownDelay+3*time.Minute, time.Second, "the pool to scale back down", func() (bool, string, error) {

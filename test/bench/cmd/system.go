@@ -160,18 +160,32 @@ func fileLogger(f *os.File) logr.Logger {
 }
 
 // requestCounter counts HTTP requests through a client's transport, in total and by verb and
-// resource ("POST runners", "PATCH runners/status").
+// resource ("POST runners", "PATCH runners/status"). Writes of Events are counted apart from the
+// other writes: they are records for people, sent by client-go's event broadcaster off the
+// reconcile path (repeats folded into one series per object and reason), never read back by the
+// operator, and each of them is a message the operator means to give.
 type requestCounter struct {
-	total, writes atomic.Int64
-	mu            sync.Mutex
-	byKind        map[string]int64
+	total, writes, eventWrites atomic.Int64
+	mu                         sync.Mutex
+	byKind                     map[string]int64
+}
+
+// requestCount is the counter at one moment.
+type requestCount struct{ total, writes, eventWrites int64 }
+
+func (c requestCount) minus(o requestCount) requestCount {
+	return requestCount{c.total - o.total, c.writes - o.writes, c.eventWrites - o.eventWrites}
 }
 
 func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		c.total.Add(1)
 		if req.Method != http.MethodGet && req.Method != http.MethodHead {
-			c.writes.Add(1)
+			if resourceOf(req.URL.Path) == "events" {
+				c.eventWrites.Add(1)
+			} else {
+				c.writes.Add(1)
+			}
 		}
 		kind := req.Method + " " + resourceOf(req.URL.Path)
 		if req.URL.Query().Get("watch") == "true" {
@@ -187,7 +201,9 @@ func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
 	})
 }
 
-func (c *requestCounter) snapshot() (total, writes int64) { return c.total.Load(), c.writes.Load() }
+func (c *requestCounter) snapshot() requestCount {
+	return requestCount{c.total.Load(), c.writes.Load(), c.eventWrites.Load()}
+}
 
 // kinds returns the counts by verb and resource.
 func (c *requestCounter) kinds() map[string]int64 {
@@ -274,6 +290,7 @@ type poolSpec struct {
 	idleRunners     int32
 	pollInterval    time.Duration
 	scaleDownDelay  time.Duration
+	ephemeral       bool
 }
 
 // createPool creates the pool and returns it as stored, with its UID (the Bitbucket name prefix
@@ -287,6 +304,7 @@ func (s *system) createPool(ctx context.Context, p poolSpec) (*v1alpha1.RunnerPo
 	pool.Spec.Scaling.IdleRunners = p.idleRunners
 	pool.Spec.Scaling.PollInterval = metav1.Duration{Duration: p.pollInterval}
 	pool.Spec.Scaling.ScaleDownDelay = metav1.Duration{Duration: p.scaleDownDelay}
+	pool.Spec.Runner.Ephemeral = p.ephemeral
 	if p.policy == v1alpha1.ScalingPolicyQueue {
 		pool.Spec.Scaling.Repositories = []string{bbsim.DefaultRepositoryUUID}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 )
 
 func TestSecretIndexFindsEverySecretAsIsAndInBase64(t *testing.T) {
@@ -190,4 +191,40 @@ func TestProxyLearnsCredentialsAndStretchesTokens(t *testing.T) {
 	if c.Requests != 5 || c.OK != 3 || c.TooMany != 1 || c.Dropped != 1 || c.TokenGrants != 2 {
 		t.Errorf("counts = %+v", c)
 	}
+}
+
+// The tenant phase's hand edit of a budget Lease must cost the credential nothing once a new
+// leader clamps it: what it adds is outside the window or the record's length (it may push the
+// oldest real minute out of the record, which costs nothing either).
+func TestEditedBudgetStateClampsToTheRealCounts(t *testing.T) {
+	now := time.Date(2026, 12, 4, 0, 30, 20, 0, time.UTC)
+	tests := []struct {
+		name  string
+		state bitbucket.BudgetState
+	}{
+		{"a few recent minutes", bitbucket.BudgetState{Start: now.Add(-5 * time.Minute).Truncate(time.Minute), Counts: []int{3, 0, 12, 7, 1}}},
+		{"a full hour", bitbucket.BudgetState{Start: now.Add(-58 * time.Minute).Truncate(time.Minute), Counts: slicesRepeat(10, 59)}},
+		{"one minute", bitbucket.BudgetState{Start: now.Truncate(time.Minute), Counts: []int{4}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			edited, err := bitbucket.ParseBudgetState(editedBudgetState(tt.state, now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tt.state.Clamp(now, 1000)
+			got := edited.Clamp(now, 1000)
+			if got.Total() > want.Total() || got.Total() < want.Total()-10 || got.BlockedUntil.After(now) {
+				t.Errorf("clamped edit holds %d requests (blocked until %s), the real state %d", got.Total(), got.BlockedUntil, want.Total())
+			}
+		})
+	}
+}
+
+func slicesRepeat(v, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
 }

@@ -67,8 +67,11 @@ type environment struct {
 	apiURL    string
 	directURL string
 
-	consumers     []consumer
-	admin         consumer
+	consumers []consumer
+	admin     consumer
+	// tenant is the good tenant of the tenant phase: an OAuth consumer and a user with an app
+	// password, both its own.
+	tenant        tenantCredentials
 	webhookSecret string
 	secrets       *secretSet
 
@@ -104,6 +107,12 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 	// The admin consumer plays a person in the Bitbucket UI; its secret is never given to the
 	// operator, so it is not looked for in the operator's output.
 	env.admin = consumer{id: "chaos-admin", secret: randomHex(32)}
+	env.tenant = tenantCredentials{
+		consumer: consumer{id: "chaos-consumer-tenant-good", secret: randomHex(32), namespace: tenantGoodNamespace},
+		user:     "tenant-good-user", password: randomHex(24),
+	}
+	env.secrets.add(env.tenant.consumer.secret, "pool credentials")
+	env.secrets.add(env.tenant.password, "pool credentials")
 	env.webhookSecret = randomHex(24)
 	env.secrets.add(env.webhookSecret, "webhook secret")
 	secretFile := filepath.Join(r.tmp, "webhook-secret")
@@ -111,7 +120,7 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 		return nil, fmt.Errorf("write webhook secret: %w", err)
 	}
 
-	consumers := map[string]string{env.admin.id: env.admin.secret}
+	consumers := map[string]string{env.admin.id: env.admin.secret, env.tenant.consumer.id: env.tenant.consumer.secret}
 	for _, c := range env.consumers {
 		consumers[c.id] = c.secret
 	}
@@ -144,6 +153,7 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 				{UUID: limitWorkspaceUUID, Slug: "limits", Repositories: []bbsim.Repository{{UUID: limitRepositoryUUID, Slug: "svc"}}},
 			},
 			OAuthConsumers: consumers,
+			BasicUsers:     map[string]string{env.tenant.user: env.tenant.password},
 			TokenTTL:       tokenTTL,
 			RetryAfter:     2 * time.Second,
 			ConnectDelay:   500 * time.Millisecond,

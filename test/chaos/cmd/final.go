@@ -49,6 +49,7 @@ func (r *run) finalChecks(ctx context.Context) {
 	res.ManagerKills = total
 	res.KillsDuringScaleUp, res.KillsDuringScaleDown = kills["scale-up"], kills["scale-down"]
 	res.KillsDuringDeletion, res.KillsDuringLoad = kills["deletion"], kills["load"]
+	res.KillsDuringTenant = kills["tenant"]
 	res.ManagerSelfExits = selfExits
 	if len(failovers) > 0 {
 		var sum time.Duration
@@ -57,6 +58,8 @@ func (r *run) finalChecks(ctx context.Context) {
 			res.FailoverMaxSeconds = max(res.FailoverMaxSeconds, round1(f.Seconds()))
 		}
 		res.FailoverMeanSeconds = round1(sum.Seconds() / float64(len(failovers)))
+		res.FailoverP50Seconds = round1(percentile(failovers, 0.5).Seconds())
+		res.FailoverP95Seconds = round1(percentile(failovers, 0.95).Seconds())
 	}
 	res.OperatorConflictsLogged = conflicts
 	res.mu.Unlock()

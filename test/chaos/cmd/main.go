@@ -4,8 +4,10 @@
 // operator's invariants all along. It prints a summary table, writes test/chaos/results.json and exits
 // non-zero when an invariant was violated. Everything listens on 127.0.0.1.
 //
-// CHAOS_QUICK=1 runs a short version; CHAOS_SEED=n repeats the random choices of an earlier run;
-// CHAOS_OUT=path writes the results elsewhere.
+// CHAOS_QUICK=1 runs a short version; CHAOS_SOAK=1 the soak (over 100 leader kills); CHAOS_SEED=n
+// repeats the random choices of an earlier run; CHAOS_OUT=path writes the results elsewhere;
+// CHAOS_PHASES=a,b runs only those phases (and the final deletion), while developing one;
+// CHAOS_TMP=dir keeps the logs and dumps there instead of test/chaos/tmp.
 package main
 
 import (
@@ -18,7 +20,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,28 +37,41 @@ import (
 // invariants need.
 type settings struct {
 	quick bool
+	soak  bool
 	seed  uint64
 
-	killCycles     int
-	faultWindow    time.Duration
-	stepDuration   [2]time.Duration
-	loadPools      int
-	loadDuration   time.Duration
-	loadKillEvery  [2]time.Duration
-	convergeWithin time.Duration
-	deadline       time.Duration
+	killCycles int
+	// Leader kills in each cycle while the pools scale up, scale down and are deleted.
+	killsUp, killsDown, killsDeletion int
+	// faultPhases runs the Bitbucket and Kubernetes fault scenarios (not in soak mode).
+	faultPhases     bool
+	tenantWindow    time.Duration
+	floodDeliveries int
+	faultWindow     time.Duration
+	stepDuration    [2]time.Duration
+	loadPools       int
+	loadDuration    time.Duration
+	loadKillEvery   [2]time.Duration
+	convergeWithin  time.Duration
+	deadline        time.Duration
 }
 
 func settingsFromEnv() (settings, error) {
 	s := settings{
-		killCycles:     3,
-		faultWindow:    25 * time.Second,
-		stepDuration:   [2]time.Duration{6 * time.Second, 15 * time.Second},
-		loadPools:      20,
-		loadDuration:   5 * time.Minute,
-		loadKillEvery:  [2]time.Duration{35 * time.Second, 60 * time.Second},
-		convergeWithin: 5 * time.Minute,
-		deadline:       75 * time.Minute,
+		killCycles:      3,
+		killsUp:         2,
+		killsDown:       1,
+		killsDeletion:   1,
+		faultPhases:     true,
+		tenantWindow:    2 * time.Minute,
+		floodDeliveries: 6000,
+		faultWindow:     25 * time.Second,
+		stepDuration:    [2]time.Duration{6 * time.Second, 15 * time.Second},
+		loadPools:       20,
+		loadDuration:    5 * time.Minute,
+		loadKillEvery:   [2]time.Duration{35 * time.Second, 60 * time.Second},
+		convergeWithin:  5 * time.Minute,
+		deadline:        75 * time.Minute,
 	}
 	if os.Getenv("CHAOS_QUICK") == "1" {
 		s.quick = true
@@ -64,7 +81,23 @@ func settingsFromEnv() (settings, error) {
 		s.loadPools = 6
 		s.loadDuration = 75 * time.Second
 		s.loadKillEvery = [2]time.Duration{25 * time.Second, 40 * time.Second}
+		s.tenantWindow = time.Minute
+		s.floodDeliveries = 2000
 		s.deadline = 40 * time.Minute
+	}
+	if os.Getenv("CHAOS_SOAK") == "1" {
+		// The soak: at least 100 leader kills across scale-up, scale-down, deletion and load
+		// (12 cycles of 3+2+2, a load phase with a kill 10-18 s after each new leader, the tenant
+		// phase's and the final deletion's), with every invariant checked as in the full run. The fault
+		// scenarios run in every full run and add no kills, so the soak leaves them out.
+		s.soak, s.quick = true, false
+		s.killCycles, s.killsUp, s.killsDown, s.killsDeletion = 12, 3, 2, 2
+		s.faultPhases = false
+		s.loadDuration = 8 * time.Minute
+		s.loadKillEvery = [2]time.Duration{10 * time.Second, 18 * time.Second}
+		s.tenantWindow = 90 * time.Second
+		s.floodDeliveries = 3000
+		s.deadline = 150 * time.Minute
 	}
 	s.seed = uint64(time.Now().UnixNano())
 	if v := os.Getenv("CHAOS_SEED"); v != "" {
@@ -75,6 +108,16 @@ func settingsFromEnv() (settings, error) {
 		s.seed = seed
 	}
 	return s, nil
+}
+
+func modeName(cfg settings) string {
+	switch {
+	case cfg.soak:
+		return "soak"
+	case cfg.quick:
+		return "quick"
+	}
+	return "full"
 }
 
 func main() {
@@ -94,7 +137,8 @@ func runMain() (int, error) {
 		return 2, err
 	}
 	root := harness.RepoRoot()
-	tmp := filepath.Join(root, "test", "chaos", "tmp")
+	// CHAOS_TMP keeps a second run (a soak next to a full run, say) from cleaning out the first's.
+	tmp := cmp.Or(os.Getenv("CHAOS_TMP"), filepath.Join(root, "test", "chaos", "tmp"))
 	if err := cleanTmp(tmp); err != nil {
 		return 2, err
 	}
@@ -125,10 +169,7 @@ func runMain() (int, error) {
 		pools:  map[string]*poolInfo{},
 	}
 	r.res.say = r.say
-	mode := "full"
-	if cfg.quick {
-		mode = "quick"
-	}
+	mode := modeName(cfg)
 	r.say("chaos run, mode %s, seed %d (repeat the random choices with CHAOS_SEED=%d)", mode, cfg.seed, cfg.seed)
 
 	runErr := r.execute(ctx)
@@ -190,6 +231,9 @@ type run struct {
 
 	poolsMu sync.Mutex
 	pools   map[string]*poolInfo
+
+	// leasesBefore are the budget Leases that existed before the good tenant's pools.
+	leasesBefore map[string]bool
 }
 
 func (r *run) say(format string, args ...any) {
@@ -277,8 +321,31 @@ func (r *run) execute(ctx context.Context) error {
 		{"manager kills", r.phaseKillCycles},
 		{"bitbucket faults", r.phaseBitbucketFaults},
 		{"kubernetes faults", r.phaseKubernetesFaults},
+		{"tenants", r.phaseTenants},
 		{"load", r.phaseLoad},
 		{"pool deletion", r.phaseDeleteAll},
+	}
+	if only := os.Getenv("CHAOS_PHASES"); only != "" {
+		// A development aid: only the phases named (comma-separated), then the final deletion,
+		// which every leak check needs.
+		want := strings.Split(only, ",")
+		phases = slices.DeleteFunc(phases, func(p struct {
+			name string
+			fn   func(context.Context) error
+		}) bool {
+			return !slices.Contains(want, p.name) && p.name != "pool deletion"
+		})
+		r.res.mu.Lock()
+		r.res.Phases = only
+		r.res.mu.Unlock()
+	}
+	if !r.cfg.faultPhases {
+		phases = slices.DeleteFunc(phases, func(p struct {
+			name string
+			fn   func(context.Context) error
+		}) bool {
+			return strings.HasSuffix(p.name, " faults")
+		})
 	}
 	var aborted error
 	for _, p := range phases {

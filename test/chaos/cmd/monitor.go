@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
@@ -46,7 +48,10 @@ type sample struct {
 func (r *run) takeSample(ctx context.Context) (*sample, error) {
 	c := r.env.c
 	s := &sample{at: time.Now()}
-	var pools v1alpha1.RunnerPoolList
+	// Unstructured, then one by one: a pool the operator cannot decode (the tenant phase makes
+	// one) would fail a typed list and blind the monitor.
+	var pools unstructured.UnstructuredList
+	pools.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("RunnerPoolList"))
 	if err := c.List(ctx, &pools); err != nil {
 		return nil, fmt.Errorf("list pools: %w", err)
 	}
@@ -62,7 +67,26 @@ func (r *run) takeSample(ctx context.Context) (*sample, error) {
 	if err := c.List(ctx, &secrets, client.HasLabels{v1alpha1.LabelRunner}); err != nil {
 		return nil, fmt.Errorf("list secrets: %w", err)
 	}
-	s.pools, s.runners, s.pods, s.secrets = pools.Items, runners.Items, pods.Items, secrets.Items
+	for _, u := range pools.Items {
+		var p v1alpha1.RunnerPool
+		if u.GetNamespace() == tenantHostileNamespace || runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p) != nil {
+			continue
+		}
+		s.pools = append(s.pools, p)
+	}
+	// The hostile tenant's Runners and Secrets are the run's forgeries: the invariants are about
+	// the operator's objects.
+	for _, rn := range runners.Items {
+		if rn.Namespace != tenantHostileNamespace {
+			s.runners = append(s.runners, rn)
+		}
+	}
+	for _, sec := range secrets.Items {
+		if sec.Namespace != tenantHostileNamespace {
+			s.secrets = append(s.secrets, sec)
+		}
+	}
+	s.pods = pods.Items
 	s.bb = r.env.sys.BBSim.State()
 	return s, nil
 }

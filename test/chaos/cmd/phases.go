@@ -88,12 +88,9 @@ func (r *run) killCycle(ctx context.Context, cycle int) error {
 	if err := r.env.mgrs.killLeader(ctx, "scale-up"); err != nil {
 		return err
 	}
-	// And again moments after the new leader took over, while it catches up on the runners
+	// And again moments after each new leader took over, while it catches up on the runners
 	// the old one was registering.
-	if err := sleep(ctx, r.between(200*time.Millisecond, 2*time.Second)); err != nil {
-		return err
-	}
-	if err := r.env.mgrs.killLeader(ctx, "scale-up"); err != nil {
+	if err := r.killAgain(ctx, "scale-up", r.cfg.killsUp-1, 200*time.Millisecond, 2*time.Second); err != nil {
 		return err
 	}
 	if err := r.waitSteps(ctx, sc, stepsTimeout); err != nil {
@@ -105,6 +102,9 @@ func (r *run) killCycle(ctx context.Context, cycle int) error {
 		return err
 	}
 	if err := r.env.mgrs.killLeader(ctx, "scale-down"); err != nil {
+		return err
+	}
+	if err := r.killAgain(ctx, "scale-down", r.cfg.killsDown-1, time.Second, 4*time.Second); err != nil {
 		return err
 	}
 	r.converge(ctx, sc, pools)
@@ -128,11 +128,28 @@ func (r *run) killCycle(ctx context.Context, cycle int) error {
 	if err := r.env.mgrs.killLeader(ctx, "deletion"); err != nil {
 		return err
 	}
+	if err := r.killAgain(ctx, "deletion", r.cfg.killsDeletion-1, 200*time.Millisecond, 3*time.Second); err != nil {
+		return err
+	}
 	if err := r.deletePools(ctx, pools, 5*time.Minute); err != nil {
 		r.res.fail("%v", err)
 	}
 	if left := r.leftovers(ctx, pools, time.Minute); left != "" {
 		sc.note("left after deletion: %s", left)
+	}
+	return nil
+}
+
+// killAgain kills the leader n more times, each a random pause in [lo, hi] after the last new
+// leader took over.
+func (r *run) killAgain(ctx context.Context, phase string, n int, lo, hi time.Duration) error {
+	for range n {
+		if err := sleep(ctx, r.between(lo, hi)); err != nil {
+			return err
+		}
+		if err := r.env.mgrs.killLeader(ctx, phase); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -32,6 +32,12 @@ type poolSpec struct {
 	workspace      string
 	repository     string
 	pendingTimeout time.Duration
+	// namespace and secret, when set, place the pool outside the chaos-N namespaces (the tenant
+	// phase) and name its credentials Secret (default "bitbucket").
+	namespace, secret string
+	// label, when set, replaces the label derived from the name: the hostile tenant's pools ask
+	// for the good tenant's steps.
+	label string
 }
 
 // poolInfo is a pool the run created.
@@ -62,20 +68,23 @@ func labelFor(name string) string {
 }
 
 func (r *run) createPool(ctx context.Context, spec poolSpec) (*poolInfo, error) {
-	c := r.env.consumerFor(spec.ns)
+	ns := r.env.consumerFor(spec.ns).namespace
+	if spec.namespace != "" {
+		ns = spec.namespace
+	}
 	if spec.workspace == "" {
 		spec.workspace = bbsim.DefaultWorkspaceUUID
 	}
 	if spec.policy == "" {
 		spec.policy = v1alpha1.ScalingPolicyIdleBuffer
 	}
-	p := &poolInfo{poolSpec: spec, namespace: c.namespace, label: labelFor(spec.name)}
+	p := &poolInfo{poolSpec: spec, namespace: ns, label: cmp.Or(spec.label, labelFor(spec.name))}
 	pool := &v1alpha1.RunnerPool{
-		ObjectMeta: metav1.ObjectMeta{Name: spec.name, Namespace: c.namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: spec.name, Namespace: ns},
 		Spec: v1alpha1.RunnerPoolSpec{
 			Bitbucket: v1alpha1.BitbucketSpec{
 				Workspace:            v1alpha1.BitbucketUUID(spec.workspace),
-				CredentialsSecretRef: v1alpha1.SecretReference{Name: "bitbucket"},
+				CredentialsSecretRef: v1alpha1.SecretReference{Name: cmp.Or(spec.secret, "bitbucket")},
 			},
 			Labels:     []v1alpha1.RunnerLabel{v1alpha1.RunnerLabel(p.label)},
 			MinRunners: spec.min,
@@ -484,11 +493,14 @@ func (s stepStats) maxWait() time.Duration {
 	return slices.Max(s.waits)
 }
 
-func (s stepStats) percentile(p float64) time.Duration {
-	if len(s.waits) == 0 {
+func (s stepStats) percentile(p float64) time.Duration { return percentile(s.waits, p) }
+
+// percentile is the nearest-rank p-quantile of durations (0 for none).
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
 		return 0
 	}
-	w := slices.Clone(s.waits)
+	w := slices.Clone(ds)
 	slices.Sort(w)
 	return w[min(len(w)-1, int(float64(len(w))*p))]
 }

@@ -31,6 +31,10 @@ const (
 	violationSecretInOutput       = "secret_in_output"
 	violationInvalidAccepted      = "invalid_pool_accepted"
 	violationUnclearRejection     = "invalid_pool_unclear_message"
+	violationTenantStepsNotRun    = "tenant_good_steps_not_run"
+	violationTenantWait           = "tenant_good_wait_p95_over_baseline"
+	violationTenantHarmed         = "tenant_good_runner_harmed"
+	violationTenantMemory         = "tenant_manager_memory_unbounded"
 )
 
 // results is test/chaos/results.json: one flat object. Counts are totals over the run; the
@@ -43,7 +47,9 @@ type results struct {
 	errorCount int
 	say        func(format string, args ...any)
 
-	Mode            string  `json:"mode"`
+	Mode string `json:"mode"`
+	// Phases is set when CHAOS_PHASES chose some phases only.
+	Phases          string  `json:"phases,omitempty"`
 	Seed            string  `json:"seed"`
 	StartedAt       string  `json:"started_at"`
 	DurationSeconds float64 `json:"duration_seconds"`
@@ -64,6 +70,8 @@ type results struct {
 	ManagerSelfExits      int     `json:"manager_self_exits"`
 	FailoverMaxSeconds    float64 `json:"failover_max_seconds"`
 	FailoverMeanSeconds   float64 `json:"failover_mean_seconds"`
+	FailoverP50Seconds    float64 `json:"failover_p50_seconds"`
+	FailoverP95Seconds    float64 `json:"failover_p95_seconds"`
 	BusyKilled            int     `json:"busy_killed"`
 	LeakedRunners         int     `json:"leaked_runners"`
 	LeakedPods            int     `json:"leaked_pods"`
@@ -123,8 +131,21 @@ type results struct {
 	RunnersDeletedBehindBack int     `json:"runners_deleted_behind_our_back"`
 	RunnerLimitReported      bool    `json:"runner_limit_reported"`
 	RenameRelabel            string  `json:"runner_rename_relabel"`
-	MonitorSamples           int     `json:"monitor_samples"`
-	MonitorSampleErrors      int     `json:"monitor_sample_errors"`
+	// The tenant phase: the good tenant's figures, first alone (baseline) then next to the
+	// hostile one.
+	KillsDuringTenant         int     `json:"kills_during_tenant"`
+	TenantGoodStepsRun        int     `json:"tenant_good_steps_run"`
+	TenantGoodStepsTotal      int     `json:"tenant_good_steps_total"`
+	TenantGoodWaitP95         float64 `json:"tenant_good_wait_p95_s"`
+	TenantGoodWaitP95Baseline float64 `json:"tenant_good_wait_p95_baseline_s"`
+	TenantGoodRunnersHarmed   int     `json:"tenant_good_runners_harmed"`
+	TenantManagerRSSMiB       float64 `json:"tenant_manager_rss_mib"`
+	TenantManagerRSSBeforeMiB float64 `json:"tenant_manager_rss_before_mib"`
+	TenantWebhookDeliveries   int     `json:"tenant_webhook_deliveries"`
+	TenantWebhookAnswers      string  `json:"tenant_webhook_answers"`
+	TenantHostile             string  `json:"tenant_hostile"`
+	MonitorSamples            int     `json:"monitor_samples"`
+	MonitorSampleErrors       int     `json:"monitor_sample_errors"`
 }
 
 // scenarioRow is one line of the summary table.
@@ -140,10 +161,7 @@ type scenarioRow struct {
 }
 
 func newResults(cfg settings) *results {
-	mode := "full"
-	if cfg.quick {
-		mode = "quick"
-	}
+	mode := modeName(cfg)
 	return &results{
 		counts:           map[string]int{},
 		Mode:             mode,
@@ -152,6 +170,7 @@ func newResults(cfg settings) *results {
 		Converged:        true,
 		APIServerRestart: "not run",
 		RenameRelabel:    "not run",
+		TenantHostile:    "not run",
 	}
 }
 
@@ -211,7 +230,7 @@ func (res *results) finish() {
 	res.Errors = res.errorCount
 	res.Passed = res.Violations == 0 && res.Errors == 0 && res.Converged &&
 		res.BusyKilled == 0 && res.StepsFailedByUs == 0 && res.SecretHitsInOutput == 0 &&
-		res.InvalidPoolsTried > 0 && res.InvalidPoolsRejected == res.InvalidPoolsTried
+		(res.InvalidPoolsTried > 0 || res.Phases != "") && res.InvalidPoolsRejected == res.InvalidPoolsTried
 }
 
 func (res *results) write(path, tmp string) error {
@@ -249,8 +268,9 @@ func (r *run) printSummary() {
 		name  string
 		value any
 	}{
-		{"manager kills (SIGKILL of the leader)", fmt.Sprintf("%d (scale-up %d, scale-down %d, deletion %d, load %d); failover max %.1fs, mean %.1fs; replicas that exited on their own %d",
-			res.ManagerKills, res.KillsDuringScaleUp, res.KillsDuringScaleDown, res.KillsDuringDeletion, res.KillsDuringLoad, res.FailoverMaxSeconds, res.FailoverMeanSeconds, res.ManagerSelfExits)},
+		{"manager kills (SIGKILL of the leader)", fmt.Sprintf("%d (scale-up %d, scale-down %d, deletion %d, load %d, tenant %d); failover p50 %.1fs, p95 %.1fs, max %.1fs, mean %.1fs; replicas that exited on their own %d",
+			res.ManagerKills, res.KillsDuringScaleUp, res.KillsDuringScaleDown, res.KillsDuringDeletion, res.KillsDuringLoad, res.KillsDuringTenant,
+			res.FailoverP50Seconds, res.FailoverP95Seconds, res.FailoverMaxSeconds, res.FailoverMeanSeconds, res.ManagerSelfExits)},
 		{"busy runners killed", res.BusyKilled},
 		{"steps", fmt.Sprintf("%d total, %d completed, %d failed by us, %d failed by injected faults, %d unfinished; max queue wait %.0fs",
 			res.StepsTotal, res.StepsCompleted, res.StepsFailedByUs, res.StepsFailedByInjected, res.StepsUnfinished, res.MaxQueueWaitSeconds)},
@@ -270,6 +290,9 @@ func (r *run) printSummary() {
 			res.APIServerRestart, res.APIServerDowntimeSeconds, res.PodsDeleted, res.PodsEvicted, res.NodesRemoved, res.ConflictWrites, res.ConflictsHitByWriter, res.OperatorConflictsLogged)},
 		{"runner limit (100) reported", res.RunnerLimitReported},
 		{"runner renamed/relabelled", res.RenameRelabel},
+		{"tenants", fmt.Sprintf("good steps %d of %d ran; queue wait p95 %.1fs next to the hostile tenant, %.1fs alone; %d good runners harmed; manager RSS %.0f MiB during the flood, %.0f MiB before; %d webhook deliveries",
+			res.TenantGoodStepsRun, res.TenantGoodStepsTotal, res.TenantGoodWaitP95, res.TenantGoodWaitP95Baseline, res.TenantGoodRunnersHarmed,
+			res.TenantManagerRSSMiB, res.TenantManagerRSSBeforeMiB, res.TenantWebhookDeliveries)},
 		{"passed", res.Passed},
 	}
 	for _, f := range figures {
