@@ -89,7 +89,7 @@ func runAPICost(ctx context.Context, cfg config, res *results) (safety, error) {
 	defer sys.stop()
 
 	const ns, base = "bench", 2
-	if err := sys.createNamespace(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
+	if err := sys.CreateNamespaceFor(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
 		return safety{}, err
 	}
 	pool, err := sys.createPool(ctx, poolSpec{

@@ -74,7 +74,7 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	defer sys.stop()
 
 	const ns, label = "bench", "burst"
-	if err := sys.createNamespace(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
+	if err := sys.CreateNamespaceFor(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
 		return safety{}, err
 	}
 	spec := poolSpec{

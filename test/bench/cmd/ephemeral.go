@@ -57,7 +57,7 @@ func runEphemeral(ctx context.Context, cfg config, v ephemeralVariant, res *resu
 	defer sys.stop()
 
 	const ns, label = "bench", "ephemeral"
-	if err := sys.createNamespace(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
+	if err := sys.CreateNamespaceFor(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
 		return safety{}, err
 	}
 	spec := poolSpec{
