@@ -18,6 +18,11 @@ const (
 	ephemeralMax   = 10
 	// ephemeralStep is shorter than the poll interval: the case where the list sees a step late.
 	ephemeralStep = 5 * time.Second
+	// ephemeralSettle is how long the pool stays idle, its runners ONLINE, before the burst: a
+	// real burst meets a pool whose runners connected long ago, when the operator no longer
+	// re-lists quickly for freshly connected runners (a minute after their pod became ready)
+	// and only the pool's poll, or a webhook, refreshes the runner list.
+	ephemeralSettle = 90 * time.Second
 )
 
 // ephemeralVariant is one way of telling the operator about the burst.
@@ -70,7 +75,28 @@ func runEphemeral(ctx context.Context, cfg config, v ephemeralVariant, res *resu
 		return safety{}, err
 	}
 	prefix := controllers.BitbucketNamePrefix(pool)
-	if err := waitPoolReady(ctx, sys, pool, prefix, int(spec.min)); err != nil {
+	err = waitFor(ctx, 3*time.Minute, 250*time.Millisecond, "the pool's runners to be ONLINE", func() (bool, string, error) {
+		n := countOnline(bitbucketRunners(sys.BBSim.State(), prefix))
+		return n >= int(spec.min), fmt.Sprintf("%d runners ONLINE", n), nil
+	})
+	if err != nil {
+		return safety{}, err
+	}
+	progress("%s: %d runners ONLINE; leaving the pool idle for %s", scenario, spec.min, ephemeralSettle)
+	select {
+	case <-ctx.Done():
+		return safety{}, ctx.Err()
+	case <-time.After(ephemeralSettle):
+	}
+	// The burst starts right after a runner list: the worst moment, as the idle runners' first
+	// steps are seen only by the next list, a whole poll later without a webhook. Left to
+	// chance, the start would fall at the same point of the poll cycle in every run (the settle
+	// is a multiple of both poll intervals, counted from when the runners connected).
+	lists := func() int { return sys.BBSim.State().Calls[listEndpoint] }
+	before := lists()
+	if err := waitFor(ctx, 2*v.poll, 20*time.Millisecond, "a runner list", func() (bool, string, error) {
+		return lists() > before, "no list yet", nil
+	}); err != nil {
 		return safety{}, err
 	}
 	progress("%s: queueing %d steps of %s on an ephemeral pool", scenario, steps, ephemeralStep)
