@@ -1,6 +1,6 @@
 // Package harness starts the whole local system the way a user runs it: a real control plane
 // with kwok nodes, bbsim playing Bitbucket (and the runner agents), and the operator's
-// controllers. End-to-end tests, the benchmark and the local demo share it.
+// controllers. End-to-end tests, the benchmark, the chaos run and the local demo share it.
 package harness
 
 import (
