@@ -54,19 +54,16 @@ func runEphemeral(ctx context.Context, cfg config, v ephemeralVariant, res *resu
 	}
 	scenario := v.scenario()
 	sys, err := startSystem(ctx, cfg, systemOptions{
-		scenario: scenario, nodes: nodesFor(ephemeralMax + 2), inProcessOperator: true, webhooks: v.webhooks,
+		scenario: scenario, namespace: benchNamespace, nodes: nodesFor(ephemeralMax + 2), inProcessOperator: true, webhooks: v.webhooks,
 	})
 	if err != nil {
 		return safety{}, err
 	}
 	defer sys.stop()
 
-	const ns, label = "bench", "ephemeral"
-	if err := sys.CreateNamespaceFor(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
-		return safety{}, err
-	}
+	const label = "ephemeral"
 	spec := poolSpec{
-		namespace: ns, name: label, min: 2, max: ephemeralMax,
+		namespace: benchNamespace, name: label, min: 2, max: ephemeralMax,
 		policy: v1alpha1.ScalingPolicyIdleBuffer, idleRunners: 2,
 		pollInterval: v.poll, scaleDownDelay: 30 * time.Second, ephemeral: true,
 	}

@@ -37,7 +37,12 @@ type systemOptions struct {
 	// otherwise the scenario runs bin/manager itself.
 	inProcessOperator bool
 	webhooks          bool
+	// namespace, when set, is created with a credentials Secret for bbsim's default consumer.
+	namespace string
 }
+
+// benchNamespace holds the pools of the scenarios that need one namespace.
+const benchNamespace = "bench"
 
 // system is one scenario's local system: control plane, kwok nodes, bbsim and, usually, the
 // operator.
@@ -81,6 +86,12 @@ func startSystem(ctx context.Context, cfg config, opts systemOptions) (*system, 
 		return nil, fmt.Errorf("start local system: %w", err)
 	}
 	s.System = hs
+	if opts.namespace != "" {
+		if err := hs.CreateNamespace(startCtx, opts.namespace); err != nil {
+			s.stop()
+			return nil, err
+		}
+	}
 	if !opts.inProcessOperator {
 		return s, nil
 	}
