@@ -125,6 +125,26 @@ func getAsync(ctx context.Context, s *runnerlist.Store, k runnerlist.Key, l runn
 	return out
 }
 
+// getWaiting starts a Get that waits for the list in flight and returns once it waits.
+func getWaiting(t *testing.T, ctx context.Context, s *runnerlist.Store, l runnerlist.Lister, notBefore time.Time) <-chan getResult {
+	t.Helper()
+	wctx := newWaitingContext(ctx)
+	out := getAsync(wctx, s, workspace, l, notBefore)
+	wctx.awaitWaiting(t)
+	return out
+}
+
+// listWithWaiters starts a Get that lists, then n more that wait for that list.
+func listWithWaiters(t *testing.T, s *runnerlist.Store, l *fakeLister, notBefore time.Time, n int) (first <-chan getResult, waiters []<-chan getResult) {
+	t.Helper()
+	first = getAsync(context.Background(), s, workspace, l, notBefore)
+	l.awaitList(t)
+	for range n {
+		waiters = append(waiters, getWaiting(t, context.Background(), s, l, notBefore))
+	}
+	return first, waiters
+}
+
 func await(t *testing.T, ch <-chan getResult) getResult {
 	t.Helper()
 	select {
@@ -193,14 +213,7 @@ func TestConcurrentGetsShareOneList(t *testing.T) {
 	s, clk, l, refreshes := newStore()
 	notBefore := clk.Now().Add(-time.Minute)
 
-	first := getAsync(context.Background(), s, workspace, l, notBefore)
-	l.awaitList(t)
-	var waiters []<-chan getResult
-	for range 5 {
-		ctx := newWaitingContext(context.Background())
-		waiters = append(waiters, getAsync(ctx, s, workspace, l, notBefore))
-		ctx.awaitWaiting(t)
-	}
+	first, waiters := listWithWaiters(t, s, l, notBefore, 5)
 	l.release(t, runner("a", bitbucket.RunnerStatusOnline), runner("b", bitbucket.RunnerStatusOnline))
 
 	want := await(t, first)
@@ -284,9 +297,7 @@ func TestAWaiterNeedingANewerListStartsAnotherOne(t *testing.T) {
 
 	// A runner disabled after that list started needs a list that shows the disable.
 	clk.Step(5 * time.Second)
-	ctx := newWaitingContext(context.Background())
-	later := getAsync(ctx, s, workspace, l, t0.Add(time.Second))
-	ctx.awaitWaiting(t)
+	later := getWaiting(t, context.Background(), s, l, t0.Add(time.Second))
 
 	l.release(t, runner("a", bitbucket.RunnerStatusOnline))
 	if r := await(t, first); r.err != nil || statuses(r.snap)["a"] != bitbucket.RunnerStatusOnline {
@@ -489,14 +500,7 @@ func TestAListErrorReachesEveryWaiterAndKeepsThePreviousSnapshot(t *testing.T) {
 	clk.Step(2 * time.Minute)
 	notBefore := clk.Now().Add(-time.Minute)
 
-	first := getAsync(context.Background(), s, workspace, l, notBefore)
-	l.awaitList(t)
-	var waiters []<-chan getResult
-	for range 3 {
-		ctx := newWaitingContext(context.Background())
-		waiters = append(waiters, getAsync(ctx, s, workspace, l, notBefore))
-		ctx.awaitWaiting(t)
-	}
+	first, waiters := listWithWaiters(t, s, l, notBefore, 3)
 	unavailable := errors.New("503 service unavailable")
 	l.fail(t, unavailable)
 
@@ -598,9 +602,7 @@ func TestContextCancellation(t *testing.T) {
 		l.awaitList(t)
 
 		cancelled, cancel := context.WithCancel(context.Background())
-		ctx := newWaitingContext(cancelled)
-		waiter := getAsync(ctx, s, workspace, l, clk.Now())
-		ctx.awaitWaiting(t)
+		waiter := getWaiting(t, cancelled, s, l, clk.Now())
 		cancel()
 		if r := await(t, waiter); !errors.Is(r.err, context.Canceled) || r.snap != nil {
 			t.Errorf("cancelled waiter got (%v, %v), want context.Canceled", r.snap, r.err)

@@ -17,6 +17,19 @@ import (
 
 func TestRunnerViewState(t *testing.T) {
 	const uuid = "{11111111-1111-1111-1111-111111111111}"
+	// connected is the Runner of a runner that connected an hour ago, its pod running since, its
+	// status mirroring the Bitbucket state and step given.
+	connected := func(status bitbucket.RunnerStatus, step string) []fixture.RunnerMod {
+		return []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(status, step), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)}
+	}
+	// draining is the Runner of a registered runner the pool drains.
+	draining := func(status bitbucket.RunnerStatus, step string) []fixture.RunnerMod {
+		return []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(status, step)}
+	}
+	// listed is the runner as the latest list shows it, in its state for stateAge.
+	listed := func(status bitbucket.RunnerStatus, step string, stateAge time.Duration) *bitbucket.Runner {
+		return ptr.To(fixture.BitbucketRunner(uuid, status, step, stateAge))
+	}
 	tests := []struct {
 		name string
 		// runner is the Runner as the pool lists it.
@@ -43,71 +56,71 @@ func TestRunnerViewState(t *testing.T) {
 		},
 		{
 			name:        "a runner the pool drains is draining, and not busy without a step",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(bitbucket.RunnerStatusDisabled, "")},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)),
+			runner:      draining(bitbucket.RunnerStatusDisabled, ""),
+			inBitbucket: listed(bitbucket.RunnerStatusDisabled, "", time.Minute),
 			wantState:   Draining,
 		},
 		{
 			name:        "a draining runner that still runs a step is draining and busy",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(bitbucket.RunnerStatusOnline, "")},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "{step-1}", time.Minute)),
+			runner:      draining(bitbucket.RunnerStatusOnline, ""),
+			inBitbucket: listed(bitbucket.RunnerStatusDisabled, "{step-1}", time.Minute),
 			wantState:   Draining,
 			wantBusy:    true,
 		},
 		{
 			name:        "a draining runner is not busy once Bitbucket shows its step ended, whatever its status says",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Draining(), fixture.Mirrored(bitbucket.RunnerStatusDisabled, "{step-1}")},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Second)),
+			runner:      draining(bitbucket.RunnerStatusDisabled, "{step-1}"),
+			inBitbucket: listed(bitbucket.RunnerStatusDisabled, "", time.Second),
 			wantState:   Draining,
 		},
 		{
 			name:        "a Runner being deleted is draining",
 			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Deleting(), fixture.Mirrored(bitbucket.RunnerStatusOnline, "")},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Minute)),
+			inBitbucket: listed(bitbucket.RunnerStatusOnline, "", time.Minute),
 			wantState:   Draining,
 		},
 		{
 			name: "a runner whose drain was cancelled is capacity again while Bitbucket still shows it DISABLED",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.DisabledAgo(time.Minute), fixture.Mirrored(bitbucket.RunnerStatusDisabled, ""),
 				fixture.PodStartedAgo(time.Hour), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusDisabled, "", time.Minute)),
+			inBitbucket: listed(bitbucket.RunnerStatusDisabled, "", time.Minute),
 			wantState:   Starting,
 		},
 		{
 			name:        "a runner Bitbucket shows on a step is busy before its status catches up",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "{step-1}", time.Second)),
+			runner:      connected(bitbucket.RunnerStatusOnline, ""),
+			inBitbucket: listed(bitbucket.RunnerStatusOnline, "{step-1}", time.Second),
 			wantState:   Busy,
 			wantBusy:    true,
 		},
 		{
 			name:        "a runner Bitbucket shows idle is idle though its status still names its last step",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Second)),
+			runner:      connected(bitbucket.RunnerStatusOnline, "{step-1}"),
+			inBitbucket: listed(bitbucket.RunnerStatusOnline, "", time.Second),
 			wantState:   Idle,
 		},
 		{
 			name:        "a runner on a step is busy even when Bitbucket shows it OFFLINE, so it is never replaced mid-step",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "{step-1}", time.Hour)),
+			runner:      connected(bitbucket.RunnerStatusOnline, "{step-1}"),
+			inBitbucket: listed(bitbucket.RunnerStatusOffline, "{step-1}", time.Hour),
 			wantState:   Busy,
 			wantBusy:    true,
 		},
 		{
 			name:        "an ONLINE runner without a step is idle",
-			runner:      []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOnline, "", time.Hour)),
+			runner:      connected(bitbucket.RunnerStatusOnline, ""),
+			inBitbucket: listed(bitbucket.RunnerStatusOnline, "", time.Hour),
 			wantState:   Idle,
 		},
 		{
 			name:      "a runner missing from the observation keeps the step its status mirrors",
-			runner:    []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, "{step-1}"), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			runner:    connected(bitbucket.RunnerStatusOnline, "{step-1}"),
 			wantState: Busy,
 			wantBusy:  true,
 		},
 		{
 			name:       "without any observation an ONLINE status counts as idle",
-			runner:     []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOnline, ""), fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
+			runner:     connected(bitbucket.RunnerStatusOnline, ""),
 			unobserved: true,
 			wantState:  Idle,
 		},
@@ -136,56 +149,56 @@ func TestRunnerViewState(t *testing.T) {
 			name: "a runner that was connected and went OFFLINE is replaced after the offline grace",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour),
 				fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", fixture.OfflineGrace+time.Second)),
+			inBitbucket: listed(bitbucket.RunnerStatusOffline, "", fixture.OfflineGrace+time.Second),
 			wantState:   Stuck,
 		},
 		{
 			name: "a runner that was connected and is UNHEALTHY is replaced after the offline grace",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnhealthy, ""), fixture.PodStartedAgo(time.Hour),
 				fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnhealthy, "", fixture.OfflineGrace+time.Second)),
+			inBitbucket: listed(bitbucket.RunnerStatusUnhealthy, "", fixture.OfflineGrace+time.Second),
 			wantState:   Stuck,
 		},
 		{
 			name: "a runner OFFLINE for less than the offline grace is not replaced, however old its pod",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour),
 				fixture.OnlineSince(time.Hour), fixture.PodRunning(time.Hour)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", fixture.OfflineGrace-time.Second)),
+			inBitbucket: listed(bitbucket.RunnerStatusOffline, "", fixture.OfflineGrace-time.Second),
 			wantState:   Starting,
 		},
 		{
 			name: "an agent restarting within the offline grace is not reported as waiting for a node",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Hour),
 				fixture.OnlineSince(time.Hour), fixture.PodNotReady()},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", 10*time.Second)),
+			inBitbucket: listed(bitbucket.RunnerStatusOffline, "", 10*time.Second),
 			wantState:   Starting,
 		},
 		{
 			name: "an OFFLINE runner that never connected with its pod is judged by the pending timeout, not the offline grace",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusOffline, ""), fixture.PodStartedAgo(time.Minute),
 				fixture.PodNotReady()},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusOffline, "", time.Hour)),
+			inBitbucket: listed(bitbucket.RunnerStatusOffline, "", time.Hour),
 			wantState:   Starting,
 		},
 		{
 			name: "a pod that runs but whose agent never connected is replaced after the pending timeout",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
 				fixture.PodStartedAgo(fixture.PendingTimeout + time.Second), fixture.PodRunning(fixture.PendingTimeout)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
+			inBitbucket: listed(bitbucket.RunnerStatusUnregistered, "", time.Hour),
 			wantState:   Stuck,
 		},
 		{
 			name: "a pod that runs and whose agent has not connected yet is starting within the pending timeout",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
 				fixture.PodStartedAgo(time.Minute), fixture.PodRunning(10 * time.Second)},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Minute)),
+			inBitbucket: listed(bitbucket.RunnerStatusUnregistered, "", time.Minute),
 			wantState:   Starting,
 		},
 		{
 			name: "a pod Pending past the pending timeout stays starting and is reported",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
 				fixture.PodStartedAgo(fixture.PendingTimeout + time.Second), fixture.PodNotReady()},
-			inBitbucket:        ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
+			inBitbucket:        listed(bitbucket.RunnerStatusUnregistered, "", time.Hour),
 			wantState:          Starting,
 			wantPendingTooLong: true,
 		},
@@ -193,14 +206,14 @@ func TestRunnerViewState(t *testing.T) {
 			name: "a pod Pending exactly the pending timeout is not reported yet",
 			runner: []fixture.RunnerMod{fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
 				fixture.PodStartedAgo(fixture.PendingTimeout), fixture.PodNotReady()},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Hour)),
+			inBitbucket: listed(bitbucket.RunnerStatusUnregistered, "", time.Hour),
 			wantState:   Starting,
 		},
 		{
 			name: "the pending timeout counts from the current pod's start, not from the Runner's creation",
 			runner: []fixture.RunnerMod{fixture.CreatedAgo(time.Hour), fixture.Registered(uuid), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
 				fixture.PodStartedAgo(time.Minute), fixture.PodNotReady()},
-			inBitbucket: ptr.To(fixture.BitbucketRunner(uuid, bitbucket.RunnerStatusUnregistered, "", time.Minute)),
+			inBitbucket: listed(bitbucket.RunnerStatusUnregistered, "", time.Minute),
 			wantState:   Starting,
 		},
 	}

@@ -1,22 +1,26 @@
 // Package harness starts the whole local system the way a user runs it: a real control plane
 // with kwok nodes, bbsim playing Bitbucket (and the runner agents), and the operator's
-// controllers. End-to-end tests, the benchmark and the local demo share it.
+// controllers. End-to-end tests, the benchmark, the chaos run and the local demo share it.
 package harness
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -32,9 +36,11 @@ import (
 
 // Options configure the system.
 type Options struct {
-	// Nodes, NodeCPU and NodeMemory size the fake cluster (framework defaults when zero).
-	Nodes      int
-	NodeMemory string
+	// Nodes is how many fake nodes of the framework's default size to create (the framework's
+	// default number when zero, none when negative).
+	Nodes int
+	// NodeGroups, when set, are the fake nodes to create instead, sized for the workload.
+	NodeGroups []NodeGroup
 	// BBSim configures the simulator; its defaults give one workspace and one OAuth consumer.
 	BBSim bbsim.Options
 	// NoManager leaves the operator out, for tests that run it themselves.
@@ -56,6 +62,12 @@ type Options struct {
 	// RealNode, when set, adds a real node to the control plane (framework.Options.RealNode);
 	// bbsim then listens on the node's address, where the node's pods reach it.
 	RealNode *framework.RealNodeOptions
+}
+
+// NodeGroup is a number of identical fake nodes.
+type NodeGroup struct {
+	Count       int
+	CPU, Memory resource.Quantity
 }
 
 // System is a running local system.
@@ -105,6 +117,9 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 		LogDir:            opts.LogDir,
 		RealNode:          opts.RealNode,
 	}
+	if len(opts.NodeGroups) > 0 {
+		fo.Nodes = -1
+	}
 	cp, err := framework.Start(ctx, fo)
 	if err != nil {
 		return nil, err
@@ -115,6 +130,11 @@ func Start(ctx context.Context, opts Options) (sys *System, err error) {
 			sys.Stop()
 		}
 	}()
+	for _, g := range opts.NodeGroups {
+		if _, err := cp.CreateNodes(ctx, g.Count, g.CPU, g.Memory); err != nil {
+			return sys, fmt.Errorf("create nodes: %w", err)
+		}
+	}
 	if sys.Client, err = client.New(cp.Config, client.Options{Scheme: sys.Scheme}); err != nil {
 		return sys, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -251,6 +271,12 @@ func (s *System) Stop() {
 // CreateNamespace creates a namespace with a credentials Secret for bbsim's default OAuth
 // consumer, named "bitbucket".
 func (s *System) CreateNamespace(ctx context.Context, name string) error {
+	return s.CreateNamespaceFor(ctx, name, bbsim.DefaultClientID, bbsim.DefaultClientSecret)
+}
+
+// CreateNamespaceFor creates a namespace whose "bitbucket" Secret holds an OAuth consumer's
+// credentials. Either may exist already.
+func (s *System) CreateNamespaceFor(ctx context.Context, name, clientID, clientSecret string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create namespace %s: %w", name, err)
@@ -258,14 +284,41 @@ func (s *System) CreateNamespace(ctx context.Context, name string) error {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "bitbucket", Namespace: name},
 		StringData: map[string]string{
-			v1alpha1.SecretKeyClientID:     bbsim.DefaultClientID,
-			v1alpha1.SecretKeyClientSecret: bbsim.DefaultClientSecret,
+			v1alpha1.SecretKeyClientID:     clientID,
+			v1alpha1.SecretKeyClientSecret: clientSecret,
 		},
 	}
 	if err := s.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create credentials secret: %w", err)
+		return fmt.Errorf("create credentials secret in %s: %w", name, err)
 	}
 	return nil
+}
+
+// WaitWebhookReceiver waits until the in-process operator's webhook receiver accepts
+// connections: the manager starts it once its caches are synced, so the controllers are about
+// to run.
+func (s *System) WaitWebhookReceiver(ctx context.Context) error {
+	for {
+		conn, err := net.DialTimeout("tcp", s.webhookAddr, time.Second)
+		if err == nil {
+			return conn.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never listened: %w", s.webhookAddr, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// FileLogger writes log entries to w, one line each, stamped with the time.
+func FileLogger(w io.Writer) logr.Logger {
+	var mu sync.Mutex
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(w, time.Now().UTC().Format(time.RFC3339Nano), prefix, args)
+	}, funcr.Options{})
 }
 
 // Pool returns a small pool in the simulator's default workspace, polling fast.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
-	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
 )
 
 // listEndpoint is the runner list of a workspace: the one call per poll per scope.
@@ -82,25 +81,22 @@ func runAPICost(ctx context.Context, cfg config, res *results) (safety, error) {
 	}
 	const scenario = "api"
 	poll := pollIntervalSeconds * time.Second
-	sys, err := startSystem(ctx, cfg, systemOptions{scenario: scenario, nodes: nodesFor(added + 4), inProcessOperator: true, webhooks: true})
+	sys, err := startSystem(ctx, cfg, systemOptions{scenario: scenario, namespace: benchNamespace, nodes: nodesFor(added + 4), inProcessOperator: true, webhooks: true})
 	if err != nil {
 		return safety{}, err
 	}
 	defer sys.stop()
 
-	const ns, base = "bench", 2
-	if err := sys.createNamespace(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
-		return safety{}, err
-	}
+	const base = 2
 	pool, err := sys.createPool(ctx, poolSpec{
-		namespace: ns, name: "steady", min: base, max: base + int32(added),
+		namespace: benchNamespace, name: "steady", min: base, max: base + int32(added),
 		policy: v1alpha1.ScalingPolicyIdleBuffer, idleRunners: 1, pollInterval: poll, scaleDownDelay: 15 * time.Second,
 	})
 	if err != nil {
 		return safety{}, err
 	}
 	queuePool, err := sys.createPool(ctx, poolSpec{
-		namespace: ns, name: "queued", min: 0, max: 5,
+		namespace: benchNamespace, name: "queued", min: 0, max: 5,
 		policy: v1alpha1.ScalingPolicyQueue, pollInterval: poll, scaleDownDelay: 15 * time.Second,
 	})
 	if err != nil {

@@ -63,6 +63,7 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	}
 	scenario := v.scenario()
 	sys, err := startSystem(ctx, cfg, systemOptions{
+		namespace:         benchNamespace,
 		scenario:          scenario,
 		nodes:             nodesFor(burstMax + 2),
 		inProcessOperator: true,
@@ -73,12 +74,9 @@ func runBurst(ctx context.Context, cfg config, v burstVariant, res *results) (sa
 	}
 	defer sys.stop()
 
-	const ns, label = "bench", "burst"
-	if err := sys.createNamespace(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
-		return safety{}, err
-	}
+	const label = "burst"
 	spec := poolSpec{
-		namespace: ns, name: label, min: 1, max: burstMax,
+		namespace: benchNamespace, name: label, min: 1, max: burstMax,
 		policy: v1alpha1.ScalingPolicyIdleBuffer, idleRunners: 1,
 		pollInterval: pollIntervalSeconds * time.Second, scaleDownDelay: burstScaleDownDelay,
 	}

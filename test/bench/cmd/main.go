@@ -4,8 +4,8 @@
 //
 // Environment:
 //
-//	BENCH_SCENARIOS  comma-separated scenarios: ephemeral, burst (or burst-webhook, burst-poll,
-//	                 burst-zero), queue-burst, overshoot, api, scale, rss; default all
+//	BENCH_SCENARIOS  comma-separated scenarios: ephemeral (or ephemeral-webhook,
+//	                 ephemeral-poll, ephemeral-poll5), burst (or burst-webhook, burst-poll, burst-zero), queue-burst, overshoot, api, scale, rss; default all
 //	BENCH_QUICK=1    shorter steps and windows, fewer runners for rss: a quick look
 //	BENCH_OUT        where to write the results (default test/bench/results.json)
 //	BENCH_LOG_DIR    where each scenario keeps its logs (default test/bench/tmp/logs)
@@ -58,12 +58,18 @@ func scenarios() []scenario {
 			return runBurst(ctx, cfg, v, res)
 		}})
 	}
-	return append(out,
+	out = append(out,
 		scenario{name: queueBurst.scenario(), group: queueBurst.scenario(), run: func(ctx context.Context, cfg config, res *results) (safety, error) {
 			return runBurst(ctx, cfg, queueBurst, res)
 		}},
 		scenario{name: "overshoot", group: "overshoot", run: runOvershoot},
-		scenario{name: "ephemeral", group: "ephemeral", run: runEphemeral},
+	)
+	for _, v := range ephemeralVariants {
+		out = append(out, scenario{name: v.scenario(), group: "ephemeral", run: func(ctx context.Context, cfg config, res *results) (safety, error) {
+			return runEphemeral(ctx, cfg, v, res)
+		}})
+	}
+	return append(out,
 		scenario{name: "api", group: "api", run: runAPICost},
 		scenario{name: "scale", group: "scale", run: runScale},
 		scenario{name: "rss", group: "rss", run: runRSS},
@@ -95,7 +101,7 @@ func loadConfig() (config, error) {
 			found = found || s.name == w || s.group == w
 		}
 		if !found && w != "" {
-			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, queue-burst, overshoot, ephemeral, api, scale, rss)", w)
+			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, queue-burst, overshoot, ephemeral, ephemeral-webhook, ephemeral-poll, ephemeral-poll5, api, scale, rss)", w)
 		}
 	}
 	return cfg, nil

@@ -6,10 +6,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
 const (
@@ -27,10 +29,11 @@ func runOvershoot(ctx context.Context, cfg config, res *results) (safety, error)
 	}
 	const scenario = "overshoot"
 	sys, err := startSystem(ctx, cfg, systemOptions{
-		scenario: scenario,
+		scenario:  scenario,
+		namespace: benchNamespace,
 		// A runner pod requests 4Gi (docker, 1x step) + 512Mi (runner): five fit in 24Gi, a sixth
 		// does not. CPU (1.25 per pod) is not the limit.
-		nodes:             []nodeGroup{{count: 1, cpu: "16", memory: "24Gi"}},
+		nodes:             []harness.NodeGroup{{Count: 1, CPU: resource.MustParse("16"), Memory: resource.MustParse("24Gi")}},
 		inProcessOperator: true,
 		webhooks:          true,
 	})
@@ -39,12 +42,9 @@ func runOvershoot(ctx context.Context, cfg config, res *results) (safety, error)
 	}
 	defer sys.stop()
 
-	const ns, label = "bench", "overshoot"
-	if err := sys.createNamespace(ctx, ns, bbsim.DefaultClientID, bbsim.DefaultClientSecret); err != nil {
-		return safety{}, err
-	}
+	const label = "overshoot"
 	pool, err := sys.createPool(ctx, poolSpec{
-		namespace: ns, name: label, min: 1, max: overshootMax,
+		namespace: benchNamespace, name: label, min: 1, max: overshootMax,
 		policy: v1alpha1.ScalingPolicyIdleBuffer, idleRunners: 1,
 		pollInterval: pollIntervalSeconds * time.Second, scaleDownDelay: burstScaleDownDelay,
 	})

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -30,7 +31,7 @@ func below(limit float64) func(float64) bool  { return func(v float64) bool { re
 // pollInterval is the pools' spec.scaling.pollInterval in the burst scenarios: the CRD default.
 const pollIntervalSeconds = 15
 
-var figures = []figure{
+var figures = slices.Concat([]figure{
 	{"burst_webhook_p50_s", "burst, webhook: step wait p50", "s", "", nil},
 	{"burst_webhook_p95_s", "burst, webhook: step wait p95", "s", "<= 20 (Atlassian: 425 at a 120 s poll)", atMost(20)},
 	{"burst_webhook_max_s", "burst, webhook: step wait max", "s", "", nil},
@@ -67,13 +68,7 @@ var figures = []figure{
 	{"overshoot_steps_done", "overshoot: steps done in the window", "count", "", nil},
 	{"overshoot_window_s", "overshoot: observation window", "s", "", nil},
 	{"overshoot_step_s", "overshoot: duration of each step", "s", "", nil},
-
-	{"ephemeral_steps", "ephemeral: short steps run", "count", "", nil},
-	{"ephemeral_step_s", "ephemeral: duration of each step", "s", "", nil},
-	{"ephemeral_runners", "ephemeral: runners that ran a step", "count", "", nil},
-	{"ephemeral_multi_step_runners", "ephemeral: runners that ran more than one step", "count", "0", atMost(0)},
-	{"ephemeral_extra_steps", "ephemeral: second and later steps on a used runner", "count", "0", atMost(0)},
-	{"ephemeral_disable_p95_s", "ephemeral: step start to runner disabled, p95", "s", "", nil},
+}, ephemeralFigures(), []figure{
 	{"api_calls_per_idle_poll", "API: runner calls per idle poll per scope", "calls", "<= 1", atMost(1)},
 	{"api_queue_calls_per_idle_poll", "API: queue reads per idle poll (Queue pool)", "calls", "", nil},
 	{"api_calls_per_runner_created", "API: calls per runner created", "calls", "<= 3 (Atlassian: 4 to 6)", atMost(3)},
@@ -103,6 +98,33 @@ var figures = []figure{
 
 	{"busy_killed", "safety: steps killed by scale-down", "count", "0", atMost(0)},
 	{"leaked", "safety: runners, pods, Secrets left at the end", "count", "0", atMost(0)},
+})
+
+// ephemeralFigures are the ephemeral scenario's figures, in the order of ephemeralVariants.
+// Only the webhook variant has targets: without a webhook, a step shorter than the poll interval
+// may be followed by another, and the figures measure how often.
+func ephemeralFigures() []figure {
+	out := []figure{{"ephemeral_step_s", "ephemeral: duration of each step", "s", "", nil}}
+	for _, v := range ephemeralVariants {
+		label := "ephemeral, webhook"
+		if !v.webhooks {
+			label = fmt.Sprintf("ephemeral, polling every %g s", v.poll.Seconds())
+		}
+		zero, meetsZero := "", (func(float64) bool)(nil)
+		if v.webhooks {
+			zero, meetsZero = "0", atMost(0)
+		}
+		out = append(out,
+			figure{v.key + "_steps", label + ": short steps run", "count", "", nil},
+			figure{v.key + "_runners", label + ": runners that ran a step", "count", "", nil},
+			figure{v.key + "_multi_step_runners", label + ": runners that ran more than one step", "count", zero, meetsZero},
+			figure{v.key + "_extra_steps", label + ": second and later steps on a used runner", "count", zero, meetsZero},
+			figure{v.key + "_disable_p50_s", label + ": step start to runner disabled, p50", "s", "", nil},
+			figure{v.key + "_disable_p95_s", label + ": step start to runner disabled, p95", "s", "", nil},
+			figure{v.key + "_disable_max_s", label + ": step start to runner disabled, max", "s", "", nil},
+		)
+	}
+	return out
 }
 
 // results collects the figures of one run.

@@ -60,7 +60,7 @@ func runRSS(ctx context.Context, cfg config, res *results) (safety, error) {
 
 	start := time.Now()
 	for i := 1; i <= pools; i++ {
-		if err := sys.createNamespace(ctx, teamNamespace(i), teamClientID(i), teamClientSecret(i)); err != nil {
+		if err := sys.CreateNamespaceFor(ctx, teamNamespace(i), teamClientID(i), teamClientSecret(i)); err != nil {
 			return safety{}, err
 		}
 		if _, err := sys.createPool(ctx, poolSpec{

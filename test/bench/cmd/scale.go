@@ -63,7 +63,7 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 	}
 	defer sys.stop()
 	for i := 1; i <= scaleTeams; i++ {
-		if err := sys.createNamespace(ctx, teamNamespace(i), teamClientID(i), teamClientSecret(i)); err != nil {
+		if err := sys.CreateNamespaceFor(ctx, teamNamespace(i), teamClientID(i), teamClientSecret(i)); err != nil {
 			return safety{}, err
 		}
 	}

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,10 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -33,22 +28,21 @@ import (
 // webhookSecret signs bbsim's deliveries to the operator, as a production setup would.
 const webhookSecret = "bench-webhook-secret"
 
-// nodeGroup is a number of identical fake nodes.
-type nodeGroup struct {
-	count       int
-	cpu, memory string
-}
-
 // systemOptions shape one scenario's fresh local system.
 type systemOptions struct {
 	scenario string
-	nodes    []nodeGroup
+	nodes    []harness.NodeGroup
 	bbsim    bbsim.Options
 	// inProcessOperator runs the operator in this process, with its apiserver requests counted;
 	// otherwise the scenario runs bin/manager itself.
 	inProcessOperator bool
 	webhooks          bool
+	// namespace, when set, is created with a credentials Secret for bbsim's default consumer.
+	namespace string
 }
+
+// benchNamespace holds the pools of the scenarios that need one namespace.
+const benchNamespace = "bench"
 
 // system is one scenario's local system: control plane, kwok nodes, bbsim and, usually, the
 // operator.
@@ -81,7 +75,7 @@ func startSystem(ctx context.Context, cfg config, opts systemOptions) (*system, 
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	hs, err := harness.Start(startCtx, harness.Options{
-		Nodes:         -1, // sized per scenario below
+		NodeGroups:    opts.nodes,
 		BBSim:         opts.bbsim,
 		NoManager:     true,
 		WebhookSecret: webhookSecret,
@@ -92,10 +86,10 @@ func startSystem(ctx context.Context, cfg config, opts systemOptions) (*system, 
 		return nil, fmt.Errorf("start local system: %w", err)
 	}
 	s.System = hs
-	for _, g := range opts.nodes {
-		if _, err := hs.ControlPlane.CreateNodes(startCtx, g.count, resource.MustParse(g.cpu), resource.MustParse(g.memory)); err != nil {
+	if opts.namespace != "" {
+		if err := hs.CreateNamespace(startCtx, opts.namespace); err != nil {
 			s.stop()
-			return nil, fmt.Errorf("create nodes: %w", err)
+			return nil, err
 		}
 	}
 	if !opts.inProcessOperator {
@@ -105,39 +99,18 @@ func startSystem(ctx context.Context, cfg config, opts systemOptions) (*system, 
 	counted := rest.CopyConfig(hs.ControlPlane.Config)
 	counted.WrapTransport = s.requests.wrap
 	hs.ControlPlane.Config = counted
-	if err := hs.StartManager(fileLogger(logFile)); err != nil {
+	if err := hs.StartManager(harness.FileLogger(logFile)); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("start operator: %w", err)
 	}
 	if opts.webhooks {
 		hs.BBSim.AddWebhook(bbsim.WebhookTarget{URL: hs.WebhookURL, Secret: webhookSecret})
 	}
-	if err := waitListening(startCtx, hs.WebhookURL); err != nil {
+	if err := hs.WaitWebhookReceiver(startCtx); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("wait for the operator: %w", err)
 	}
 	return s, nil
-}
-
-// waitListening waits until the operator's webhook receiver accepts connections: the manager
-// starts it once its caches are synced, so the controllers are about to run.
-func waitListening(ctx context.Context, rawURL string) error {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return fmt.Errorf("parse %s: %w", rawURL, err)
-	}
-	for {
-		conn, err := net.DialTimeout("tcp", u.Host, time.Second)
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s never listened: %w", u.Host, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func (s *system) stop() {
@@ -147,16 +120,6 @@ func (s *system) stop() {
 	if s.logFile != nil {
 		s.logFile.Close()
 	}
-}
-
-// fileLogger writes the operator's logs to f, one line per entry.
-func fileLogger(f *os.File) logr.Logger {
-	var mu sync.Mutex
-	return funcr.New(func(prefix, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintln(f, time.Now().UTC().Format("15:04:05.000"), prefix, args)
-	}, funcr.Options{})
 }
 
 // requestCounter counts HTTP requests through a client's transport, in total and by verb and
@@ -260,26 +223,6 @@ func kindsDelta(before, after map[string]int64, per float64) string {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-// createNamespace creates a namespace whose "bitbucket" Secret holds an OAuth consumer's
-// credentials.
-func (s *system) createNamespace(ctx context.Context, name, clientID, clientSecret string) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", name, err)
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "bitbucket", Namespace: name},
-		StringData: map[string]string{
-			v1alpha1.SecretKeyClientID:     clientID,
-			v1alpha1.SecretKeyClientSecret: clientSecret,
-		},
-	}
-	if err := s.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create credentials secret in %s: %w", name, err)
-	}
-	return nil
-}
 
 // poolSpec is what the scenarios vary in a pool.
 type poolSpec struct {
@@ -482,14 +425,14 @@ func (s *system) teardown(ctx context.Context, timeout time.Duration) (time.Dura
 // nodesFor sizes fake nodes to hold n runner pods of the default shape (1x step: docker 4Gi +
 // runner 512Mi of memory, 1.25 CPU) with some room to spare; pods per node stay under the
 // kubelet's 110.
-func nodesFor(n int) []nodeGroup {
+func nodesFor(n int) []harness.NodeGroup {
 	const perNode = 100
 	count := (n + perNode - 1) / perNode
 	per := (n + count - 1) / count
 	// 10% more than needed, so the scheduler never runs a node to its last byte.
 	memory := fmt.Sprintf("%dMi", per*4608*11/10)
 	cpu := fmt.Sprintf("%d", per*5/4*11/10+1)
-	return []nodeGroup{{count: count, cpu: cpu, memory: memory}}
+	return []harness.NodeGroup{{Count: count, CPU: resource.MustParse(cpu), Memory: resource.MustParse(memory)}}
 }
 
 // progress prints a line of the benchmark's progress.

@@ -13,11 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -25,7 +22,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
@@ -142,10 +138,10 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 	defer cancel()
 	env.sys, err = harness.Start(startCtx, harness.Options{
 		NoManager: true,
-		// The nodes are created below, larger than the framework's default, so that twenty
-		// pools at their maximum fit with room to spare after a node is removed.
-		Nodes:  -1,
-		LogDir: filepath.Join(r.tmp, "controlplane"),
+		// Larger than the framework's default, so that twenty pools at their maximum fit with
+		// room to spare after a node is removed.
+		NodeGroups: []harness.NodeGroup{{Count: 4, CPU: nodeCPU, Memory: nodeMemory}},
+		LogDir:     filepath.Join(r.tmp, "controlplane"),
 		BBSim: bbsim.Options{
 			Workspaces: []bbsim.Workspace{
 				{UUID: bbsim.DefaultWorkspaceUUID, Slug: bbsim.DefaultWorkspaceSlug,
@@ -158,16 +154,13 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 			RetryAfter:     2 * time.Second,
 			ConnectDelay:   500 * time.Millisecond,
 			Webhooks:       hooks,
-			Logger:         fileLogger(env.bbsimLog),
+			Logger:         harness.FileLogger(env.bbsimLog),
 		},
 	})
 	if err != nil {
 		return env, err
 	}
 	env.c, env.cs = env.sys.Client, env.sys.Clientset
-	if _, err := env.sys.ControlPlane.CreateNodes(startCtx, 4, nodeCPU, nodeMemory); err != nil {
-		return env, fmt.Errorf("create nodes: %w", err)
-	}
 	env.directURL = env.sys.BBSimURL
 	env.apiserver = &apiserverRestarter{workDir: filepath.Dir(env.sys.ControlPlane.KubeconfigPath), logDir: env.sys.ControlPlane.LogDir()}
 
@@ -186,15 +179,8 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 		}
 	}
 	for _, c := range env.consumers {
-		if err := env.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.namespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return env, fmt.Errorf("create namespace %s: %w", c.namespace, err)
-		}
-		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: "bitbucket", Namespace: c.namespace},
-			StringData: map[string]string{v1alpha1.SecretKeyClientID: c.id, v1alpha1.SecretKeyClientSecret: c.secret},
-		}
-		if err := env.c.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
-			return env, fmt.Errorf("create credentials secret in %s: %w", c.namespace, err)
+		if err := env.sys.CreateNamespaceFor(ctx, c.namespace, c.id, c.secret); err != nil {
+			return env, err
 		}
 	}
 
@@ -208,15 +194,6 @@ func startEnvironment(ctx context.Context, r *run) (*environment, error) {
 	}
 	r.say("replica %s leads", leader.id)
 	return env, nil
-}
-
-func fileLogger(w io.Writer) logr.Logger {
-	var mu sync.Mutex
-	return funcr.New(func(prefix, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintln(w, time.Now().Format(time.RFC3339Nano), prefix, args)
-	}, funcr.Options{})
 }
 
 func (env *environment) stop(r *run) {
