@@ -157,6 +157,11 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	}
 	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
 
+	if runner.Status.UUID == "" && runner.Spec.Drain {
+		if err := r.recoverRegistration(ctx, runner); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	// A draining runner without a registration (it vanished from Bitbucket) is deleted below,
 	// not registered again.
 	if runner.Status.UUID == "" && !runner.Spec.Drain {
@@ -780,6 +785,11 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 	if pool != nil {
 		why = runnerpod.OutOfScope(pool, runner)
 	}
+	if why == "" && pool != nil && runner.Status.UUID == "" {
+		if err := r.recoverRegistration(ctx, runner); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	switch {
 	case why != "":
 		// Whatever its status names is not this pool's to delete.
@@ -872,6 +882,30 @@ func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Run
 			return fmt.Errorf("delete runner %T %s: %w", obj, key.Name, err)
 		}
 	}
+	return nil
+}
+
+// recoverRegistration takes the Bitbucket runner's UUID from the Secret the Runner controls when
+// the status lost it: the operator stopped after registering the runner and writing its Secret
+// but before the status patch, and the Runner is to go before a reconcile could adopt the
+// runner (register does that for a Runner that stays). Without it, the Runner would be deleted
+// without unregistering, and its Bitbucket runner left behind with no pool to clean it up. The
+// UUID is then checked like any other (foreignRunner) before anything is done with it.
+func (r *RunnerReconciler) recoverRegistration(ctx context.Context, runner *v1alpha1.Runner) error {
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("get runner secret: %w", err)
+	}
+	uuid := secret.Annotations[v1alpha1.AnnotationRunnerUUID]
+	if uuid == "" || !metav1.IsControlledBy(secret, runner) || !secret.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	log.FromContext(ctx).Info("recovering the registration the status lost, to unregister it", "uuid", uuid)
+	runner.Status.UUID = uuid
+	runner.Status.SecretName = secret.Name
 	return nil
 }
 

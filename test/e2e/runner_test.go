@@ -248,3 +248,30 @@ func TestARunnerPodThatEndsAtOnceIsRecreatedWithGrowingGapsNotInALoop(t *testing
 	}
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }
+
+// TestAPoolDeletedRightAfterACrashLeavesNoBitbucketRunner plays the crash window of registration
+// (Bitbucket runner and Secret made, status not written) followed by the pool's deletion: the
+// Runner is drained and deleted without ever being adopted, and must still unregister its
+// Bitbucket runner, which the Secret it controls records. Found by `make chaos` (a leader killed
+// while a pool was being deleted left an UNREGISTERED runner behind).
+func TestAPoolDeletedRightAfterACrashLeavesNoBitbucketRunner(t *testing.T) {
+	ns := namespace(t)
+	pool := harness.Pool(ns, "crashdel", 1, 1)
+	pool = createPool(t, pool)
+	runner := onlyRunner(t, ns, pool)
+	crashBeforeStatus(t, runner, func() {
+		// The pool was being deleted and had set the Runner to drain: nothing registers it again.
+		if err := sys.Client.Delete(t.Context(), pool); err != nil {
+			t.Fatal(err)
+		}
+		runner.Spec.Drain = true
+		if err := sys.Client.Update(t.Context(), runner); err != nil {
+			t.Fatal(err)
+		}
+	})
+	deleteAndWaitGone(t, pool, 90*time.Second)
+	eventually(t, 30*time.Second, "no Bitbucket runner of the pool", func() (bool, string) {
+		bb := bbRunners(controllers.BitbucketNamePrefix(pool))
+		return len(bb) == 0, fmt.Sprintf("%+v", bb)
+	})
+}
