@@ -49,6 +49,11 @@ const (
 	// ReasonNotControlled: a pod or Secret has the name the Runner's would have, but the Runner
 	// does not control it; it is left alone.
 	ReasonNotControlled = "NotControlled"
+	// ReasonPodEnded: the runner pod ended (Failed or Succeeded) and is being replaced.
+	ReasonPodEnded = "PodEnded"
+	// ReasonPodRestartBackoff: pods ended in a row before the runner came ONLINE; the next one
+	// waits (scaling.RecreatePod).
+	ReasonPodRestartBackoff = "PodRestartBackoff"
 )
 
 // RunnerReconciler acts on one Runner: it registers the Bitbucket runner, keeps its Secret and
@@ -152,6 +157,11 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	}
 	scope := newScope(pool, api, r.Clients.ListKey(pool), r.now(), time.Time{})
 
+	if runner.Status.UUID == "" && runner.Spec.Drain {
+		if err := r.recoverRegistration(ctx, runner); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	// A draining runner without a registration (it vanished from Bitbucket) is deleted below,
 	// not registered again.
 	if runner.Status.UUID == "" && !runner.Spec.Drain {
@@ -184,9 +194,13 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 	if vanished := r.mirror(ctx, runner, scope.Snapshot); vanished {
 		return ctrl.Result{Requeue: true}, nil
 	}
-	pod, err := r.reconcilePod(ctx, pool, runner)
+	pod, podWait, err := r.reconcilePod(ctx, pool, runner)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if podWait > 0 {
+		// Nothing runs to be observed meanwhile; the waker and the pool bring it back on news.
+		requeue = podWait
 	}
 	if err := r.markBusy(ctx, pool, runner, pod); err != nil {
 		return ctrl.Result{}, err
@@ -198,10 +212,10 @@ func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.R
 		return res, err
 	}
 	if r.awaitingConnection(runner, readySinceOf(runner)) {
-		requeue = connectRecheck
+		requeue = min(requeue, connectRecheck)
 	}
 	if waitingForLayerCache(runner) {
-		requeue = layerCacheRecheck
+		requeue = min(requeue, layerCacheRecheck)
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
@@ -418,6 +432,14 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 		st.LastStepTime = &seen
 	}
 	st.Step = step
+	var podStart time.Time
+	if st.PodStartTime != nil {
+		podStart = st.PodStartTime.Time
+	}
+	if scaling.ServedByPod(bb.State.Status == bitbucket.RunnerStatusOnline, step, bb.State.UpdatedOn, podStart) {
+		// The pod works: a pod that ends from now on is a recycle, recreated at once.
+		st.PodRestarts, st.NextPodTime = 0, nil
+	}
 	if bb.State.Status == bitbucket.RunnerStatusOnline || step != "" {
 		if st.OnlineTime == nil {
 			now := metav1.NewTime(r.now())
@@ -430,20 +452,74 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 	return false
 }
 
-// reconcilePod keeps one pod running for the runner, replacing pods that ended. It returns the
-// running pod, nil while there is none.
-func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, error) {
+// reconcilePod keeps one pod running for the runner, replacing pods that ended, with backoff
+// when they end before the runner comes ONLINE. It returns the running pod, nil while there is
+// none, and how long the next pod waits when it does.
+func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, time.Duration, error) {
 	pod := &corev1.Pod{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod)
 	switch {
 	case apierrors.IsNotFound(err):
 		if runner.Spec.Drain {
-			return nil, nil // a draining runner gets no new pod
+			return nil, 0, nil // a draining runner gets no new pod
 		}
-		return nil, r.createPod(ctx, pool, runner)
+		create, next, wait, err := r.podBackoff(ctx, runner)
+		if err != nil || !create {
+			return nil, wait, err
+		}
+		return nil, 0, r.createPod(ctx, pool, runner, next)
 	case err != nil:
-		return nil, fmt.Errorf("get runner pod: %w", err)
+		return nil, 0, fmt.Errorf("get runner pod: %w", err)
 	}
+	pod, err = r.observePod(ctx, runner, pod)
+	return pod, 0, err
+}
+
+// podBackoff decides whether the Runner, whose pod is gone, gets its next pod now
+// (scaling.RecreatePod) and returns the record to keep once it is created. Otherwise it reports
+// the wait in the PodReady condition and an event, and returns how long is left.
+func (r *RunnerReconciler) podBackoff(ctx context.Context, runner *v1alpha1.Runner) (bool, scaling.ReplaceBackoff, time.Duration, error) {
+	st := &runner.Status
+	record := scaling.ReplaceBackoff{Failures: int(st.PodRestarts)}
+	if st.NextPodTime != nil {
+		record.NotBefore = st.NextPodTime.Time
+	}
+	now := r.now()
+	create, next := scaling.RecreatePod(st.PodStartTime != nil, record, now)
+	if create {
+		return true, next, 0, nil
+	}
+	notBefore := metav1.NewTime(next.NotBefore)
+	st.NextPodTime = &notBefore
+	wait := max(next.NotBefore.Sub(now), time.Second)
+	prev := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionPodReady)
+	if prev != nil && prev.Reason == ReasonPodRestartBackoff {
+		return false, next, wait, nil // said already, for this very wait
+	}
+	// The cache may not show the pod the last reconcile created yet: only a pod that is really
+	// gone waits. Read once, when the wait starts.
+	name := runnerpod.PodName(runner)
+	if err := r.apiReader().Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: name}, &corev1.Pod{}); !apierrors.IsNotFound(err) {
+		if err != nil {
+			return false, next, 0, fmt.Errorf("get runner pod: %w", err)
+		}
+		return false, next, 0, nil // the pod's watch brings the Runner back
+	}
+	ended := fmt.Sprintf("Runner pod %s was deleted", name)
+	if prev != nil && prev.Reason == ReasonPodEnded {
+		ended = prev.Message
+	}
+	msg := fmt.Sprintf("%s before the runner came ONLINE, %d pods in a row; the next is created at %s, %s after the last",
+		ended, next.Failures+1, next.NotBefore.UTC().Format(time.RFC3339), next.Wait())
+	r.event(runner, corev1.EventTypeWarning, ReasonPodRestartBackoff, "CreatePod", "%s", msg)
+	log.FromContext(ctx).Info("runner pod recreation backs off", "restarts", next.Failures, "notBefore", next.NotBefore)
+	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodRestartBackoff, truncate(msg, 1024))
+	return false, next, wait, nil
+}
+
+// observePod reports the runner's existing pod in the status, and replaces one that ended or
+// belongs to an earlier registration. It returns the pod while it runs.
+func (r *RunnerReconciler) observePod(ctx context.Context, runner *v1alpha1.Runner, pod *corev1.Pod) (*corev1.Pod, error) {
 	if !metav1.IsControlledBy(pod, runner) {
 		msg := fmt.Sprintf("Pod %s exists but this Runner does not control it; rename or delete it", pod.Name)
 		r.eventOnce(runner, ReasonNotControlled, "CreatePod", msg)
@@ -464,7 +540,10 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 		return nil, nil
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		r.event(runner, corev1.EventTypeWarning, "PodEnded", "ReplacePod", "Runner pod %s ended (%s%s); replacing it", pod.Name, pod.Status.Phase, runnerpod.EndReason(pod))
+		ended := fmt.Sprintf("Runner pod %s ended (%s%s)", pod.Name, pod.Status.Phase, runnerpod.EndReason(pod))
+		r.event(runner, corev1.EventTypeWarning, ReasonPodEnded, "ReplacePod", "%s; replacing it", ended)
+		// Kept until the next pod is created: a backoff before it names how this one ended.
+		setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, ReasonPodEnded, truncate(ended, 1024))
 		if err := r.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("delete ended pod %s: %w", pod.Name, err)
 		}
@@ -493,7 +572,8 @@ func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.Runn
 	return pod, nil
 }
 
-func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+// createPod creates the runner's pod; restarts is the backoff record to keep once it exists.
+func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, restarts scaling.ReplaceBackoff) error {
 	if pool.Spec.Docker.LayerCache != nil {
 		if ok, err := r.acquireLayerCache(ctx, pool, runner); err != nil || !ok {
 			return err
@@ -526,6 +606,11 @@ func (r *RunnerReconciler) createPod(ctx context.Context, pool *v1alpha1.RunnerP
 	runner.Status.PodTemplateHash = pod.Annotations[runnerpod.AnnotationTemplateHash]
 	runner.Status.OnlineTime = nil
 	runner.Status.StepsStarted = 0
+	runner.Status.PodRestarts, runner.Status.NextPodTime = int32(restarts.Failures), nil
+	if restarts.Failures > 0 {
+		notBefore := metav1.NewTime(restarts.NotBefore)
+		runner.Status.NextPodTime = &notBefore
+	}
 	// Worded as the next reconcile words the new pod (Create returned it as stored, Pending), so
 	// that reconcile has nothing to write.
 	setCondition(runner, v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodNotReady, runnerpod.WaitingMessage(pod))
@@ -708,6 +793,11 @@ func (r *RunnerReconciler) reconcileDelete(ctx context.Context, pool *v1alpha1.R
 	if pool != nil {
 		why = runnerpod.OutOfScope(pool, runner)
 	}
+	if why == "" && pool != nil && runner.Status.UUID == "" {
+		if err := r.recoverRegistration(ctx, runner); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	switch {
 	case why != "":
 		// Whatever its status names is not this pool's to delete.
@@ -806,6 +896,30 @@ func (r *RunnerReconciler) deleteOwned(ctx context.Context, runner *v1alpha1.Run
 			return fmt.Errorf("delete runner %T %s: %w", obj, key.Name, err)
 		}
 	}
+	return nil
+}
+
+// recoverRegistration takes the Bitbucket runner's UUID from the Secret the Runner controls when
+// the status lost it: the operator stopped after registering the runner and writing its Secret
+// but before the status patch, and the Runner is to go before a reconcile could adopt the
+// runner (register does that for a Runner that stays). Without it, the Runner would be deleted
+// without unregistering, and its Bitbucket runner left behind with no pool to clean it up. The
+// UUID is then checked like any other (foreignRunner) before anything is done with it.
+func (r *RunnerReconciler) recoverRegistration(ctx context.Context, runner *v1alpha1.Runner) error {
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("get runner secret: %w", err)
+	}
+	uuid := secret.Annotations[v1alpha1.AnnotationRunnerUUID]
+	if uuid == "" || !metav1.IsControlledBy(secret, runner) || !secret.DeletionTimestamp.IsZero() {
+		return nil
+	}
+	log.FromContext(ctx).Info("recovering the registration the status lost, to unregister it", "uuid", uuid)
+	runner.Status.UUID = uuid
+	runner.Status.SecretName = secret.Name
 	return nil
 }
 
@@ -945,7 +1059,8 @@ func runnerPhase(runner *v1alpha1.Runner) v1alpha1.RunnerPhase {
 	switch {
 	case !runner.DeletionTimestamp.IsZero():
 		return v1alpha1.RunnerPhaseDeleting
-	case st.UUID != "" && conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == runnerpod.ReasonPodFailing:
+	case st.UUID != "" && (conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == runnerpod.ReasonPodFailing ||
+		conditionReason(st.Conditions, v1alpha1.ConditionPodReady) == ReasonPodRestartBackoff):
 		return v1alpha1.RunnerPhaseFailed
 	case st.UUID == "":
 		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionRegistered); c != nil && c.Status == metav1.ConditionFalse && c.Reason != ReasonRegistrationFailed {

@@ -233,7 +233,9 @@ func (r *RunnerPoolReconciler) reportCredentials(pool *v1alpha1.RunnerPool, reas
 func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner) (ctrl.Result, error) {
 	if reason, msg := refusedRegistration(runners); reason != "" {
 		r.reportCredentials(pool, reason, msg)
-	} else {
+	} else if r.Clients.PoolProven(pool) {
+		// Accepted only when the pool's own credential listed its scope: a list another
+		// credential made says nothing about this one (ADR 0021, chaos finding 4).
 		setPoolCondition(pool, v1alpha1.ConditionCredentialsValid, metav1.ConditionTrue, credentials.ReasonCredentialsAccepted, "Bitbucket accepted the credentials")
 	}
 	schedule := r.schedule(pool, scope.Now)

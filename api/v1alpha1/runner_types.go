@@ -110,6 +110,15 @@ type RunnerStatus struct {
 	// PodStartTime is when the current pod was created, for maxAge.
 	// +optional
 	PodStartTime *metav1.Time `json:"podStartTime,omitempty"`
+	// PodRestarts counts the pods created in a row to replace one that ended, or was deleted,
+	// before the runner came ONLINE or took a step (a crash at start, a bad image, an OOM). Each
+	// such pod waits longer than the last, from 10 s doubling to 10 minutes, so a pod that cannot
+	// start is not recreated in a loop. Cleared once the runner comes ONLINE.
+	// +optional
+	PodRestarts int32 `json:"podRestarts,omitempty"`
+	// NextPodTime is the earliest the next of those pods is created.
+	// +optional
+	NextPodTime *metav1.Time `json:"nextPodTime,omitempty"`
 	// LastObservedTime is the observation that last changed the Bitbucket state above. An
 	// unchanged state is not written again at every poll; the pool's lastObservedTime is when
 	// Bitbucket was last read.

@@ -574,6 +574,10 @@ func (in *RunnerStatus) DeepCopyInto(out *RunnerStatus) {
 		in, out := &in.PodStartTime, &out.PodStartTime
 		*out = (*in).DeepCopy()
 	}
+	if in.NextPodTime != nil {
+		in, out := &in.NextPodTime, &out.NextPodTime
+		*out = (*in).DeepCopy()
+	}
 	if in.LastObservedTime != nil {
 		in, out := &in.LastObservedTime, &out.LastObservedTime
 		*out = (*in).DeepCopy()

@@ -53,9 +53,9 @@ func (b ReplaceBackoff) String() string {
 	return fmt.Sprintf("%d/%s", b.Failures, b.NotBefore.UTC().Format(time.RFC3339))
 }
 
-// Wait is the wait after the n-th replacement in a row: ReplaceBackoffBase doubled each time,
-// up to ReplaceBackoffMax.
-func (b ReplaceBackoff) wait() time.Duration {
+// Wait is the wait after the Failures-th replacement in a row: ReplaceBackoffBase doubled each
+// time, up to ReplaceBackoffMax.
+func (b ReplaceBackoff) Wait() time.Duration {
 	d := ReplaceBackoffBase
 	for i := 1; i < b.Failures && d < ReplaceBackoffMax; i++ {
 		d *= 2
@@ -82,6 +82,34 @@ func (b ReplaceBackoff) Replace(stuck int, now time.Time) (int, ReplaceBackoff) 
 		return 0, b
 	}
 	next := ReplaceBackoff{Failures: b.Failures + 1}
-	next.NotBefore = now.Add(next.wait())
+	next.NotBefore = now.Add(next.Wait())
 	return 1, next
+}
+
+// RecreatePod decides whether a Runner whose pod is gone gets its next pod now, with the same
+// backoff as the pool's replacements: b counts the pods created in a row to replace one that
+// ended before the runner came ONLINE or took a step (the Runner's status keeps it, and clears
+// it when the runner comes ONLINE, see ServedByPod). hadPod is false for the Runner's first pod,
+// which is created at once and starts no count. The first replacement is created at once too (an
+// eviction, a one-off crash); each next one waits twice as long, up to ReplaceBackoffMax, so a pod
+// that crashes at start is not recreated as fast as the API server and the kubelet allow.
+// It returns whether to create the pod now and the record to keep.
+func RecreatePod(hadPod bool, b ReplaceBackoff, now time.Time) (bool, ReplaceBackoff) {
+	if !hadPod {
+		return true, b
+	}
+	n, next := b.Replace(1, now)
+	return n == 1, next
+}
+
+// ServedByPod reports whether an observation of the Bitbucket runner shows its current pod (the
+// one created at podStart) at work: running a step, or ONLINE since after the pod was created.
+// An ONLINE state that changed before the pod was created is the previous pod's agent, which
+// Bitbucket shows until it misses its heartbeats; a crashing pod must not pass for a working one
+// because of it. A zero stateSince (a list without the time) is taken at its word.
+func ServedByPod(online bool, step string, stateSince, podStart time.Time) bool {
+	if step != "" {
+		return true
+	}
+	return online && (stateSince.IsZero() || podStart.IsZero() || !stateSince.Before(podStart))
 }

@@ -13,7 +13,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -184,9 +183,9 @@ func runMain() (int, error) {
 	if err := r.res.write(out, tmp); err != nil {
 		return 2, err
 	}
-	r.say("wrote %s; logs and dumps are in test/chaos/tmp/", out)
+	r.say("wrote %s; logs and dumps are in %s", out, tmp)
 	if !r.res.Passed {
-		return 1, errors.New("invariants violated; see the summary above and test/chaos/tmp/violations.txt")
+		return 1, fmt.Errorf("invariants violated; see the summary above and %s", filepath.Join(tmp, "violations.txt"))
 	}
 	return 0, nil
 }

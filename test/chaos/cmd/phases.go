@@ -592,20 +592,58 @@ func (r *run) podFault(ctx context.Context, pools []*poolInfo, name string, remo
 	if err != nil {
 		return err
 	}
-	removed := 0
-	for _, pod := range pods[:min(3, len(pods))] {
-		r.attrib.add(pod.Annotations[v1alpha1.AnnotationRunnerUUID], name)
-		if err := remove(ctx, pod); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("%s %s/%s: %w", name, pod.Namespace, pod.Name, err)
-		}
-		removed++
+	removed, kept, err := r.removePods(ctx, pods, name, remove, 3)
+	if err != nil {
+		return err
 	}
-	sc.note("%d pods", removed)
+	if removed < 3 && kept > 0 {
+		// Every pod tried was busy and kept by its disruption budget: once the steps are done,
+		// the idle pods go instead, so that the scenario still removes three.
+		if err := r.waitSteps(ctx, sc, stepsTimeout); err != nil {
+			r.res.fail("%v", err)
+		}
+		if pods, err = r.runnerPods(ctx, pools); err != nil {
+			return err
+		}
+		n, k, err := r.removePods(ctx, pods, name, remove, 3-removed)
+		if err != nil {
+			return err
+		}
+		removed, kept = removed+n, kept+k
+	}
+	if kept > 0 {
+		sc.note("%d pods, %d busy ones kept by their disruption budget", removed, kept)
+	} else {
+		sc.note("%d pods", removed)
+	}
 	if err := r.waitSteps(ctx, sc, stepsTimeout); err != nil {
 		r.res.fail("%v", err)
 	}
 	r.converge(ctx, sc, pools)
 	return nil
+}
+
+// removePods removes up to n of the pods, in order. A pod whose eviction is refused because
+// its pool's disruption budget covers it (a busy runner, docs/adr/0024) is kept and counted:
+// that refusal is what the budget is for.
+func (r *run) removePods(ctx context.Context, pods []corev1.Pod, name string, remove func(context.Context, corev1.Pod) error, n int) (removed, kept int, err error) {
+	for _, pod := range pods {
+		if removed == n {
+			break
+		}
+		// Attributed before it goes: bbsim fails the step the moment it sees the pod go.
+		r.attrib.add(pod.Annotations[v1alpha1.AnnotationRunnerUUID], name)
+		err := remove(ctx, pod)
+		if apierrors.IsTooManyRequests(err) {
+			kept++
+			continue
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return removed, kept, fmt.Errorf("%s %s/%s: %w", name, pod.Namespace, pod.Name, err)
+		}
+		removed++
+	}
+	return removed, kept, nil
 }
 
 func (r *run) podsDeleted(ctx context.Context, pools []*poolInfo) error {
@@ -619,12 +657,15 @@ func (r *run) podsDeleted(ctx context.Context, pools []*poolInfo) error {
 
 func (r *run) podsEvicted(ctx context.Context, pools []*poolInfo) error {
 	return r.podFault(ctx, pools, "runner pods evicted", func(ctx context.Context, pod corev1.Pod) error {
-		r.res.mu.Lock()
-		r.res.PodsEvicted++
-		r.res.mu.Unlock()
-		return r.env.cs.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
+		err := r.env.cs.PolicyV1().Evictions(pod.Namespace).Evict(ctx, &policyv1.Eviction{
 			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
 		})
+		if err == nil {
+			r.res.mu.Lock()
+			r.res.PodsEvicted++
+			r.res.mu.Unlock()
+		}
+		return err
 	})
 }
 
