@@ -363,8 +363,10 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	if err := r.Create(ctx, newSecret); err != nil {
 		return ctrl.Result{}, fmt.Errorf("create runner secret: %w", err)
 	}
+	// No event: the Registered condition says the same with its time, and an event per runner
+	// would cost a write per runner (ADR 0019). Failures and adoptions keep theirs.
 	r.markRegistered(runner, created.UUID, newSecret.Name)
-	r.event(runner, corev1.EventTypeNormal, "Registered", "Register", "Registered Bitbucket runner %s as %s", runner.Spec.BitbucketName, created.UUID)
+	log.FromContext(ctx).V(1).Info("registered Bitbucket runner", "uuid", created.UUID)
 	return ctrl.Result{}, nil
 }
 
