@@ -84,10 +84,10 @@ func TestPlanPool(t *testing.T) {
 			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1}, Replicas: 1, Ready: 1},
 		},
 		{
-			name:        "a runner created moments ago and not in the cache yet is capacity",
-			runners:     []planRunner{online(pool, "busy", "{step-1}", time.Minute)},
-			unseen:      []string{"created"},
-			want:        map[string]planWant{"busy": {scaling.Keep, ""}, "created": {scaling.Keep, ""}},
+			name:    "a runner created moments ago and not in the cache yet is capacity",
+			runners: []planRunner{online(pool, "busy", "{step-1}", time.Minute)},
+			unseen:  []string{"created"},
+			want:    map[string]planWant{"busy": {scaling.Keep, ""}, "created": {scaling.Keep, ""}},
 			// It exists: the status counts it among the replicas as well as starting.
 			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1, Starting: 1}, Replicas: 2, Ready: 1, Starting: 1},
 		},
