@@ -17,7 +17,7 @@ import (
 // reconciles), one step-queue reader and one client cache.
 func setupControllers(mgr ctrl.Manager, clients *credentials.Clients, concurrency int, timings controllers.Timings) error {
 	if concurrency <= 0 {
-		concurrency = 32
+		concurrency = 8
 	}
 	if err := runnerlist.IndexRunnerUUID(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("index runners by uuid: %w", err)

@@ -173,10 +173,10 @@ func fileLogger(f *os.File) logr.Logger {
 }
 
 // requestCounter counts HTTP requests through a client's transport, in total and by verb and
-// resource ("POST runners", "PATCH runners/status"). Writes of Events are counted apart from the
-// other writes: they are records for people, sent by client-go's event broadcaster off the
-// reconcile path (repeats folded into one series per object and reason), never read back by the
-// operator, and each of them is a message the operator means to give.
+// resource ("POST runners", "PATCH runners/status"). Writes of Events are also counted on their
+// own (writes does not include them), so that figures can show how much of the cost they are:
+// they are sent by client-go's event broadcaster off the reconcile path, but the API server
+// stores each of them like any other write.
 //
 // With trace set, every request is also written there as one line: when it was sent, how long
 // it took, its verb, path and answer, and for a status patch its body (statuses hold no
