@@ -61,8 +61,8 @@ func (w *poolWakes) forget(pool types.NamespacedName) {
 	delete(w.last, pool)
 }
 
-// handler enqueues the pool that controls a Runner (or its PodDisruptionBudget) when it changes,
-// spaced out by delay. Waits are merged by the work queue: a pool waiting for its turn is queued once,
+// handler enqueues the pool that controls a Runner when the Runner changes, spaced out by
+// delay. Waits are merged by the work queue: a pool waiting for its turn is queued once,
 // however many of its Runners change meanwhile.
 func (w *poolWakes) handler(now func() time.Time) handler.TypedEventHandler[client.Object, reconcile.Request] {
 	enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {

@@ -749,10 +749,7 @@ func (r *RunnerPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RunnerPool{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&v1alpha1.Runner{}, r.wakes.handler(r.now)).
-		// Spaced like the Runners' changes: the pool's own create of its budget would otherwise
-		// reconcile it at once, before its cache shows the status it just wrote, and write the
-		// same status a second time.
-		Watches(&policyv1.PodDisruptionBudget{}, r.wakes.handler(r.now)).
+		Owns(&policyv1.PodDisruptionBudget{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("runnerpool").
 		Complete(r)
