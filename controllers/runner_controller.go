@@ -79,6 +79,7 @@ type RunnerReconciler struct {
 
 	flips   stateFlips
 	written writtenStatus
+	held    heldStatus
 }
 
 // +kubebuilder:rbac:groups=ci.runnerpool.dev,resources=runners,verbs=get;list;watch;create;update;patch;delete
@@ -96,10 +97,12 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if apierrors.IsNotFound(err) {
 			forgetUndecodable(kindRunner, req.Namespace, req.Name)
 			r.written.forget(req.NamespacedName)
+			r.held.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	r.written.apply(runner)
+	r.held.apply(runner)
 	if runner.DecodeError() != nil {
 		return r.reportUndecodableRunner(ctx, runner)
 	}
@@ -131,6 +134,7 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if err := r.Update(ctx, runner); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
+		r.held.apply(runner) // the update returned the stored status
 	}
 
 	before := runner.DeepCopy()
@@ -138,10 +142,54 @@ func (r *RunnerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	runner.Status.Phase = runnerPhase(runner)
 	runner.Status.ObservedGeneration = runner.Generation
 	holdPodReady(before, runner, r.podReadySince(ctx, runner), r.now())
+	stored, ok := r.held.stored(runner)
+	if !ok {
+		stored = before.Status
+	}
+	if holdStart(stored, runner, r.now()) {
+		r.held.hold(runner, stored)
+		// Written at the latest when the hold is over, whatever else brings the Runner back.
+		if left := runner.Status.RegisteredTime.Add(startHold).Sub(r.now()) + time.Second; err == nil && (res.RequeueAfter == 0 || res.RequeueAfter > left) {
+			res.RequeueAfter = left
+		}
+		return res, err
+	}
 	if perr := r.patchStatus(ctx, before, runner); perr != nil {
 		err = errors.Join(err, perr)
 	}
 	return res, err
+}
+
+// startHold is how long the status of a runner registered moments ago may wait to be written
+// with its connection: about as long as a pod on a node that has the images takes to start and
+// its agent to connect. Reconciles meanwhile work from the status held in memory
+// (heldStatus), so a runner that connects in time costs one status write for its registration,
+// its pod, the pod's readiness and its connection, instead of two. One that has not connected
+// by then has its status written as it is. Nothing waits on the written status meanwhile: the
+// pool counts a Runner without one as starting, as it counts a registered one, its timeouts
+// (30 s at least) run from the Runner's creation, and the Secret and the pod name the UUID.
+const startHold = podReadyHold
+
+// holdStart reports a status to hold back (heldStatus) rather than write: the first news of a
+// fresh Runner (stored: nothing written yet) that is only its start going as it should, a
+// registration less than startHold old, a pod created or ready, no connection yet. Anything
+// else (a failure, a drain, a deletion, the connection) is written at once, with what was held.
+func holdStart(stored v1alpha1.RunnerStatus, after *v1alpha1.Runner, now time.Time) bool {
+	st := after.Status
+	if stored.UUID != "" || len(stored.Conditions) > 0 || !after.DeletionTimestamp.IsZero() || after.Spec.Drain ||
+		st.Phase != v1alpha1.RunnerPhaseStarting || st.RegisteredTime == nil || now.Sub(st.RegisteredTime.Time) >= startHold {
+		return false
+	}
+	for _, c := range st.Conditions {
+		switch {
+		case c.Type == v1alpha1.ConditionRegistered && c.Status == metav1.ConditionTrue:
+		case c.Type == v1alpha1.ConditionPodReady && (c.Reason == runnerpod.ReasonPodNotReady || c.Reason == runnerpod.ReasonPodRunning):
+		case c.Type == v1alpha1.ConditionOnline && c.Status == metav1.ConditionFalse:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func (r *RunnerReconciler) reconcileNormal(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (ctrl.Result, error) {
@@ -380,8 +428,10 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	if err := r.Create(ctx, newSecret); err != nil {
 		return ctrl.Result{}, fmt.Errorf("create runner secret: %w", err)
 	}
+	// No event: the Registered condition says the same with its time, and an event per runner
+	// would cost a write per runner (ADR 0019). Failures and adoptions keep theirs.
 	r.markRegistered(runner, created.UUID, newSecret.Name)
-	r.event(runner, corev1.EventTypeNormal, "Registered", "Register", "Registered Bitbucket runner %s as %s", runner.Spec.BitbucketName, created.UUID)
+	log.FromContext(ctx).V(1).Info("registered Bitbucket runner", "uuid", created.UUID)
 	return ctrl.Result{}, nil
 }
 
@@ -457,7 +507,14 @@ func (r *RunnerReconciler) mirror(ctx context.Context, runner *v1alpha1.Runner, 
 // none, and how long the next pod waits when it does.
 func (r *RunnerReconciler) reconcilePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, time.Duration, error) {
 	pod := &corev1.Pod{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, pod)
+	key := types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}
+	err := r.Get(ctx, key, pod)
+	if apierrors.IsNotFound(err) && runner.Status.PodName == key.Name {
+		// The status says this reconciler created the pod, often a moment ago (the reconcile
+		// its Secret or its status brings): the cache may not show it yet. A read settles it,
+		// where a create would be a write bound to fail.
+		err = r.apiReader().Get(ctx, key, pod)
+	}
 	switch {
 	case apierrors.IsNotFound(err):
 		if runner.Spec.Drain {
@@ -1015,13 +1072,21 @@ func (r *RunnerReconciler) poolOf(ctx context.Context, runner *v1alpha1.Runner) 
 }
 
 func (r *RunnerReconciler) patchStatus(ctx context.Context, before, after *v1alpha1.Runner) error {
+	key := client.ObjectKeyFromObject(after)
+	if stored, ok := r.held.stored(after); ok {
+		// The patch goes from what the API server has, so it carries what was held too.
+		before = before.DeepCopy()
+		before.Status = stored
+	}
 	if equalStatus(before.Status, after.Status) {
+		r.held.forget(key)
 		return nil
 	}
 	from := after.ResourceVersion
 	if err := r.Status().Patch(ctx, after, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patch runner status: %w", err)
 	}
+	r.held.forget(key)
 	r.written.remember(after, from)
 	return nil
 }

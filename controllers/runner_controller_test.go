@@ -166,3 +166,43 @@ func TestHoldPodReady(t *testing.T) {
 		})
 	}
 }
+
+func TestHoldStart(t *testing.T) {
+	const uuid = "{55555555-5555-5555-5555-555555555555}"
+	registeredAgo := func(d time.Duration) fixture.RunnerMod {
+		return func(r *v1alpha1.Runner) {
+			r.Status.RegisteredTime = fixture.MetaTime(fixture.Ago(d))
+			r.Status.Conditions = append(r.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionRegistered, Status: metav1.ConditionTrue, Reason: ReasonRegistered})
+		}
+	}
+	starting := func(more ...fixture.RunnerMod) []fixture.RunnerMod {
+		return append([]fixture.RunnerMod{fixture.Registered(uuid), registeredAgo(time.Second), fixture.Mirrored(bitbucket.RunnerStatusUnregistered, ""),
+			fixture.WithCondition(v1alpha1.ConditionOnline, metav1.ConditionFalse, ReasonNotOnline, time.Second), fixture.InPhase(v1alpha1.RunnerPhaseStarting)}, more...)
+	}
+	tests := []struct {
+		name   string
+		stored []fixture.RunnerMod
+		after  []fixture.RunnerMod
+		want   bool
+	}{
+		{"a fresh registration with its pod pending waits for the connection", nil, starting(fixture.PodNotReady()), true},
+		{"a fresh registration with its pod ready waits for the connection", nil, starting(fixture.PodRunning(time.Second)), true},
+		{"the connection is written", nil, starting(fixture.PodRunning(time.Second), fixture.InPhase(v1alpha1.RunnerPhaseIdle)), false},
+		{"a registration older than the hold is written", nil, starting(registeredAgo(startHold)), false},
+		{"a failing pod is written at once", nil, starting(fixture.WithCondition(v1alpha1.ConditionPodReady, metav1.ConditionFalse, runnerpod.ReasonPodFailing, 0)), false},
+		{"a rejected pod is written at once", nil, starting(fixture.WithCondition(v1alpha1.ConditionPodReady, metav1.ConditionFalse, "PodRejected", 0)), false},
+		{"a draining runner is written at once", nil, starting(fixture.Draining()), false},
+		{"a deleted runner is written at once", nil, starting(fixture.Deleting()), false},
+		{"a registration after a failed attempt is written at once", []fixture.RunnerMod{fixture.WithCondition(v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonRegistrationFailed, time.Second)}, starting(), false},
+		{"a runner whose registration is written is not held here", starting(fixture.PodNotReady()), starting(fixture.PodRunning(time.Second)), false},
+		{"a runner not registered is not held", nil, []fixture.RunnerMod{fixture.InPhase(v1alpha1.RunnerPhaseRegistering)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stored, after := fixture.Runner(tt.stored...), fixture.Runner(tt.after...)
+			if got := holdStart(stored.Status, &after, fixture.Now); got != tt.want {
+				t.Errorf("holdStart = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -255,11 +256,13 @@ func (r *RunnerPoolReconciler) scale(ctx context.Context, pool *v1alpha1.RunnerP
 	if obs.Queued = r.queued(ctx, pool, scope, plan.Counts); obs.Queued > 0 {
 		plan = scaling.PlanPool(obs)
 	}
-	r.writeCounts(pool, plan.Summary)
 	pool.Status.Desired = int32(plan.Desired)
 	metrics.DesiredRunners.WithLabelValues(pool.Namespace, pool.Name).Set(float64(pool.Status.Desired))
 
-	err := r.carryOut(ctx, pool, scope, runners, plan)
+	created, err := r.carryOut(ctx, pool, scope, runners, plan)
+	// The Runners just created are counted in this reconcile's status write: counted by the
+	// next one, they would cost the pool a second write for the same news.
+	r.writeCounts(pool, plan.Summary.Created(created))
 	r.reportScaling(pool, scope, runners, plan.Decision)
 	res := ctrl.Result{RequeueAfter: pool.Spec.Scaling.PollInterval.Duration}
 	if schedule != nil && !schedule.NextBoundary.IsZero() {
@@ -305,10 +308,11 @@ func (r *RunnerPoolReconciler) schedule(pool *v1alpha1.RunnerPool, now time.Time
 }
 
 // carryOut acts on the plan: creates Runners, sets or clears their drain, deletes the stuck
-// ones, and removes orphaned Bitbucket runners.
-func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, plan scaling.Plan) error {
+// ones, and removes orphaned Bitbucket runners. It returns how many Runners it created.
+func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.RunnerPool, scope *reconcileScope, runners []v1alpha1.Runner, plan scaling.Plan) (int, error) {
 	decision := plan.Decision
-	errs := []error{r.createRunners(ctx, pool, decision.Create)}
+	created, err := r.createRunners(ctx, pool, decision.Create)
+	errs := []error{err}
 	byName := map[string]*v1alpha1.Runner{}
 	for i := range runners {
 		byName[runners[i].Name] = &runners[i]
@@ -338,7 +342,7 @@ func (r *RunnerPoolReconciler) carryOut(ctx context.Context, pool *v1alpha1.Runn
 	}
 
 	errs = append(errs, r.removeOrphans(ctx, pool, scope, runners))
-	return errors.Join(errs...)
+	return created, errors.Join(errs...)
 }
 
 // replaceBackoff picks the stuck runners to replace now (scaling.ReplaceBackoff: one at a time,
@@ -559,14 +563,18 @@ func setReady(pool *v1alpha1.RunnerPool) {
 // Bitbucket registrations and pod creates that follow).
 const maxParallelCreates = 10
 
-// createRunners creates n Runners, up to maxParallelCreates at a time. Each create is recorded
-// in the expectations before the next reconcile can run (the pool's reconciles never overlap),
-// so the pool never counts too few and goes above max.
-func (r *RunnerPoolReconciler) createRunners(ctx context.Context, pool *v1alpha1.RunnerPool, n int) error {
+// createRunners creates n Runners, up to maxParallelCreates at a time, and returns how many it
+// created. Each create is recorded in the expectations before the next reconcile can run (the
+// pool's reconciles never overlap), so the pool never counts too few and goes above max.
+//
+// One event tells of the whole batch: an event per Runner would cost an API server write per
+// runner for what the pool's status (replicas, starting) and the Runners themselves show.
+func (r *RunnerPoolReconciler) createRunners(ctx context.Context, pool *v1alpha1.RunnerPool, n int) (int, error) {
 	if n <= 0 {
-		return nil
+		return 0, nil
 	}
 	errs := make([]error, n)
+	names := make([]string, n)
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, maxParallelCreates)
 	for i := range n {
@@ -574,13 +582,37 @@ func (r *RunnerPoolReconciler) createRunners(ctx context.Context, pool *v1alpha1
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			if errs[i] = r.createRunner(ctx, pool); errs[i] == nil {
+			if names[i], errs[i] = r.createRunner(ctx, pool); errs[i] == nil {
 				metrics.ScaleEvents.WithLabelValues(pool.Namespace, pool.Name, "create", "scale_up").Inc()
 			}
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	names = slices.DeleteFunc(names, func(s string) bool { return s == "" })
+	if len(names) > 0 {
+		r.event(pool, corev1.EventTypeNormal, "RunnerCreated", "ScaleUp", "%s", createdNote(names, n))
+	}
+	return len(names), errors.Join(errs...)
+}
+
+// maxNamesInEvent bounds the Runner names one event lists; an event note holds 1 kB at most.
+const maxNamesInEvent = 10
+
+// createdNote is the note of the event for a batch of Runners created out of the n wanted.
+func createdNote(names []string, wanted int) string {
+	slices.Sort(names)
+	list := strings.Join(names[:min(len(names), maxNamesInEvent)], ", ")
+	if len(names) > maxNamesInEvent {
+		list += fmt.Sprintf(" and %d more", len(names)-maxNamesInEvent)
+	}
+	note := fmt.Sprintf("Created %d runners: %s", len(names), list)
+	if len(names) == 1 {
+		note = "Created runner " + list
+	}
+	if len(names) < wanted {
+		note += fmt.Sprintf(" (%d of %d creates failed; retrying)", wanted-len(names), wanted)
+	}
+	return note
 }
 
 // minRunners is the pool's minimum now: spec.minRunners, or what a schedule window in force
@@ -592,7 +624,8 @@ func minRunners(pool *v1alpha1.RunnerPool) int32 {
 	return pool.Spec.MinRunners
 }
 
-func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.RunnerPool) error {
+// createRunner creates one Runner and returns its name.
+func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.RunnerPool) (string, error) {
 	name := runnerName(pool)
 	runner := &v1alpha1.Runner{
 		ObjectMeta: metav1.ObjectMeta{
@@ -613,14 +646,13 @@ func (r *RunnerPoolReconciler) createRunner(ctx context.Context, pool *v1alpha1.
 		runner.Spec.Labels = append(runner.Spec.Labels, v1alpha1.RunnerLabel(l))
 	}
 	if err := controllerutil.SetControllerReference(pool, runner, r.Scheme()); err != nil {
-		return fmt.Errorf("own runner %s: %w", name, err)
+		return "", fmt.Errorf("own runner %s: %w", name, err)
 	}
 	if err := r.Create(ctx, runner); err != nil {
-		return fmt.Errorf("create runner %s: %w", name, err)
+		return "", fmt.Errorf("create runner %s: %w", name, err)
 	}
 	r.created.add(client.ObjectKeyFromObject(pool), name, r.now())
-	r.event(pool, corev1.EventTypeNormal, "RunnerCreated", "ScaleUp", "Created runner %s", name)
-	return nil
+	return name, nil
 }
 
 func (r *RunnerPoolReconciler) setDrain(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, drain bool, reason string) error {

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -183,3 +184,28 @@ func TestRunnerName(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestCreatedNote(t *testing.T) {
+	many := make([]string, 12)
+	for i := range many {
+		many[i] = fmt.Sprintf("p-%02d", 11-i)
+	}
+	tests := []struct {
+		name   string
+		names  []string
+		wanted int
+		want   string
+	}{
+		{"one runner", []string{"p-a"}, 1, "Created runner p-a"},
+		{"a batch, sorted", []string{"p-b", "p-a"}, 2, "Created 2 runners: p-a, p-b"},
+		{"some creates failed", []string{"p-a"}, 3, "Created runner p-a (2 of 3 creates failed; retrying)"},
+		{"more names than an event lists", many, 12, "Created 12 runners: p-00, p-01, p-02, p-03, p-04, p-05, p-06, p-07, p-08, p-09 and 2 more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := createdNote(tt.names, tt.wanted); got != tt.want {
+				t.Errorf("createdNote = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -72,3 +72,66 @@ func (w *writtenStatus) forget(key types.NamespacedName) {
 	defer w.mu.Unlock()
 	delete(w.byNN, key)
 }
+
+// heldStatus remembers, per Runner, a status the Runner reconciler computed but chose not to
+// write yet (holdStart), over the status the API server has. The next reconcile works from the
+// held status, and the write that ends the hold is computed from the stored one, so it carries
+// everything held. A crash loses only what the Runner's Secret and pod also record: the next
+// process adopts the runner through them (ADR 0001).
+//
+// The held status is used only while the stored status is the one it was held over: a status
+// written since, by anyone, wins. The zero value is ready to use.
+type heldStatus struct {
+	mu   sync.Mutex
+	byNN map[types.NamespacedName]held
+}
+
+type held struct {
+	uid          types.UID
+	base, status v1alpha1.RunnerStatus
+}
+
+// hold records the Runner's status as held over base, the status the API server has.
+func (h *heldStatus) hold(runner *v1alpha1.Runner, base v1alpha1.RunnerStatus) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.byNN == nil {
+		h.byNN = map[types.NamespacedName]held{}
+	}
+	h.byNN[types.NamespacedName{Namespace: runner.Namespace, Name: runner.Name}] = held{uid: runner.UID, base: *base.DeepCopy(), status: *runner.Status.DeepCopy()}
+}
+
+// apply replaces the stored status of the Runner with the status held over it, and forgets a
+// held status the stored one has moved on from.
+func (h *heldStatus) apply(runner *v1alpha1.Runner) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	key := types.NamespacedName{Namespace: runner.Namespace, Name: runner.Name}
+	last, ok := h.byNN[key]
+	if !ok {
+		return
+	}
+	if last.uid != runner.UID || !equalStatus(last.base, runner.Status) {
+		delete(h.byNN, key)
+		return
+	}
+	runner.Status = *last.status.DeepCopy()
+}
+
+// stored returns the status the API server has under a held one.
+func (h *heldStatus) stored(runner *v1alpha1.Runner) (v1alpha1.RunnerStatus, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	last, ok := h.byNN[types.NamespacedName{Namespace: runner.Namespace, Name: runner.Name}]
+	if !ok || last.uid != runner.UID {
+		return v1alpha1.RunnerStatus{}, false
+	}
+	return *last.base.DeepCopy(), true
+}
+
+// forget drops what is held for a Runner once written, or gone.
+func (h *heldStatus) forget(key types.NamespacedName) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.byNN, key)
+}

@@ -43,3 +43,36 @@ func TestWrittenStatus(t *testing.T) {
 		})
 	}
 }
+
+func TestHeldStatus(t *testing.T) {
+	runner := func(uid, uuid string) *v1alpha1.Runner {
+		return &v1alpha1.Runner{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ci", Name: "builds-abcde", UID: types.UID(uid)},
+			Status:     v1alpha1.RunnerStatus{UUID: uuid},
+		}
+	}
+	tests := []struct {
+		name       string
+		read       *v1alpha1.Runner
+		wantUUID   string
+		wantStored bool
+	}{
+		{"the stored status is the one held over: the held status is used", runner("u1", ""), "{held}", true},
+		{"a status written since wins", runner("u1", "{written}"), "{written}", false},
+		{"a Runner of the same name made again is not taken for the old one", runner("u2", ""), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var h heldStatus
+			h.hold(runner("u1", "{held}"), v1alpha1.RunnerStatus{})
+			got := tt.read.DeepCopy()
+			h.apply(got)
+			if got.Status.UUID != tt.wantUUID {
+				t.Errorf("status uuid = %q, want %q", got.Status.UUID, tt.wantUUID)
+			}
+			if _, ok := h.stored(got); ok != tt.wantStored {
+				t.Errorf("stored status known = %t, want %t", ok, tt.wantStored)
+			}
+		})
+	}
+}

@@ -256,6 +256,9 @@ type podWatcher struct {
 	cs    kubernetes.Interface
 	ctx   context.Context
 	nodes corelisters.NodeLister
+	// secrets holds the Secrets read for the pod being observed (the informer calls the
+	// handlers one at a time).
+	secrets map[string]*corev1.Secret
 }
 
 // onKwokNode reports whether the pod is bound to a node kwok plays. The node
@@ -279,6 +282,9 @@ func (w *podWatcher) observe(obj any) {
 		return
 	}
 	key := pod.Namespace + "/" + pod.Name
+	// Each Secret is read once per pod, as a kubelet resolves a container's environment: the
+	// pods of a large scale-up queue up here, one after the other.
+	w.secrets = map[string]*corev1.Secret{}
 	container, isRunnerPod := runnerContainer(pod)
 	if isRunnerPod && !w.onKwokNode(pod) {
 		return // a real agent's pod
@@ -371,9 +377,15 @@ func (w *podWatcher) envValue(pod *corev1.Pod, c *corev1.Container, name string)
 		}
 		switch ref := env.ValueFrom; {
 		case ref.SecretKeyRef != nil:
-			secret, err := w.cs.CoreV1().Secrets(pod.Namespace).Get(w.ctx, ref.SecretKeyRef.Name, metav1.GetOptions{})
-			if err != nil {
-				return "", fmt.Errorf("read %s from secret %s/%s: %w", name, pod.Namespace, ref.SecretKeyRef.Name, err)
+			secret, ok := w.secrets[ref.SecretKeyRef.Name]
+			if !ok {
+				var err error
+				if secret, err = w.cs.CoreV1().Secrets(pod.Namespace).Get(w.ctx, ref.SecretKeyRef.Name, metav1.GetOptions{}); err != nil {
+					return "", fmt.Errorf("read %s from secret %s/%s: %w", name, pod.Namespace, ref.SecretKeyRef.Name, err)
+				}
+				if w.secrets != nil {
+					w.secrets[ref.SecretKeyRef.Name] = secret
+				}
 			}
 			if v, ok := secret.Data[ref.SecretKeyRef.Key]; ok {
 				return string(v), nil

@@ -12,13 +12,26 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 )
 
-const runnerUUIDIndex = "status.uuid"
+const (
+	runnerUUIDIndex = "status.uuid"
+	runnerNameIndex = "spec.bitbucketName"
+)
 
-// IndexRunnerUUID lets the waker find a Runner by its Bitbucket UUID.
+// IndexRunnerUUID lets the waker find a Runner by its Bitbucket UUID, and by its Bitbucket name
+// while its status does not name the UUID yet (a starting runner's registration is written with
+// its connection, ADR 0019).
 func IndexRunnerUUID(ctx context.Context, indexer client.FieldIndexer) error {
-	return indexer.IndexField(ctx, &v1alpha1.Runner{}, runnerUUIDIndex, func(o client.Object) []string {
+	if err := indexer.IndexField(ctx, &v1alpha1.Runner{}, runnerUUIDIndex, func(o client.Object) []string {
 		if uuid := o.(*v1alpha1.Runner).Status.UUID; uuid != "" {
 			return []string{uuid}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &v1alpha1.Runner{}, runnerNameIndex, func(o client.Object) []string {
+		if r := o.(*v1alpha1.Runner); r.Status.UUID == "" && r.Spec.BitbucketName != "" {
+			return []string{r.Spec.BitbucketName}
 		}
 		return nil
 	})
@@ -43,8 +56,10 @@ func NewWaker(reader client.Reader) *Waker {
 // OnRefresh is the Store hook.
 func (w *Waker) OnRefresh(k Key, snap *Snapshot) {
 	current := map[string]string{}
+	names := map[string]string{}
 	for _, r := range snap.Runners() {
 		current[r.UUID] = fingerprint(r)
+		names[r.UUID] = r.Name
 	}
 	w.mu.Lock()
 	prev := w.last[k]
@@ -68,6 +83,12 @@ func (w *Waker) OnRefresh(k Key, snap *Snapshot) {
 		if err := w.Reader.List(ctx, &list, client.MatchingFields{runnerUUIDIndex: uuid}); err != nil {
 			log.FromContext(ctx).Error(err, "find runner to wake", "uuid", uuid)
 			continue
+		}
+		if len(list.Items) == 0 && names[uuid] != "" {
+			if err := w.Reader.List(ctx, &list, client.MatchingFields{runnerNameIndex: names[uuid]}); err != nil {
+				log.FromContext(ctx).Error(err, "find runner to wake", "name", names[uuid])
+				continue
+			}
 		}
 		for i := range list.Items {
 			select {

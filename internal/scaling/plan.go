@@ -35,7 +35,7 @@ type Observation struct {
 	// which may lag one reconcile.
 	Snapshot *runnerlist.Snapshot
 	// Unseen names Runners the pool created that its cache does not show yet: they count as
-	// starting, so a reconcile right after a create never creates too many.
+	// starting (and as replicas), so a reconcile right after a create never creates too many.
 	Unseen []string
 	// Queued is the number of steps waiting for this pool, when the queue was read.
 	Queued int
@@ -108,7 +108,7 @@ func PlanPool(o Observation) Plan {
 	in.Queued = o.Queued
 	d := Decide(in)
 
-	p := Plan{Decision: d, Runners: make(map[string]RunnerPlan, len(in.Runners)), Summary: summarize(d.Counts, len(o.Runners))}
+	p := Plan{Decision: d, Runners: make(map[string]RunnerPlan, len(in.Runners)), Summary: summarize(d.Counts, len(o.Runners)+len(o.Unseen))}
 	for _, v := range in.Runners {
 		p.Runners[v.Name] = RunnerPlan{State: v.State, Action: Keep}
 	}
@@ -146,6 +146,14 @@ func Summarize(pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner, now time.Ti
 		views = append(views, runnerView(pool, &runners[i], nil, now, offlineGrace))
 	}
 	return summarize(Count(views), len(runners))
+}
+
+// Created adds n Runners created on the plan's decision: they exist and they start.
+func (s Summary) Created(n int) Summary {
+	s.Replicas += n
+	s.Starting += n
+	s.Counts.Starting += n
+	return s
 }
 
 func summarize(c Counts, replicas int) Summary {

@@ -84,11 +84,12 @@ func TestPlanPool(t *testing.T) {
 			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1}, Replicas: 1, Ready: 1},
 		},
 		{
-			name:        "a runner created moments ago and not in the cache yet is capacity",
-			runners:     []planRunner{online(pool, "busy", "{step-1}", time.Minute)},
-			unseen:      []string{"created"},
-			want:        map[string]planWant{"busy": {scaling.Keep, ""}, "created": {scaling.Keep, ""}},
-			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1, Starting: 1}, Replicas: 1, Ready: 1, Starting: 1},
+			name:    "a runner created moments ago and not in the cache yet is capacity",
+			runners: []planRunner{online(pool, "busy", "{step-1}", time.Minute)},
+			unseen:  []string{"created"},
+			want:    map[string]planWant{"busy": {scaling.Keep, ""}, "created": {scaling.Keep, ""}},
+			// It exists: the status counts it among the replicas as well as starting.
+			wantSummary: scaling.Summary{Counts: scaling.Counts{Busy: 1, Starting: 1}, Replicas: 2, Ready: 1, Starting: 1},
 		},
 		{
 			name:        "a surplus idle runner past the scale-down delay is drained, the one idle longest",
@@ -230,5 +231,17 @@ func TestSummarizeCountsWithoutBitbucket(t *testing.T) {
 	want := scaling.Summary{Counts: scaling.Counts{Busy: 1, Idle: 1, Starting: 1}, Replicas: 3, Ready: 2, Starting: 1}
 	if got != want {
 		t.Errorf("Summarize = %+v, want %+v", got, want)
+	}
+}
+
+func TestSummaryCreatedCountsNewRunnersAsStarting(t *testing.T) {
+	s := scaling.Summary{Counts: scaling.Counts{Busy: 1, Idle: 1, Starting: 1}, Replicas: 3, Ready: 2, Starting: 1}
+	got := s.Created(10)
+	want := scaling.Summary{Counts: scaling.Counts{Busy: 1, Idle: 1, Starting: 11}, Replicas: 13, Ready: 2, Starting: 11}
+	if got != want {
+		t.Errorf("Created(10) = %+v, want %+v", got, want)
+	}
+	if s.Created(0) != s {
+		t.Errorf("Created(0) changed the summary")
 	}
 }

@@ -3,10 +3,13 @@ package e2e
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
@@ -79,8 +82,18 @@ func TestAPoolOfThreeComesUpAndDeletingItLeavesNothingBehind(t *testing.T) {
 		}
 		return true, ""
 	})
-	if ev := events(t, ns, runners.Items[0].Name); !slices.ContainsFunc(ev, func(e string) bool { return len(e) > 10 && e[:10] == "Registered" }) {
-		t.Errorf("runner %s has no Registered event: %v", runners.Items[0].Name, ev)
+	// The registration is told by the Runner's condition, the creation by one event for the
+	// pool's batch: an event per runner would cost a write per runner (ADR 0019).
+	for _, r := range runners.Items {
+		if c := meta.FindStatusCondition(r.Status.Conditions, v1alpha1.ConditionRegistered); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, r.Status.UUID) {
+			t.Errorf("runner %s: Registered condition %+v, want True naming %s", r.Name, c, r.Status.UUID)
+		}
+	}
+	named := func(e string) bool {
+		return strings.HasPrefix(e, "RunnerCreated") && slices.ContainsFunc(runners.Items, func(r v1alpha1.Runner) bool { return strings.Contains(e, r.Name) })
+	}
+	if ev := events(t, ns, "builds"); !slices.ContainsFunc(ev, named) {
+		t.Errorf("pool builds has no RunnerCreated event naming its runners: %v", ev)
 	}
 
 	deleteAndWaitGone(t, pool, 90*time.Second)

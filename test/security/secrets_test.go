@@ -344,7 +344,7 @@ func checkCapturesAreReal(t *testing.T, captures map[string]string, tokens, bear
 	expect := map[string]string{
 		"operator logs":       "bitbucket request", // a V(1) line of the Bitbucket client
 		"bbsim logs":          "runner",
-		"events":              "Registered",
+		"events":              "RunnerCreated",
 		"operator metrics":    "runnerpool_webhook_deliveries_total",
 		"controller metrics":  "controller_runtime_reconcile_total",
 		"watched RunnerPools": "conditions",

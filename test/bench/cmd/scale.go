@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
 const (
@@ -68,11 +69,24 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 		}
 	}
 
+	// The API server's first create of a custom resource sets up its admission for the type
+	// (quota evaluators among it), which took up to 2 s on a loaded machine: a dry run, which
+	// stores nothing and which the operator never sees, takes that before the clock starts, as
+	// the plain loop's pods find it done by the operator's.
+	warm := harness.Pool(teamNamespace(1), "warmup", scalePerPool, scalePerPool)
+	warm.Spec.Bitbucket.Workspace = v1alpha1.BitbucketUUID(workspaces[0].UUID)
+	if err := sys.Client.Create(ctx, warm, client.DryRunAll); err != nil {
+		return safety{}, fmt.Errorf("dry-run create of a pool: %w", err)
+	}
+
 	countBefore := sys.requests.snapshot()
 	kindsBefore := sys.requests.kinds()
 	callsBefore := callsNow(sys)
 	start := time.Now()
 	for j := range scalePools {
+		if j == 1 {
+			progress("%s: first pool created in %s", scenario, time.Since(start).Round(time.Millisecond))
+		}
 		team := j%scaleTeams + 1
 		if _, err := sys.createPool(ctx, poolSpec{
 			namespace: teamNamespace(team), name: fmt.Sprintf("pool%02d", j), workspace: workspaces[team-1].UUID,
@@ -101,11 +115,12 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 	calls := callsNow(sys).minus(callsBefore)
 	res.set("scale200_s", took.Seconds())
 	res.set("scale200_apiserver_requests_per_runner", float64(count.total)/scaleRunners)
-	res.set("scale200_apiserver_writes_per_runner", float64(count.writes)/scaleRunners)
+	// Every write counts, Events too: each is a request the API server stores.
+	res.set("scale200_apiserver_writes_per_runner", float64(count.writes+count.eventWrites)/scaleRunners)
 	res.set("scale200_apiserver_event_writes_per_runner", float64(count.eventWrites)/scaleRunners)
 	res.set("scale200_bitbucket_calls_per_runner", calls.sum(nil)/scaleRunners)
-	progress("%s: %d runners ONLINE after %.1f s; %d apiserver requests (%d writes, %d of Events); Bitbucket: %s",
-		scenario, scaleRunners, took.Seconds(), count.total, count.writes, count.eventWrites, calls)
+	progress("%s: %d runners ONLINE after %.1f s; %d apiserver requests (%d writes, %d of them Events); Bitbucket: %s",
+		scenario, scaleRunners, took.Seconds(), count.total, count.writes+count.eventWrites, count.eventWrites, calls)
 	progress("%s: apiserver requests per runner: %s", scenario, kindsDelta(kindsBefore, sys.requests.kinds(), scaleRunners))
 
 	// The runners are ONLINE in Bitbucket; the operator still has to see it and say so in every
@@ -118,9 +133,9 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 	settled := time.Since(start)
 	count = sys.requests.snapshot().minus(countBefore)
 	res.set("scale200_settled_s", settled.Seconds())
-	res.set("scale200_settled_writes_per_runner", float64(count.writes)/scaleRunners)
-	progress("%s: every status shows it after %.1f s; %d apiserver writes (%d of Events); per runner: %s", scenario,
-		settled.Seconds(), count.writes, count.eventWrites, kindsDelta(kindsBefore, sys.requests.kinds(), scaleRunners))
+	res.set("scale200_settled_writes_per_runner", float64(count.writes+count.eventWrites)/scaleRunners)
+	progress("%s: every status shows it after %.1f s; %d apiserver writes (%d of them Events); per runner: %s", scenario,
+		settled.Seconds(), count.writes+count.eventWrites, count.eventWrites, kindsDelta(kindsBefore, sys.requests.kinds(), scaleRunners))
 
 	// Steady state: every runner idle and ONLINE, every pool polling. Ideally the operator
 	// writes nothing to the apiserver then.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -52,7 +53,9 @@ type system struct {
 	requests *requestCounter
 	logDir   string
 	logFile  *os.File
-	pools    []*v1alpha1.RunnerPool
+	// traceFile lists the operator's apiserver requests one per line (see requestCounter).
+	traceFile *os.File
+	pools     []*v1alpha1.RunnerPool
 }
 
 // startSystem brings up a fresh system for one scenario, so scenarios never see each other's
@@ -71,6 +74,13 @@ func startSystem(ctx context.Context, cfg config, opts systemOptions) (*system, 
 		return nil, fmt.Errorf("create operator log: %w", err)
 	}
 	s.logFile = logFile
+	traceFile, err := os.Create(filepath.Join(logDir, "apiserver-requests.log"))
+	if err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("create request trace: %w", err)
+	}
+	s.traceFile = traceFile
+	s.requests.trace = traceFile
 
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
@@ -120,17 +130,26 @@ func (s *system) stop() {
 	if s.logFile != nil {
 		s.logFile.Close()
 	}
+	if s.traceFile != nil {
+		s.traceFile.Close()
+	}
 }
 
 // requestCounter counts HTTP requests through a client's transport, in total and by verb and
-// resource ("POST runners", "PATCH runners/status"). Writes of Events are counted apart from the
-// other writes: they are records for people, sent by client-go's event broadcaster off the
-// reconcile path (repeats folded into one series per object and reason), never read back by the
-// operator, and each of them is a message the operator means to give.
+// resource ("POST runners", "PATCH runners/status"). Writes of Events are also counted on their
+// own (writes does not include them), so that figures can show how much of the cost they are:
+// they are sent by client-go's event broadcaster off the reconcile path, but the API server
+// stores each of them like any other write.
+//
+// With trace set, every request is also written there as one line: when it was sent, how long
+// it took, its verb, path and answer, and for a status patch its body (statuses hold no
+// credentials; no other body is written). The scenario's log directory keeps it as
+// apiserver-requests.log, to follow a runner's writes in time.
 type requestCounter struct {
 	total, writes, eventWrites atomic.Int64
 	mu                         sync.Mutex
 	byKind                     map[string]int64
+	trace                      io.Writer
 }
 
 // requestCount is the counter at one moment.
@@ -160,7 +179,27 @@ func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
 		}
 		c.byKind[kind]++
 		c.mu.Unlock()
-		return next.RoundTrip(req)
+		if c.trace == nil {
+			return next.RoundTrip(req)
+		}
+		var body []byte
+		if req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/status") && req.GetBody != nil {
+			if rc, err := req.GetBody(); err == nil {
+				body, _ = io.ReadAll(io.LimitReader(rc, 4096))
+				rc.Close()
+			}
+		}
+		start := time.Now()
+		resp, err := next.RoundTrip(req)
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		c.mu.Lock()
+		fmt.Fprintf(c.trace, "%s %6.1fms %s %s %d %s\n", start.UTC().Format("15:04:05.000"),
+			float64(time.Since(start).Microseconds())/1000, kind, req.URL.Path, code, body)
+		c.mu.Unlock()
+		return resp, err
 	})
 }
 
