@@ -26,13 +26,8 @@ const (
 // idle pods get recycled. Settings that only steer the controllers (scaling, maxAge, maxSteps,
 // ephemeral, labels) are not in the pod and do not change it.
 func TemplateHash(pool *v1alpha1.RunnerPool) string {
-	probe := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: hashRunnerName, Namespace: pool.Namespace}}
-	if pool.Spec.Docker.LayerCache != nil {
-		// Turning the layer cache on or off changes the pods; which claim a runner holds does not.
-		probe.Status.LayerCacheClaim = hashRunnerName
-	}
 	var subject any
-	if pod, err := buildPod(pool, probe, hashRunnerUUID); err == nil {
+	if pod, err := buildPod(pool, standIn(pool), hashRunnerUUID); err == nil {
 		subject = struct {
 			Labels      map[string]string `json:"labels"`
 			Annotations map[string]string `json:"annotations"`
@@ -53,4 +48,15 @@ func TemplateHash(pool *v1alpha1.RunnerPool) string {
 	}
 	sum := sha256.Sum256(encoded)
 	return hex.EncodeToString(sum[:5])
+}
+
+// standIn is the runner a pool's pod is built for when no real runner is at hand.
+func standIn(pool *v1alpha1.RunnerPool) *v1alpha1.Runner {
+	probe := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: hashRunnerName, Namespace: pool.Namespace}}
+	if pool.Spec.Docker.LayerCache != nil {
+		// Turning the layer cache on or off changes the pods; which claim a runner holds does
+		// not, and a real runner takes its claim just before its pod is built.
+		probe.Status.LayerCacheClaim = hashRunnerName
+	}
+	return probe
 }

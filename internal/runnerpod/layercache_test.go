@@ -120,3 +120,11 @@ func TestTemplateHashFollowsTheLayerCacheButNotTheClaim(t *testing.T) {
 		t.Errorf("two runners of one pool on different claims have different template hashes")
 	}
 }
+
+// A pool is checked before any runner holds a claim: its layer cache alone must not make it
+// look broken.
+func TestAPoolWithALayerCacheValidates(t *testing.T) {
+	if err := Validate(newPool(withLayerCache)); err != nil {
+		t.Errorf("Validate refused a pool with a layer cache: %v", err)
+	}
+}

@@ -236,8 +236,6 @@ func dropNulls(v any) any {
 // Validate reports whether runner pods can be built from the pool, with the message BuildPod
 // would give: the pool reconciler shows it on the pool before any runner is registered.
 func Validate(pool *v1alpha1.RunnerPool) error {
-	probe := &v1alpha1.Runner{}
-	probe.Name, probe.Namespace = hashRunnerName, pool.Namespace
-	_, err := buildPod(pool, probe, hashRunnerUUID)
+	_, err := buildPod(pool, standIn(pool), hashRunnerUUID)
 	return err
 }

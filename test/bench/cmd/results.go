@@ -79,6 +79,8 @@ var figures = slices.Concat([]figure{
 	{"scale200_s", "scale: 20 pools, 0 -> 200 runners ONLINE", "s", "", nil},
 	{"scale200_rawcreate_s", "scale: the same 200 pods, plain client-go loop", "s", "", nil},
 	{"scale200_ratio", "scale: operator time / plain loop time", "x", "<= 2", atMost(2)},
+	{"scale200_pods_running_s", "scale: until all 200 runner pods Running", "s", "", nil},
+	{"scale200_pods_running_ratio", "scale: that time / plain loop time (same end point)", "x", "", nil},
 	{"scale200_apiserver_requests_per_runner", "scale: apiserver requests per runner", "requests", "", nil},
 	{"scale200_apiserver_writes_per_runner", "scale: apiserver writes per runner (Events included)", "requests", "<= 5", atMost(5)},
 	{"scale200_apiserver_event_writes_per_runner", "scale: of which Event writes", "requests", "", nil},
