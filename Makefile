@@ -112,7 +112,7 @@ docs: ## Regenerate docs/reference.md, the API reference, from the CRDs in confi
 ## Benchmark: the figures of test/bench/README.md, measured on a local control plane with bbsim.
 
 .PHONY: bench
-bench: tools build ## Measure burst, overshoot, API cost, scale and memory; print them and write test/bench/results.json (BENCH_SCENARIOS=burst,... BENCH_QUICK=1).
+bench: tools build tools-node images ## Measure burst, overshoot, API cost, scale, memory and the layer cache (on the real node, as root); print them and write test/bench/results.json (BENCH_SCENARIOS=burst,... BENCH_QUICK=1).
 	KUBEBUILDER_ASSETS=$(BIN) $(GO) run ./test/bench/cmd
 
 ## Chaos: the long reliability run (test/chaos/README.md).

@@ -5,7 +5,7 @@
 // Environment:
 //
 //	BENCH_SCENARIOS  comma-separated scenarios: ephemeral (or ephemeral-webhook,
-//	                 ephemeral-poll, ephemeral-poll5), burst (or burst-webhook, burst-poll, burst-zero), queue-burst, overshoot, api, scale, rss; default all
+//	                 ephemeral-poll, ephemeral-poll5), burst (or burst-webhook, burst-poll, burst-zero), queue-burst, overshoot, api, scale, rss, layercache (real node, root); default all
 //	BENCH_QUICK=1    shorter steps and windows, fewer runners for rss: a quick look
 //	BENCH_OUT        where to write the results (default test/bench/results.json)
 //	BENCH_LOG_DIR    where each scenario keeps its logs (default test/bench/tmp/logs)
@@ -73,6 +73,7 @@ func scenarios() []scenario {
 		scenario{name: "api", group: "api", run: runAPICost},
 		scenario{name: "scale", group: "scale", run: runScale},
 		scenario{name: "rss", group: "rss", run: runRSS},
+		scenario{name: "layercache", group: "layercache", run: runLayerCache},
 	)
 }
 
@@ -101,7 +102,7 @@ func loadConfig() (config, error) {
 			found = found || s.name == w || s.group == w
 		}
 		if !found && w != "" {
-			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, queue-burst, overshoot, ephemeral, ephemeral-webhook, ephemeral-poll, ephemeral-poll5, api, scale, rss)", w)
+			return cfg, fmt.Errorf("unknown scenario %q in BENCH_SCENARIOS (known: burst, burst-webhook, burst-poll, burst-zero, queue-burst, overshoot, ephemeral, ephemeral-webhook, ephemeral-poll, ephemeral-poll5, api, scale, rss, layercache)", w)
 		}
 	}
 	return cfg, nil

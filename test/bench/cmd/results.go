@@ -89,6 +89,10 @@ var figures = slices.Concat([]figure{
 	{"scale200_bitbucket_calls_per_runner", "scale: Bitbucket calls per runner", "calls", "<= 3", atMost(3)},
 	{"scale200_idle_writes_per_runner_poll", "scale: apiserver writes per idle runner per poll", "requests", "", nil},
 
+	{"layercache_cold_build_s", "layercache: a build on a new claim (real node)", "s", "", nil},
+	{"layercache_warm_build_s", "layercache: the same build on the claim left by the runner before", "s", "", nil},
+	{"layercache_saved_s", "layercache: time the reused claim saved", "s", "", nil},
+
 	{"rss_runners", "rss: Runner objects", "count", "", nil},
 	{"rss_mib_idle", "rss: manager RSS with no pool", "MiB", "", nil},
 	{"rss_mib_1000_runners", "rss: manager RSS with the Runners", "MiB", "< 150", below(150)},
