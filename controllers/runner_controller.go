@@ -354,34 +354,26 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	secret := &corev1.Secret{}
-	secretKey := types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
-	// Read live: a Secret without the pool label is not in the cache, and registering a
-	// runner whose Secret cannot be created would only have to be undone.
-	if err := r.apiReader().Get(ctx, secretKey, secret); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, fmt.Errorf("get runner secret: %w", err)
+	existing, ok := snap.ByName(runner.Spec.BitbucketName)
+	// A runner of this name means an earlier attempt registered it: its Secret says whether to
+	// adopt or replace it. Without one, the Secret is almost never there, and the create below
+	// finds out when it is (secretInTheWay); reading it first would cost every new runner a
+	// request to the API server, which is what bounds a scale-up. A Secret this Runner was
+	// already found not to control is read first, so that a blocked Runner does not register
+	// and unregister a runner every minute.
+	var secret *corev1.Secret
+	if ok || conditionReason(runner.Status.Conditions, v1alpha1.ConditionRegistered) == ReasonNotControlled {
+		if secret, err = r.liveSecret(ctx, runner); err != nil {
+			return ctrl.Result{}, err
 		}
-		secret = nil
 	}
 	if secret != nil && !metav1.IsControlledBy(secret, runner) {
-		// Its UUID annotation and its credentials say nothing about this Runner.
-		msg := fmt.Sprintf("Secret %s exists but this Runner does not control it; rename or delete it", secret.Name)
-		r.eventOnce(runner, ReasonNotControlled, "Register", msg)
-		setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonNotControlled, msg)
-		return ctrl.Result{RequeueAfter: time.Minute}, nil
-	}
-
-	existing, ok := snap.ByName(runner.Spec.BitbucketName)
-	if !ok && secret != nil && secret.Annotations[v1alpha1.AnnotationRunnerUUID] != "" {
-		// Renamed in Bitbucket before the UUID was saved: the Secret still names it.
-		existing, ok = snap.ByUUID(secret.Annotations[v1alpha1.AnnotationRunnerUUID])
+		return r.secretNotControlled(runner, secret), nil
 	}
 	if ok {
 		if secret != nil && secret.Annotations[v1alpha1.AnnotationRunnerUUID] == existing.UUID {
 			logger.Info("adopting Bitbucket runner registered before a restart", "uuid", existing.UUID)
-			r.markRegistered(runner, existing.UUID, secret.Name)
-			r.event(runner, corev1.EventTypeNormal, "Adopted", "Register", "Adopted Bitbucket runner %s (%s)", runner.Spec.BitbucketName, existing.UUID)
+			r.adopt(runner, existing.UUID, secret.Name)
 			return ctrl.Result{}, nil
 		}
 		// Its OAuth secret was only ever returned at creation and is lost: the runner can never
@@ -426,13 +418,94 @@ func (r *RunnerReconciler) register(ctx context.Context, scope *reconcileScope, 
 	// If this fails, the next attempt finds the runner by name without a matching Secret and
 	// replaces it: credentials are never guessed.
 	if err := r.Create(ctx, newSecret); err != nil {
-		return ctrl.Result{}, fmt.Errorf("create runner secret: %w", err)
+		if !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, fmt.Errorf("create runner secret: %w", err)
+		}
+		return r.secretInTheWay(ctx, scope, runner, snap, created, newSecret)
 	}
 	// No event: the Registered condition says the same with its time, and an event per runner
 	// would cost a write per runner (ADR 0019). Failures and adoptions keep theirs.
 	r.markRegistered(runner, created.UUID, newSecret.Name)
 	log.FromContext(ctx).V(1).Info("registered Bitbucket runner", "uuid", created.UUID)
 	return ctrl.Result{}, nil
+}
+
+// secretInTheWay finishes a registration whose Secret could not be created because one of that
+// name exists, which register did not read first. Its Bitbucket runner was just created. A
+// Secret this Runner does not control makes it undo the registration and report the Secret. One
+// it controls is left from an earlier registration: if that runner still exists (renamed in
+// Bitbucket before its UUID was saved), it is adopted and the new one removed; if it is gone,
+// the Secret is replaced.
+func (r *RunnerReconciler) secretInTheWay(ctx context.Context, scope *reconcileScope, runner *v1alpha1.Runner, snap *runnerlist.Snapshot, created *bitbucket.Runner, newSecret *corev1.Secret) (ctrl.Result, error) {
+	secret, err := r.liveSecret(ctx, runner)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	undo := func(why string) error {
+		if err := scope.API.DeleteRunner(ctx, scopeOf(runner), created.UUID); err != nil && !bitbucket.IsNotFound(err) {
+			// The next attempt finds it by name and replaces or keeps it as register decides.
+			return fmt.Errorf("delete runner %s just registered, %s: %w", created.UUID, why, err)
+		}
+		r.Store.Forget(scope.Key, created.UUID)
+		return nil
+	}
+	switch {
+	case secret == nil:
+		// Deleted since: nothing is in the way any more.
+	case !metav1.IsControlledBy(secret, runner):
+		if err := undo("as its Secret's name is taken"); err != nil {
+			return ctrl.Result{}, err
+		}
+		return r.secretNotControlled(runner, secret), nil
+	default:
+		if uuid := secret.Annotations[v1alpha1.AnnotationRunnerUUID]; uuid != "" && uuid != created.UUID {
+			if old, ok := snap.ByUUID(uuid); ok {
+				if err := undo("as the earlier registration it replaces still exists"); err != nil {
+					return ctrl.Result{}, err
+				}
+				log.FromContext(ctx).Info("adopting Bitbucket runner registered before a restart", "uuid", old.UUID)
+				r.adopt(runner, old.UUID, secret.Name)
+				return ctrl.Result{}, nil
+			}
+		}
+		if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("delete stale runner secret: %w", err)
+		}
+	}
+	if err := r.Create(ctx, newSecret); err != nil {
+		return ctrl.Result{}, fmt.Errorf("create runner secret: %w", err)
+	}
+	r.markRegistered(runner, created.UUID, newSecret.Name)
+	return ctrl.Result{}, nil
+}
+
+// liveSecret reads the Runner's Secret from the API server (nil when there is none): one
+// without the pool label is not in the cache, and one just created may not be yet.
+func (r *RunnerReconciler) liveSecret(ctx context.Context, runner *v1alpha1.Runner) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	if err := r.apiReader().Get(ctx, types.NamespacedName{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get runner secret: %w", err)
+	}
+	return secret, nil
+}
+
+// secretNotControlled reports a Secret of the runner's Secret name that the Runner does not
+// control: its UUID annotation and its credentials say nothing about this Runner.
+func (r *RunnerReconciler) secretNotControlled(runner *v1alpha1.Runner, secret *corev1.Secret) ctrl.Result {
+	msg := fmt.Sprintf("Secret %s exists but this Runner does not control it; rename or delete it", secret.Name)
+	r.eventOnce(runner, ReasonNotControlled, "Register", msg)
+	setCondition(runner, v1alpha1.ConditionRegistered, metav1.ConditionFalse, ReasonNotControlled, msg)
+	return ctrl.Result{RequeueAfter: time.Minute}
+}
+
+// adopt takes over a Bitbucket runner an earlier registration made, whose Secret this Runner
+// controls.
+func (r *RunnerReconciler) adopt(runner *v1alpha1.Runner, uuid, secretName string) {
+	r.markRegistered(runner, uuid, secretName)
+	r.event(runner, corev1.EventTypeNormal, "Adopted", "Register", "Adopted Bitbucket runner %s (%s)", runner.Spec.BitbucketName, uuid)
 }
 
 func (r *RunnerReconciler) markRegistered(runner *v1alpha1.Runner, uuid, secretName string) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/controllers"
+	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/test/framework"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
@@ -94,6 +95,35 @@ func TestARunnerWhoseCredentialsWereLostIsReplacedNotLeaked(t *testing.T) {
 	runner = onlyRunner(t, ns, pool)
 	if runner.Status.UUID == uuid {
 		t.Fatalf("runner %s kept without its credentials", uuid)
+	}
+	deleteAndWaitGone(t, pool, 60*time.Second)
+}
+
+// A registration whose Bitbucket runner went away before its UUID was saved leaves a Secret that
+// the next registration finds in its way when it creates its own: the Secret is replaced, and
+// the new runner is the only one.
+func TestTheSecretOfARegistrationThatVanishedIsReplaced(t *testing.T) {
+	ns := namespace(t)
+	pool := createPool(t, harness.Pool(ns, "vanished", 1, 1))
+	runner := onlyRunner(t, ns, pool)
+	uuid := runner.Status.UUID
+
+	crashBeforeStatus(t, runner, func() {
+		if err := budgetClient(t).DeleteRunner(t.Context(), bitbucket.Scope{Workspace: string(runner.Spec.Workspace)}, uuid); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	runner = onlyRunner(t, ns, pool)
+	if runner.Status.UUID == uuid {
+		t.Fatalf("runner %s kept although it is gone from Bitbucket", uuid)
+	}
+	secret := &corev1.Secret{}
+	if err := sys.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: runnerpod.SecretName(runner)}, secret); err != nil {
+		t.Fatal(err)
+	}
+	if got := secret.Annotations[v1alpha1.AnnotationRunnerUUID]; got != runner.Status.UUID {
+		t.Errorf("the runner Secret names runner %s, the Runner %s", got, runner.Status.UUID)
 	}
 	deleteAndWaitGone(t, pool, 60*time.Second)
 }

@@ -144,8 +144,9 @@ func TestARunnerLeavesAPodAndSecretItDoesNotControlAlone(t *testing.T) {
 		}
 	}
 
-	// Named after the Secret: the registration stops before anything is registered. Named
-	// after the pod: it registers, but leaves the pod alone instead of running there. Without
+	// Named after the Secret: the registration finds the Secret in the way of its own, removes
+	// the Bitbucket runner it just made and stops. Named after the pod: it registers, but leaves
+	// the pod alone instead of running there. Without
 	// the pool's label the pool does not count them, so it neither drains nor replaces them
 	// while the test looks.
 	unlabelled := func(r *v1alpha1.Runner) { r.Labels = map[string]string{v1alpha1.LabelPool: "someone-else"} }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -133,6 +135,7 @@ func (r *run) phaseTenants(ctx context.Context) error {
 	hostileStats := r.classify(snap, hw.steps.stepSet())
 	allStats := r.classify(snap, all.stepSet())
 	harmed := harm.result()
+	r.writeTenantWaits(snap, base, hw)
 	baseP95, hostileP95 := baseStats.percentile(0.95), hostileStats.percentile(0.95)
 	res := r.res
 	res.mu.Lock()
@@ -203,14 +206,18 @@ func (r *run) goodTenant(ctx context.Context) ([]*poolInfo, error) {
 
 // window is what one tenant window measured.
 type window struct {
+	name      string
 	steps     *scenario
 	maxRSSMiB float64
+	// start and midway are when the window began and when its midway action (the leader
+	// kill) began, for the table of waits.
+	start, midway time.Time
 }
 
 // tenantWindow runs the good tenant's steady stream of steps for the window, sampling the
 // managers' memory every second; midway it calls midway (a leader kill).
 func (r *run) tenantWindow(ctx context.Context, sc *scenario, good []*poolInfo, name string, midway func() error) (window, error) {
-	w := window{steps: newBatch()}
+	w := window{name: name, steps: newBatch(), start: time.Now()}
 	end := time.Now().Add(r.cfg.tenantWindow)
 	killAt := time.Now().Add(r.between(r.cfg.tenantWindow*2/5, r.cfg.tenantWindow*3/5))
 	nextStep := time.Now()
@@ -228,6 +235,7 @@ func (r *run) tenantWindow(ctx context.Context, sc *scenario, good []*poolInfo, 
 		}
 		if midway != nil && !time.Now().Before(killAt) {
 			// The kill waits for the next leader; memory is sampled around it, not during.
+			w.midway = time.Now()
 			if err := midway(); err != nil {
 				return w, fmt.Errorf("%s window: %w", name, err)
 			}
@@ -239,6 +247,37 @@ func (r *run) tenantWindow(ctx context.Context, sc *scenario, good []*poolInfo, 
 	}
 	sc.addSteps(w.steps.ids())
 	return w, nil
+}
+
+// writeTenantWaits writes every good step of both windows to tenant-waits.txt in the run's
+// directory, with when it was queued relative to its window's start and to the leader kill,
+// slowest first: what the wait p95 is made of.
+func (r *run) writeTenantWaits(snap bbsim.Snapshot, windows ...window) {
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "window\twait\tqueued at\tafter the kill\truns-on\trunner")
+	for _, w := range windows {
+		ids := w.steps.stepSet()
+		var steps []bbsim.StepView
+		for _, s := range snap.Steps {
+			if ids[s.UUID] {
+				steps = append(steps, s)
+			}
+		}
+		wait := func(s bbsim.StepView) time.Duration {
+			if s.StartedAt == nil {
+				return snap.Now.Sub(s.EnqueuedAt)
+			}
+			return s.StartedAt.Sub(s.EnqueuedAt)
+		}
+		slices.SortFunc(steps, func(a, b bbsim.StepView) int { return cmp.Compare(wait(b), wait(a)) })
+		for _, s := range steps {
+			fmt.Fprintf(tw, "%s\t%.1fs\t%.1fs\t%.1fs\t%s\t%s\n", w.name, wait(s).Seconds(), s.EnqueuedAt.Sub(w.start).Seconds(),
+				s.EnqueuedAt.Sub(w.midway).Seconds(), strings.Join(s.RunsOn, ","), s.Runner)
+		}
+	}
+	_ = tw.Flush()
+	_ = os.WriteFile(filepath.Join(r.tmp, "tenant-waits.txt"), []byte(b.String()), 0o644)
 }
 
 // hostile is what the hostile tenant made, to report on and remove.
