@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,27 +20,32 @@ import (
 // scenario can tell the time the operator took to have its pods Running from the time the
 // simulated agents then take to connect, without listing pods in a loop.
 type runningPods struct {
-	mu    sync.Mutex
-	first map[string]time.Time
-	stop  context.CancelFunc
+	mu sync.Mutex
+	// seen and first are when each pod was first seen at all, and first seen Running.
+	seen, first map[string]time.Time
+	stop        context.CancelFunc
 }
 
 func watchRunningPods(ctx context.Context, cs kubernetes.Interface) (*runningPods, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	r := &runningPods{first: map[string]time.Time{}, stop: cancel}
+	r := &runningPods{seen: map[string]time.Time{}, first: map[string]time.Time{}, stop: cancel}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = v1alpha1.LabelRunner
 	}))
 	informer := factory.Core().V1().Pods().Informer()
 	observe := func(obj any) {
 		pod, ok := obj.(*corev1.Pod)
-		if !ok || pod.Status.Phase != corev1.PodRunning {
+		if !ok {
 			return
 		}
 		key := pod.Namespace + "/" + pod.Name
+		now := time.Now()
 		r.mu.Lock()
-		if _, seen := r.first[key]; !seen {
-			r.first[key] = time.Now()
+		if _, seen := r.seen[key]; !seen {
+			r.seen[key] = now
+		}
+		if _, seen := r.first[key]; !seen && pod.Status.Phase == corev1.PodRunning {
+			r.first[key] = now
 		}
 		r.mu.Unlock()
 	}
@@ -74,4 +80,26 @@ func (r *runningPods) lastOf(n int) (time.Time, bool) {
 		}
 	}
 	return last, true
+}
+
+// timeline says, from start, when half and all of the pods were first seen, and first seen
+// Running: whether the last pods were late to be created or late to run.
+func (r *runningPods) timeline(start time.Time) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	since := func(m map[string]time.Time) (half, last time.Duration) {
+		var ds []time.Duration
+		for _, t := range m {
+			ds = append(ds, t.Sub(start))
+		}
+		if len(ds) == 0 {
+			return 0, 0
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2], ds[len(ds)-1]
+	}
+	ch, cl := since(r.seen)
+	rh, rl := since(r.first)
+	return fmt.Sprintf("pods created: half after %.1f s, all after %.1f s; Running: half after %.1f s, all after %.1f s",
+		ch.Seconds(), cl.Seconds(), rh.Seconds(), rl.Seconds())
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/runnerpool/runnerpool-operator/api/v1alpha1"
 	"github.com/runnerpool/runnerpool-operator/internal/bbsim"
+	"github.com/runnerpool/runnerpool-operator/internal/runnerpod"
 	"github.com/runnerpool/runnerpool-operator/test/harness"
 )
 
@@ -124,6 +125,7 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 	if last, ok := running.lastOf(scaleRunners); ok {
 		res.set("scale200_pods_running_s", last.Sub(start).Seconds())
 		progress("%s: all %d runner pods Running after %.1f s", scenario, scaleRunners, last.Sub(start).Seconds())
+		progress("%s: %s", scenario, running.timeline(start))
 	}
 	res.set("scale200_apiserver_requests_per_runner", float64(count.total)/scaleRunners)
 	// Every write counts, Events too: each is a request the API server stores.
@@ -180,11 +182,18 @@ func runScale(ctx context.Context, cfg config, res *results) (safety, error) {
 		return s, err
 	}
 	res.set("scale200_rawcreate_s", raw.Seconds())
-	res.set("scale200_ratio", took.Seconds()/raw.Seconds())
+	res.set("scale200_online_to_running_ratio", took.Seconds()/raw.Seconds())
 	if podsRunning, ok := res.values["scale200_pods_running_s"]; ok {
 		res.set("scale200_pods_running_ratio", podsRunning/raw.Seconds())
 	}
 	progress("%s: a plain client-go loop had the same %d pods Running after %.1f s", scenario, scaleRunners, raw.Seconds())
+	rawOn, err := rawOnline(ctx, sys, template, workspaces, scaleRunners)
+	if err != nil {
+		return s, err
+	}
+	res.set("scale200_rawonline_s", rawOn.Seconds())
+	res.set("scale200_ratio", took.Seconds()/rawOn.Seconds())
+	progress("%s: the same loop had %d runners registered beforehand ONLINE after %.1f s", scenario, scaleRunners, rawOn.Seconds())
 	return s, nil
 }
 
@@ -231,29 +240,10 @@ func rawCreate(ctx context.Context, sys *system, template corev1.Pod, n int) (ti
 		spec.InitContainers[i].Env, spec.InitContainers[i].EnvFrom = nil, nil
 	}
 	pods := sys.Clientset.CoreV1().Pods(ns)
-	work := make(chan int)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range rawConcurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("raw-%03d", i), Namespace: ns}, Spec: *spec.DeepCopy()}
-				if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-					errs <- fmt.Errorf("create pod %s: %w", pod.Name, err)
-				}
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := createPods(ctx, sys, n, func(i int) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("raw-%03d", i), Namespace: ns}, Spec: *spec.DeepCopy()}
+	}); err != nil {
 		return 0, err
 	}
 	err := waitFor(ctx, 5*time.Minute, rawSample, "the plain loop's pods to run", func() (bool, string, error) {
@@ -277,4 +267,114 @@ func rawCreate(ctx context.Context, sys *system, template corev1.Pod, n int) (ti
 		return took, fmt.Errorf("delete the plain loop's pods: %w", err)
 	}
 	return took, nil
+}
+
+// rawOnline times the plain loop to the operator's own end point: n runners are registered in
+// bbsim beforehand (directly, spread over the teams' workspaces as the operator's are) with a
+// Secret each holding their credentials; then the template's pod, pointed at each runner's
+// UUID, workspace and Secret, is created for each by the same loop as rawCreate's, timed from
+// the first create until every runner is ONLINE. The registrations and Secrets are set up
+// before the clock starts, so this is the least any client could take from the first pod create
+// to n runners ONLINE on this control plane and agent, and the operator's scale200_s is held
+// against it. The pods are deleted afterwards; the runners stay in bbsim, which ends with the
+// scenario.
+func rawOnline(ctx context.Context, sys *system, template corev1.Pod, workspaces []bbsim.Workspace, n int) (time.Duration, error) {
+	const ns, prefix = "raw-online", "raw-online-"
+	if err := sys.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return 0, fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	templateSecret := ""
+	for _, c := range template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == runnerpod.EnvOAuthClientID && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				templateSecret = e.ValueFrom.SecretKeyRef.Name
+			}
+		}
+	}
+	if templateSecret == "" {
+		return 0, fmt.Errorf("the template pod %s reads no %s from a Secret", template.Name, runnerpod.EnvOAuthClientID)
+	}
+	type registered struct{ uuid, workspace, secret string }
+	runners := make([]registered, n)
+	for i := range n {
+		ws := workspaces[i%len(workspaces)].UUID
+		created, err := sys.BBSim.CreateRunner(bbsim.CreateRunnerRequest{Workspace: ws, Name: fmt.Sprintf("%s%03d", prefix, i), Labels: []string{"self.hosted", "linux"}})
+		if err != nil {
+			return 0, err
+		}
+		name := fmt.Sprintf("%s%03d", prefix, i)
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Data:       map[string][]byte{v1alpha1.SecretKeyClientID: []byte(created.ClientID), v1alpha1.SecretKeyClientSecret: []byte(created.ClientSecret)},
+		}
+		if err := sys.Client.Create(ctx, secret); err != nil {
+			return 0, fmt.Errorf("create secret %s: %w", name, err)
+		}
+		runners[i] = registered{uuid: created.UUID, workspace: ws, secret: name}
+	}
+	podFor := func(i int) *corev1.Pod {
+		spec := template.Spec.DeepCopy()
+		spec.NodeName = ""
+		point := func(env []corev1.EnvVar) {
+			for j := range env {
+				switch e := &env[j]; {
+				case e.Name == runnerpod.EnvRunnerUUID:
+					e.Value = runners[i].uuid
+				case e.Name == runnerpod.EnvAccountUUID:
+					e.Value = runners[i].workspace
+				case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == templateSecret:
+					e.ValueFrom.SecretKeyRef.Name = runners[i].secret
+				}
+			}
+		}
+		for c := range spec.Containers {
+			point(spec.Containers[c].Env)
+		}
+		for c := range spec.InitContainers {
+			point(spec.InitContainers[c].Env)
+		}
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: runners[i].secret, Namespace: ns}, Spec: *spec}
+	}
+	start := time.Now()
+	if err := createPods(ctx, sys, n, podFor); err != nil {
+		return 0, err
+	}
+	err := waitFor(ctx, 5*time.Minute, rawSample, "the plain loop's runners to connect", func() (bool, string, error) {
+		on := countOnline(bitbucketRunners(sys.BBSim.State(), prefix))
+		return on >= n, fmt.Sprintf("%d of %d ONLINE", on, n), nil
+	})
+	took := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if err := sys.Clientset.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		return took, fmt.Errorf("delete the plain loop's pods: %w", err)
+	}
+	return took, nil
+}
+
+// createPods creates the n pods podFor makes with rawConcurrency workers.
+func createPods(ctx context.Context, sys *system, n int, podFor func(i int) *corev1.Pod) error {
+	work := make(chan int)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range rawConcurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				pod := podFor(i)
+				if _, err := sys.Clientset.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+					errs <- fmt.Errorf("create pod %s: %w", pod.Name, err)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	return <-errs
 }

@@ -228,10 +228,12 @@ func (r *run) tenantWindow(ctx context.Context, sc *scenario, good []*poolInfo, 
 		w.maxRSSMiB = max(w.maxRSSMiB, r.env.mgrs.rssMiB())
 		if !time.Now().Before(nextStep) {
 			p := good[r.intn(len(good))]
-			if err := r.enqueue(w.steps, p, 1, r.between(4*time.Second, 12*time.Second)); err != nil {
+			// Short steps often: about 100 per window, so that the p95 the windows compare is
+			// the fifth-slowest step rather than the third, and one unlucky step moves it less.
+			if err := r.enqueue(w.steps, p, 1, r.between(2*time.Second, 6*time.Second)); err != nil {
 				return w, err
 			}
-			nextStep = time.Now().Add(r.between(time.Second, 3*time.Second))
+			nextStep = time.Now().Add(r.between(500*time.Millisecond, 1500*time.Millisecond))
 		}
 		if midway != nil && !time.Now().Before(killAt) {
 			// The kill waits for the next leader; memory is sampled around it, not during.
