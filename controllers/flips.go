@@ -7,12 +7,14 @@ import (
 	"github.com/runnerpool/runnerpool-operator/internal/bitbucket"
 )
 
-// minStateFlipInterval is how soon after a state change a runner may be changed back. A pool
+// minStateFlipInterval is how soon after a runner was enabled it may be disabled again. A pool
 // that keeps draining and un-draining the same runner (a wobbling count, or a bug) would
 // otherwise send a PUT per reconcile: every one of them is a request of the credential's hourly
 // budget, and a budget spent by a loop stops every drain of the credential for up to an hour.
-// Ten seconds is far below any scale-down delay, so legitimate changes are hardly delayed.
-const minStateFlipInterval = 10 * time.Second
+// Only the disable waits: a runner enabled again is one a step is waiting for, and a disable
+// costs nothing to put off. With the enable at once and the next disable this long after it, a
+// loop still costs at most six PUTs a minute per runner.
+const minStateFlipInterval = 20 * time.Second
 
 // stateFlips remembers the last state sent for each runner, to space out opposite changes.
 // The zero value is ready to use.
@@ -26,13 +28,13 @@ type stateChange struct {
 	at     time.Time
 }
 
-// wait is how long to hold back setting the runner to status: 0 unless the runner was last set
-// to the other state less than minStateFlipInterval ago.
+// wait is how long to hold back setting the runner to status: 0 unless it is a disable of a
+// runner enabled less than minStateFlipInterval ago.
 func (f *stateFlips) wait(uuid string, status bitbucket.RunnerStatus, now time.Time) time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	last, ok := f.last[uuid]
-	if !ok || last.status == status {
+	if !ok || last.status == status || status != bitbucket.RunnerStatusDisabled {
 		return 0
 	}
 	return max(last.at.Add(minStateFlipInterval).Sub(now), 0)

@@ -622,8 +622,8 @@ func editedBudgetState(state bitbucket.BudgetState, now time.Time) string {
 // harmWatch finds the good tenant's runners deleted or disabled by someone other than their own
 // pool: a Bitbucket runner that goes DISABLED or away, a runner Secret that goes, while its
 // Runner is neither draining nor being deleted, and has not drained in the last minute (a
-// drain it cancelled leaves its runner disabled for ADR 11's 10 s hold; one it finished removes
-// the runner before the Runner shows it). Each must persist over harmConfirm samples
+// drain it cancelled leaves its runner disabled until the Runner is reconciled; one it finished
+// removes the runner before the Runner shows it). Each must persist over harmConfirm samples
 // (the lists are taken one after the other, and a drain is written before the runner is
 // disabled), so a pool's own scale-down is never counted.
 type harmWatch struct {
@@ -699,7 +699,7 @@ func (h *harmWatch) check(ctx context.Context) {
 			h.seen["bb:"+uuid] = true
 		case inBB && b.Disabled && !h.drainedLately(rn):
 			// A Runner that drained lately may have disabled it itself, for a drain since
-			// cancelled: the re-enable waits out ADR 11's 10 s hold.
+			// cancelled and not yet undone.
 			h.flag(current, "disabled:"+uuid, fmt.Sprintf("Bitbucket runner %s of Runner %s/%s was disabled while the Runner was not draining", uuid, rn.Namespace, rn.Name))
 		case h.seen["bb:"+uuid] && !inBB && !h.drainedLately(rn):
 			h.flag(current, "deleted:"+uuid, fmt.Sprintf("Bitbucket runner %s of Runner %s/%s was deleted while the Runner was neither draining nor deleted", uuid, rn.Namespace, rn.Name))
