@@ -47,11 +47,11 @@ type tenantCredentials struct {
 	user, password string
 }
 
-// Limits of the tenant figures. Queue waits of a few seconds are quantized by the polls, the
-// runner start and the agent's connect delay, so "within 20 %" also allows tenantWaitSlack.
+// Limits of the tenant figures. With a baseline p95 of a second or so, 20 % is less than the
+// spread of one runner's start, so "within 20 %" also allows tenantWaitSlack.
 const (
 	tenantWaitRatio = 1.2
-	tenantWaitSlack = 2 * time.Second
+	tenantWaitSlack = 500 * time.Millisecond
 	// The manager's memory during the flood may grow by half or tenantRSSSlackMiB over the
 	// baseline window's peak, whichever is more: the Go heap doubles before it collects, and a
 	// bounded receiver stays well inside that.
