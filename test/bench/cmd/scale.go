@@ -297,12 +297,11 @@ func rawOnline(ctx context.Context, sys *system, template corev1.Pod, workspaces
 	type registered struct{ uuid, workspace, secret string }
 	runners := make([]registered, n)
 	for i := range n {
-		ws := workspaces[i%len(workspaces)].UUID
-		created, err := sys.BBSim.CreateRunner(bbsim.CreateRunnerRequest{Workspace: ws, Name: fmt.Sprintf("%s%03d", prefix, i), Labels: []string{"self.hosted", "linux"}})
+		ws, name := workspaces[i%len(workspaces)].UUID, fmt.Sprintf("%s%03d", prefix, i)
+		created, err := sys.BBSim.CreateRunner(bbsim.CreateRunnerRequest{Workspace: ws, Name: name, Labels: []string{"self.hosted", "linux"}})
 		if err != nil {
 			return 0, err
 		}
-		name := fmt.Sprintf("%s%03d", prefix, i)
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Data:       map[string][]byte{v1alpha1.SecretKeyClientID: []byte(created.ClientID), v1alpha1.SecretKeyClientSecret: []byte(created.ClientSecret)},

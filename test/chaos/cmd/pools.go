@@ -517,11 +517,8 @@ func (r *run) classify(snap bbsim.Snapshot, ids map[string]bool) stepStats {
 			continue
 		}
 		st.total++
-		switch {
-		case s.StartedAt != nil:
-			st.waits = append(st.waits, s.StartedAt.Sub(s.EnqueuedAt))
-		case s.Status != "completed":
-			st.waits = append(st.waits, snap.Now.Sub(s.EnqueuedAt))
+		if wait, ok := stepWait(snap, s); ok {
+			st.waits = append(st.waits, wait)
 		}
 		if s.Status != "completed" {
 			st.unfinished++
@@ -547,6 +544,18 @@ func (r *run) classify(snap bbsim.Snapshot, ids map[string]bool) stepStats {
 			s.UUID, s.RunsOn, completed.Format("15:04:05.000"), s.Runner, s.Result, s.Reason))
 	}
 	return st
+}
+
+// stepWait is how long the step waited for a runner: until it started, or until the snapshot
+// when it still waits. A step that completed without starting (cancelled) waited for nothing.
+func stepWait(snap bbsim.Snapshot, s bbsim.StepView) (time.Duration, bool) {
+	switch {
+	case s.StartedAt != nil:
+		return s.StartedAt.Sub(s.EnqueuedAt), true
+	case s.Status != "completed":
+		return snap.Now.Sub(s.EnqueuedAt), true
+	}
+	return 0, false
 }
 
 // scenario is one row of the report: what was done, and what it cost.

@@ -259,23 +259,21 @@ func (r *run) writeTenantWaits(snap bbsim.Snapshot, windows ...window) {
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "window\twait\tqueued at\tafter the kill\truns-on\trunner")
 	for _, w := range windows {
+		type waited struct {
+			step bbsim.StepView
+			wait time.Duration
+		}
 		ids := w.steps.stepSet()
-		var steps []bbsim.StepView
+		var steps []waited
 		for _, s := range snap.Steps {
-			if ids[s.UUID] {
-				steps = append(steps, s)
+			if wait, ok := stepWait(snap, s); ok && ids[s.UUID] {
+				steps = append(steps, waited{s, wait})
 			}
 		}
-		wait := func(s bbsim.StepView) time.Duration {
-			if s.StartedAt == nil {
-				return snap.Now.Sub(s.EnqueuedAt)
-			}
-			return s.StartedAt.Sub(s.EnqueuedAt)
-		}
-		slices.SortFunc(steps, func(a, b bbsim.StepView) int { return cmp.Compare(wait(b), wait(a)) })
+		slices.SortFunc(steps, func(a, b waited) int { return cmp.Compare(b.wait, a.wait) })
 		for _, s := range steps {
-			fmt.Fprintf(tw, "%s\t%.1fs\t%.1fs\t%.1fs\t%s\t%s\n", w.name, wait(s).Seconds(), s.EnqueuedAt.Sub(w.start).Seconds(),
-				s.EnqueuedAt.Sub(w.midway).Seconds(), strings.Join(s.RunsOn, ","), s.Runner)
+			fmt.Fprintf(tw, "%s\t%.1fs\t%.1fs\t%.1fs\t%s\t%s\n", w.name, s.wait.Seconds(), s.step.EnqueuedAt.Sub(w.start).Seconds(),
+				s.step.EnqueuedAt.Sub(w.midway).Seconds(), strings.Join(s.step.RunsOn, ","), s.step.Runner)
 		}
 	}
 	_ = tw.Flush()
